@@ -1,0 +1,19 @@
+//! texstream streams raw RGBA frames (GPU textures read back) from a sender to any number
+//! of viewers over TCP, with text and files on the same connection.
+//!
+//! Modules, each depending only on those above it:
+//! - [`frame`]: frames (pixels + geometry) shared by `Arc`, in recycled buffers.
+//! - [`protocol`]: the wire protocol as pure code: bytes ↔ messages, frame reassembly.
+//!   No sockets, threads or clock.
+//! - [`net`]: sockets, threads and bounded flume channels: the [`net::Node`] that serves
+//!   or dials peers, reconnects with backoff, keeps links alive, shares frames between
+//!   peers and delivers only whole, verified frames.
+//! - [`source`]: frame producers for the headless sender (image files, folders,
+//!   animations, a generated test pattern).
+//! - [`cli`]: the `texstream` command line's subcommands.
+
+pub mod cli;
+pub mod frame;
+pub mod net;
+pub mod protocol;
+pub mod source;

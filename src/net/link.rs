@@ -1,0 +1,682 @@
+//! One connection: the handshake, the writer thread (control messages, frame chunks and
+//! file chunks interleaved; keepalive pings), and the reader loop (reassembly straight
+//! from the socket into the frame's buffer, text, files, pongs).
+
+use std::io::{BufReader, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::files::{stream_file, FileOutcome, IncomingFiles};
+use super::keepalive::{Keepalive, KeepaliveAction};
+use super::node::{Event, LinkTx, PeerSlot, Shared};
+use super::status::PeerState;
+use super::{now_us, NetError};
+use crate::frame::{Frame, PooledBuf};
+use crate::protocol::{
+    decode_body, decode_preamble, encode, encode_bulk_head, encode_preamble, Assembled, BulkHead,
+    Capabilities, Envelope, FileCancel, FrameAssembler, GoodbyeCode, Hello, Kind, Limits, Message,
+    Ping, Pong, ProtocolError, BULK_HEAD_LEN, ENVELOPE_LEN, PREAMBLE_LEN,
+};
+
+/// Work for a link's writer thread, besides frames (which come through the frame slot).
+pub(crate) enum Outgoing {
+    Msg(Message),
+    FileChunk {
+        id: u64,
+        offset: u64,
+        data: PooledBuf,
+        len: usize,
+    },
+    /// Send a goodbye, flush, and close the connection.
+    Close {
+        code: GoodbyeCode,
+        reason: String,
+    },
+}
+
+/// Capacity of a link's queue of outgoing messages and file chunks.
+pub(crate) const OUT_QUEUE: usize = 64;
+
+/// Exchanges preambles and hellos. The whole exchange must finish by `timeout`: a
+/// silent or byte-dribbling peer is dropped when it runs out.
+pub(crate) fn handshake(
+    stream: &mut TcpStream,
+    ours: &Hello,
+    limits: &Limits,
+    timeout: Duration,
+) -> Result<Hello, NetError> {
+    let deadline = Instant::now() + timeout;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| NetError::io("configuring the socket", e))?;
+    let mut out = encode_preamble().to_vec();
+    encode(&Message::Hello(ours.clone()), &mut out);
+    stream
+        .write_all(&out)
+        .map_err(|e| NetError::io("sending the hello", e))?;
+
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    read_by(stream, &mut preamble, deadline, timeout, "peer")?;
+    decode_preamble(&preamble)?;
+
+    let mut env = [0u8; ENVELOPE_LEN];
+    read_by(stream, &mut env, deadline, timeout, "peer")?;
+    let env = Envelope::parse(&env, limits)?;
+    let mut body = vec![0u8; env.body_len as usize];
+    read_by(stream, &mut body, deadline, timeout, "peer")?;
+    match decode_body(env.kind, &body, limits)? {
+        Message::Hello(hello) => {
+            stream
+                .set_read_timeout(None)
+                .map_err(|e| NetError::io("configuring the socket", e))?;
+            Ok(hello)
+        }
+        Message::Goodbye { code, reason } => Err(NetError::Goodbye { code, reason }),
+        other => Err(ProtocolError::Unexpected {
+            kind: other.kind().name(),
+            when: "instead of a hello",
+        }
+        .into()),
+    }
+}
+
+/// Fills `buf` before `deadline`, however the peer spreads its bytes.
+fn read_by(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<(), NetError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(NetError::HandshakeTimeout(timeout));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| NetError::io("configuring the socket", e))?;
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Err(NetError::ClosedInHandshake(what)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(NetError::HandshakeTimeout(timeout))
+            }
+            Err(e) => return Err(NetError::io("reading the handshake", e)),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a connected link until it ends; returns why it ended.
+pub(crate) fn run_link(
+    shared: &Arc<Shared>,
+    slot: &Arc<PeerSlot>,
+    stream: TcpStream,
+    hello: Hello,
+) -> String {
+    match run_link_inner(shared, slot, stream, hello) {
+        Ok(reason) => reason,
+        Err(e) => e.to_string(),
+    }
+}
+
+fn run_link_inner(
+    shared: &Arc<Shared>,
+    slot: &Arc<PeerSlot>,
+    stream: TcpStream,
+    hello: Hello,
+) -> Result<String, NetError> {
+    let config = &shared.config;
+    let setup = |e| NetError::io("configuring the socket", e);
+    let addr = stream.peer_addr().map_err(setup)?;
+    stream.set_nodelay(true).map_err(setup)?;
+    stream
+        .set_write_timeout(Some(config.keepalive.timeout))
+        .map_err(setup)?;
+    let clone = || stream.try_clone().map_err(setup);
+    let (writer_stream, reader_stream, slot_stream) = (clone()?, clone()?, clone()?);
+
+    let (frame_tx, frame_rx) = flume::bounded::<Frame>(1);
+    let (out_tx, out_rx) = flume::bounded::<Outgoing>(OUT_QUEUE);
+    let epoch = Instant::now();
+    let last_rx_us = Arc::new(AtomicU64::new(0));
+    let caps = hello.capabilities;
+    *lock(&slot.link) = Some(LinkTx {
+        frame_tx,
+        frame_evict: frame_rx.clone(),
+        out_tx: out_tx.clone(),
+        stream: slot_stream,
+        wants_frames: caps.has(Capabilities::FRAMES_IN),
+        takes_text: caps.has(Capabilities::TEXT),
+        takes_files: caps.has(Capabilities::FILES_IN),
+    });
+    slot.set_connected(addr, &hello);
+    tracing::info!(peer = %slot.id, name = %hello.name, role = hello.role.name(), "connected to {addr}");
+    shared.emit(Event::PeerConnected {
+        peer: slot.id,
+        addr,
+        name: hello.name.clone(),
+        role: hello.role,
+    });
+
+    let (done_tx, done_rx) = flume::bounded(1);
+    let writer = {
+        let w = Writer {
+            stream: writer_stream,
+            pending: Vec::with_capacity(64 << 10),
+            slot: slot.clone(),
+            shared: shared.clone(),
+        };
+        let last_rx_us = last_rx_us.clone();
+        let keepalive = config.keepalive;
+        let chunk_bytes = config.chunk_bytes.max(1);
+        let span = tracing::info_span!("tx", peer = %addr);
+        std::thread::Builder::new()
+            .name(format!("texstream tx {addr}"))
+            .spawn(move || {
+                let _g = span.enter();
+                let mut w = w;
+                let result = w.run(frame_rx, out_rx, keepalive, chunk_bytes, epoch, &last_rx_us);
+                let _ = w.stream.shutdown(Shutdown::Both);
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| NetError::io("starting the writer thread", e))?
+    };
+
+    let mut reader = Reader {
+        shared: shared.clone(),
+        slot: slot.clone(),
+        out: out_tx.clone(),
+        epoch,
+        last_rx_us,
+        addr,
+    };
+    let read_result = reader.run(reader_stream);
+    drop(reader);
+
+    // Stop routing frames and messages to this link, then let the writer say goodbye.
+    *lock(&slot.link) = None;
+    let goodbye = match &read_result {
+        Err(NetError::Protocol(e)) => {
+            shared.counters.protocol_errors.fetch_add(1, Relaxed);
+            if matches!(e, ProtocolError::ChecksumMismatch { .. }) {
+                shared.counters.checksum_failures.fetch_add(1, Relaxed);
+            }
+            Outgoing::Close {
+                code: GoodbyeCode::ProtocolError,
+                reason: e.to_string(),
+            }
+        }
+        _ => Outgoing::Close {
+            code: GoodbyeCode::Normal,
+            reason: String::new(),
+        },
+    };
+    if out_tx.try_send(goodbye).is_err() {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    drop(out_tx);
+    let write_result = match done_rx.recv_timeout(Duration::from_millis(500)) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = stream.shutdown(Shutdown::Both);
+            done_rx.recv().unwrap_or(Ok(()))
+        }
+    };
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = writer.join();
+
+    // The writer's own failure (keepalive, a stalled peer) explains the reader's end.
+    let reason = match (read_result, write_result) {
+        (_, Err(e @ (NetError::KeepaliveTimeout(_) | NetError::PeerStalled(_)))) => e.to_string(),
+        (Ok(reason), _) => reason,
+        (Err(e), _) => e.to_string(),
+    };
+    Ok(reason)
+}
+
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Writer {
+    stream: TcpStream,
+    /// Small messages gathered until the next flush or bulk write.
+    pending: Vec<u8>,
+    slot: Arc<PeerSlot>,
+    shared: Arc<Shared>,
+}
+
+enum Wake {
+    Out(Result<Outgoing, flume::RecvError>),
+    Frame(Result<Frame, flume::RecvError>),
+}
+
+impl Writer {
+    fn run(
+        &mut self,
+        frames: flume::Receiver<Frame>,
+        out: flume::Receiver<Outgoing>,
+        keepalive: super::KeepaliveConfig,
+        chunk_bytes: usize,
+        epoch: Instant,
+        last_rx_us: &AtomicU64,
+    ) -> Result<(), NetError> {
+        let mut ka = Keepalive::new(keepalive, epoch);
+        let mut current: Option<(Frame, usize)> = None;
+        let mut next_out: Option<Outgoing> = None;
+        let mut next_frame: Option<Frame> = None;
+        loop {
+            let now = Instant::now();
+            ka.on_receive(epoch + Duration::from_micros(last_rx_us.load(Relaxed)));
+            let wait_until = match ka.poll(now) {
+                KeepaliveAction::Dead { silent_for } => {
+                    return Err(NetError::KeepaliveTimeout(silent_for))
+                }
+                KeepaliveAction::SendPing { nonce } => {
+                    let sent_us = now.duration_since(epoch).as_micros() as u64;
+                    self.msg(&Message::Ping(Ping { nonce, sent_us }))?;
+                    now
+                }
+                KeepaliveAction::WaitUntil(t) => t,
+            };
+
+            // One queued message or file chunk, then one frame chunk: control and files
+            // interleave with a large frame instead of waiting behind it.
+            let mut busy = false;
+            if let Some(item) = next_out.take().or_else(|| out.try_recv().ok()) {
+                busy = true;
+                match item {
+                    Outgoing::Msg(m) => self.msg(&m)?,
+                    Outgoing::FileChunk {
+                        id,
+                        offset,
+                        data,
+                        len,
+                    } => {
+                        let head = encode_bulk_head(Kind::FileChunk, id, offset, len);
+                        self.bulk(&head, &data[..len])?;
+                    }
+                    Outgoing::Close { code, reason } => {
+                        if let Some((frame, _)) = current.take() {
+                            self.msg(&Message::FrameAbort {
+                                seq: frame.meta().seq,
+                            })?;
+                        }
+                        self.msg(&Message::Goodbye { code, reason })?;
+                        return self.flush();
+                    }
+                }
+            }
+            if current.is_none() {
+                if let Some(frame) = next_frame.take().or_else(|| frames.try_recv().ok()) {
+                    self.msg(&Message::FrameStart(frame.meta().start_message()))?;
+                    current = Some((frame, 0));
+                }
+            }
+            if let Some((frame, offset)) = current.as_mut() {
+                busy = true;
+                let pixels = frame.pixels();
+                let end = (*offset + chunk_bytes).min(pixels.len());
+                let head = encode_bulk_head(
+                    Kind::FrameChunk,
+                    frame.meta().seq,
+                    *offset as u64,
+                    end - *offset,
+                );
+                self.bulk(&head, &pixels[*offset..end])?;
+                *offset = end;
+                if end == pixels.len() {
+                    current = None;
+                    self.slot.counters.frames_sent.fetch_add(1, Relaxed);
+                    self.flush()?;
+                }
+            }
+            if busy {
+                continue;
+            }
+
+            self.flush()?;
+            let timeout = wait_until.saturating_duration_since(Instant::now());
+            let woke = flume::Selector::new()
+                .recv(&out, Wake::Out)
+                .recv(&frames, Wake::Frame)
+                .wait_timeout(timeout);
+            match woke {
+                Ok(Wake::Out(Ok(item))) => next_out = Some(item),
+                Ok(Wake::Frame(Ok(frame))) => next_frame = Some(frame),
+                // Every sender is gone: the node is being dropped.
+                Ok(Wake::Out(Err(_)) | Wake::Frame(Err(_))) => return self.flush(),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn msg(&mut self, m: &Message) -> Result<(), NetError> {
+        encode(m, &mut self.pending);
+        if self.pending.len() >= 64 << 10 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending, a bulk head and its payload in one vectored write: the
+    /// payload goes from the shared frame to the socket with no copy of ours.
+    fn bulk(&mut self, head: &[u8], payload: &[u8]) -> Result<(), NetError> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut slices = [
+            IoSlice::new(&pending),
+            IoSlice::new(head),
+            IoSlice::new(payload),
+        ];
+        let total = pending.len() + head.len() + payload.len();
+        let result = write_all_vectored(&mut self.stream, &mut slices);
+        self.pending = pending;
+        self.pending.clear();
+        self.written(total, result)
+    }
+
+    fn flush(&mut self) -> Result<(), NetError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.pending);
+        let total = self.pending.len();
+        self.pending.clear();
+        self.written(total, result)
+    }
+
+    fn written(&self, bytes: usize, result: std::io::Result<()>) -> Result<(), NetError> {
+        match result {
+            Ok(()) => {
+                self.slot
+                    .counters
+                    .bytes_sent
+                    .fetch_add(bytes as u64, Relaxed);
+                self.shared
+                    .counters
+                    .bytes_sent
+                    .fetch_add(bytes as u64, Relaxed);
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(NetError::PeerStalled(self.shared.config.keepalive.timeout))
+            }
+            Err(e) => Err(NetError::io("sending to the peer", e)),
+        }
+    }
+}
+
+fn write_all_vectored(
+    stream: &mut TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    slot: Arc<PeerSlot>,
+    out: flume::Sender<Outgoing>,
+    epoch: Instant,
+    last_rx_us: Arc<AtomicU64>,
+    addr: SocketAddr,
+}
+
+impl Reader {
+    /// Reads messages until the peer leaves (`Ok` with the reason) or breaks the
+    /// protocol or the connection (`Err`).
+    fn run(&mut self, stream: TcpStream) -> Result<String, NetError> {
+        let limits = self.shared.config.limits;
+        let mut r = BufReader::with_capacity(256 << 10, stream);
+        let mut frames = FrameAssembler::new(self.shared.pool.clone());
+        let mut files = IncomingFiles::new(self.shared.config.files_dir.clone());
+        let mut scratch = Vec::new();
+        loop {
+            let mut env = [0u8; ENVELOPE_LEN];
+            if !read_first(&mut r, &mut env)? {
+                return Ok("connection closed by the peer".to_owned());
+            }
+            self.touch();
+            let env = Envelope::parse(&env, &limits)?;
+            self.received(ENVELOPE_LEN + env.body_len as usize);
+            if env.kind.is_bulk() {
+                let mut head = [0u8; BULK_HEAD_LEN];
+                read_rest(&mut r, &mut head, env.kind)?;
+                let head = BulkHead::parse(&head);
+                let len = env.bulk_payload_len();
+                if env.kind == Kind::FrameChunk {
+                    // Straight from the socket into the frame's buffer.
+                    read_rest(&mut r, frames.chunk_dest(head, len)?, env.kind)?;
+                    if let Assembled::Complete(frame) = frames.chunk_filled()? {
+                        self.frame_complete(frame);
+                    }
+                } else if let Some((reply, outcome)) =
+                    files.on_chunk(head.id, head.offset, len, &mut r, &mut scratch)?
+                {
+                    self.send(reply);
+                    self.file_outcome(outcome);
+                }
+                self.touch();
+                continue;
+            }
+            scratch.resize(env.body_len as usize, 0);
+            read_rest(&mut r, &mut scratch, env.kind)?;
+            match decode_body(env.kind, &scratch, &limits)? {
+                Message::Goodbye { code, reason } => {
+                    return Ok(format!("peer said goodbye ({code:?}): {reason}"))
+                }
+                Message::Ping(p) => self.send(Message::Pong(Pong {
+                    nonce: p.nonce,
+                    ping_sent_us: p.sent_us,
+                    sent_us: now_us(),
+                })),
+                Message::Pong(p) => {
+                    let rtt = self.elapsed_us().saturating_sub(p.ping_sent_us).max(1);
+                    self.slot.counters.rtt_us.store(rtt, Relaxed);
+                }
+                Message::FrameStart(start) => {
+                    if let Some(seq) = frames.start(start) {
+                        tracing::trace!(seq, "frame abandoned by a newer frame start");
+                    }
+                }
+                Message::FrameAbort { seq } => {
+                    frames.abort(seq);
+                }
+                Message::Text(text) => self.shared.text_received(self.slot.id, text),
+                Message::FileOffer(offer) => {
+                    let reply = files.on_offer(&offer);
+                    self.send(reply);
+                }
+                Message::FileAccept(accept) => self.start_file(accept.id, accept.offset),
+                Message::FileEnd(end) => {
+                    if let Some((reply, outcome)) = files.on_end(&end) {
+                        self.send(reply);
+                        self.file_outcome(outcome);
+                    }
+                }
+                Message::FileCancel(cancel) => {
+                    if let Some(outcome) = files.on_cancel(&cancel) {
+                        self.file_outcome(outcome);
+                    }
+                }
+                Message::FileResult(result) => {
+                    if let Some(file) = lock(&self.slot.outgoing_files).remove(&result.id) {
+                        file.cancel.store(true, Relaxed);
+                        self.shared.emit(Event::FileSent {
+                            peer: self.slot.id,
+                            name: file.name,
+                            ok: result.ok,
+                            message: result.message,
+                        });
+                    }
+                }
+                m
+                @ (Message::Hello(_) | Message::FrameChunk { .. } | Message::FileChunk { .. }) => {
+                    return Err(ProtocolError::Unexpected {
+                        kind: m.kind().name(),
+                        when: "after the handshake",
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
+    fn elapsed_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn touch(&self) {
+        self.last_rx_us.store(self.elapsed_us(), Relaxed);
+    }
+
+    fn received(&self, bytes: usize) {
+        self.slot
+            .counters
+            .bytes_received
+            .fetch_add(bytes as u64, Relaxed);
+        self.shared
+            .counters
+            .bytes_received
+            .fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Queues a control message; if the queue is full the peer is not reading and the
+    /// message is dropped (keepalive or the write timeout will end the link).
+    fn send(&self, m: Message) {
+        if self.out.try_send(Outgoing::Msg(m)).is_err() {
+            tracing::debug!("outgoing queue full, a control message was dropped");
+        }
+    }
+
+    fn frame_complete(&self, frame: Frame) {
+        self.slot.counters.frames_received.fetch_add(1, Relaxed);
+        self.shared.frame_received(frame);
+    }
+
+    fn file_outcome(&self, outcome: FileOutcome) {
+        let peer = self.slot.id;
+        self.shared.emit(match outcome {
+            FileOutcome::Received { name, path, size } => {
+                tracing::info!(
+                    "received file {name} ({size} bytes) from {}: {}",
+                    self.addr,
+                    path.display()
+                );
+                Event::FileReceived {
+                    peer,
+                    name,
+                    path,
+                    size,
+                }
+            }
+            FileOutcome::Failed { name, reason } => {
+                tracing::warn!("file {name} from {} failed: {reason}", self.addr);
+                Event::FileFailed { peer, name, reason }
+            }
+        });
+    }
+
+    /// The peer accepted a file we offered: stream it from its own thread.
+    fn start_file(&self, id: u64, offset: u64) {
+        let Some(file) = lock(&self.slot.outgoing_files).get(&id).cloned() else {
+            return;
+        };
+        let out = self.out.clone();
+        let pool = self.shared.file_pool.clone();
+        let shared = self.shared.clone();
+        let slot = self.slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("texstream file {id}"))
+            .spawn(move || {
+                if let Err(reason) = stream_file(id, offset, &file, &out, &pool) {
+                    let _ = out.try_send(Outgoing::Msg(Message::FileCancel(FileCancel {
+                        id,
+                        reason: reason.clone(),
+                    })));
+                    if lock(&slot.outgoing_files).remove(&id).is_some() {
+                        shared.emit(Event::FileSent {
+                            peer: slot.id,
+                            name: file.name,
+                            ok: false,
+                            message: reason,
+                        });
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a file transfer thread: {e}");
+        }
+    }
+}
+
+/// Reads a message's first bytes: `Ok(false)` on a clean end of stream before any.
+fn read_first(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, NetError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(ProtocolError::Truncated {
+                    kind: "message",
+                    field: "envelope",
+                }
+                .into())
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(NetError::io("reading from the peer", e)),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads the rest of a message whose envelope has arrived: an end of stream here means
+/// the peer sent a truncated message.
+fn read_rest(r: &mut impl Read, buf: &mut [u8], kind: Kind) -> Result<(), NetError> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            NetError::Protocol(ProtocolError::Truncated {
+                kind: kind.name(),
+                field: "body (the connection ended inside it)",
+            })
+        } else {
+            NetError::io("reading from the peer", e)
+        }
+    })
+}
+
+impl PeerSlot {
+    fn set_connected(&self, addr: SocketAddr, hello: &Hello) {
+        let mut info = lock(&self.info);
+        info.state = PeerState::Connected;
+        info.addr = Some(addr);
+        info.name = Some(hello.name.clone());
+        info.role = Some(hello.role);
+    }
+}

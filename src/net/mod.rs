@@ -1,0 +1,75 @@
+//! The network core: std threads, bounded flume channels, no async runtime.
+//!
+//! A [`Node`] is one endpoint. It listens, dials, or both; every connection (a *link*)
+//! gets a reader (the link's own thread) and a writer thread. Frames published on the
+//! node go to each peer that wants frames through that peer's one-frame slot, newest
+//! wins, so a slow peer skips frames (counted) and never delays the others or grows
+//! memory. Frames received are reassembled into recycled buffers, verified and handed
+//! to the application through a bounded channel that also keeps only the newest.
+//! Dialed peers reconnect with backoff; keepalive pings find dead peers.
+
+mod backoff;
+mod files;
+mod keepalive;
+mod link;
+mod node;
+mod status;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use backoff::Backoff;
+pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER};
+pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
+pub use node::{Event, Node, NodeConfig};
+pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
+
+use crate::protocol::{GoodbyeCode, ProtocolError};
+
+/// The port texstream listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7878;
+
+/// What ends a connection or keeps one from being made.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("handshake not finished within {:.1} s", .0.as_secs_f64())]
+    HandshakeTimeout(Duration),
+    #[error("connection closed during the handshake (is the peer a texstream {0}?)")]
+    ClosedInHandshake(&'static str),
+    #[error("no traffic from the peer for {:.1} s (keepalive timeout)", .0.as_secs_f64())]
+    KeepaliveTimeout(Duration),
+    #[error("peer stopped reading: a write made no progress for {:.1} s", .0.as_secs_f64())]
+    PeerStalled(Duration),
+    #[error("peer said goodbye ({code:?}): {reason}")]
+    Goodbye { code: GoodbyeCode, reason: String },
+    #[error("cannot listen on {addr}: {source} (is another texstream running there?)")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot resolve {0}: no address found")]
+    Resolve(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl NetError {
+    pub(crate) fn io(context: &'static str, source: std::io::Error) -> NetError {
+        NetError::Io { context, source }
+    }
+}
+
+/// Wall clock in microseconds since the Unix epoch (capture and chat timestamps).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,745 @@
+//! The node: one endpoint with its listener, its dialers and its peers. The public API
+//! the windows and the command line use (publish, text, files, status, events).
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::backoff::Backoff;
+use super::files::OutgoingFile;
+use super::keepalive::KeepaliveConfig;
+use super::link::{handshake, lock, run_link, Outgoing};
+use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
+use super::{now_us, NetError};
+use crate::frame::{Frame, FramePool};
+use crate::protocol::{
+    encode, Capabilities, FileOffer, GoodbyeCode, Hello, Limits, Message, Role, Text,
+    DEFAULT_CHUNK_BYTES,
+};
+
+/// How a node behaves. `NodeConfig::new(role)` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub role: Role,
+    /// Our name, sent in the hello and as the author of our text messages.
+    pub name: String,
+    /// Accept peers on this address.
+    pub listen: Option<String>,
+    /// Dial these `host:port` targets, reconnecting with backoff.
+    pub connect: Vec<String>,
+    /// Payload bytes per frame chunk (default 1 MiB).
+    pub chunk_bytes: usize,
+    /// Limits applied to everything peers send.
+    pub limits: Limits,
+    pub keepalive: KeepaliveConfig,
+    /// The whole handshake must finish within this (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Reconnect delays: first, and the most (defaults 100 ms, 2 s).
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Give up a dial attempt after this long (default 3 s).
+    pub connect_timeout: Duration,
+    /// Accepted peers served at once; more get a "full" goodbye. `None`: no limit.
+    pub max_peers: Option<usize>,
+    /// Pass text from one peer on to the others (senders and relays do).
+    pub forward_text: bool,
+    /// Publish received frames to our own peers (relays do).
+    pub republish: bool,
+    /// Take offered files into this folder; `None` refuses offers.
+    pub files_dir: Option<PathBuf>,
+    /// Complete received frames kept for the application, newest wins (default 2).
+    pub frame_queue: usize,
+    /// Events kept for the application before further ones are dropped (default 1024).
+    pub event_queue: usize,
+}
+
+impl NodeConfig {
+    pub fn new(role: Role) -> NodeConfig {
+        NodeConfig {
+            role,
+            name: format!("texstream {}", role.name()),
+            listen: None,
+            connect: Vec::new(),
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            limits: Limits::default(),
+            keepalive: KeepaliveConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+            max_peers: None,
+            forward_text: matches!(role, Role::Sender | Role::Relay),
+            republish: role == Role::Relay,
+            files_dir: None,
+            frame_queue: 2,
+            event_queue: 1024,
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut bits = Capabilities::TEXT;
+        if matches!(self.role, Role::Sender | Role::Relay) {
+            bits |= Capabilities::FRAMES_OUT;
+        }
+        if matches!(self.role, Role::Viewer | Role::Relay) {
+            bits |= Capabilities::FRAMES_IN;
+        }
+        if self.files_dir.is_some() {
+            bits |= Capabilities::FILES_IN;
+        }
+        Capabilities(bits)
+    }
+}
+
+/// What happened on the network, for the application. Frames come separately, through
+/// [`Node::frames`].
+#[derive(Clone, Debug)]
+pub enum Event {
+    PeerConnected {
+        peer: PeerId,
+        addr: SocketAddr,
+        name: String,
+        role: Role,
+    },
+    PeerDisconnected {
+        peer: PeerId,
+        addr: Option<SocketAddr>,
+        reason: String,
+    },
+    /// A connection was refused or failed before it was established (bad handshake,
+    /// wrong version, node full).
+    HandshakeFailed {
+        addr: SocketAddr,
+        reason: String,
+    },
+    Text {
+        peer: PeerId,
+        text: Text,
+    },
+    FileReceived {
+        peer: PeerId,
+        name: String,
+        path: PathBuf,
+        size: u64,
+    },
+    FileFailed {
+        peer: PeerId,
+        name: String,
+        reason: String,
+    },
+    /// The receiver's verdict on a file we sent.
+    FileSent {
+        peer: PeerId,
+        name: String,
+        ok: bool,
+        message: String,
+    },
+}
+
+/// What publishing and sending reach: the live link of one peer.
+pub(crate) struct LinkTx {
+    pub frame_tx: flume::Sender<Frame>,
+    /// A receiver on the same one-frame slot, to evict a frame not yet taken.
+    pub frame_evict: flume::Receiver<Frame>,
+    pub out_tx: flume::Sender<Outgoing>,
+    pub stream: TcpStream,
+    pub wants_frames: bool,
+    pub takes_text: bool,
+    pub takes_files: bool,
+}
+
+pub(crate) struct SlotInfo {
+    pub state: PeerState,
+    pub addr: Option<SocketAddr>,
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub last_error: Option<String>,
+}
+
+/// A peer as the node tracks it: an accepted connection, or a dial target that keeps
+/// its slot (and id) across reconnects.
+pub(crate) struct PeerSlot {
+    pub id: PeerId,
+    pub origin: Origin,
+    pub target: String,
+    pub info: Mutex<SlotInfo>,
+    pub counters: LinkCounters,
+    pub link: Mutex<Option<LinkTx>>,
+    pub outgoing_files: Mutex<HashMap<u64, OutgoingFile>>,
+}
+
+impl PeerSlot {
+    fn status(&self) -> PeerStatus {
+        let info = lock(&self.info);
+        let c = &self.counters;
+        let rtt_us = c.rtt_us.load(Relaxed);
+        PeerStatus {
+            id: self.id,
+            origin: self.origin,
+            target: self.target.clone(),
+            addr: info.addr,
+            state: info.state,
+            name: info.name.clone(),
+            role: info.role,
+            frames_sent: c.frames_sent.load(Relaxed),
+            frames_skipped: c.frames_skipped.load(Relaxed),
+            frames_received: c.frames_received.load(Relaxed),
+            bytes_sent: c.bytes_sent.load(Relaxed),
+            bytes_received: c.bytes_received.load(Relaxed),
+            rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
+            last_error: info.last_error.clone(),
+            reconnects: c.reconnects.load(Relaxed),
+        }
+    }
+
+    fn set_state(&self, state: PeerState) {
+        lock(&self.info).state = state;
+    }
+}
+
+/// State shared by the node's threads.
+pub(crate) struct Shared {
+    pub config: NodeConfig,
+    pub counters: NodeCounters,
+    /// Buffers for received frames.
+    pub pool: FramePool,
+    /// Buffers for outgoing file chunks.
+    pub file_pool: FramePool,
+    peers: Mutex<Vec<Arc<PeerSlot>>>,
+    next_peer: AtomicU64,
+    next_file: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Dropped at shutdown: sleeping dialers wake up.
+    wake_tx: Mutex<Option<flume::Sender<()>>>,
+    wake_rx: flume::Receiver<()>,
+    events_tx: flume::Sender<Event>,
+    frames_tx: flume::Sender<Frame>,
+    frames_evict: flume::Receiver<Frame>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub fn emit(&self, event: Event) {
+        if self.events_tx.try_send(event).is_err() {
+            let n = self.counters.events_dropped.fetch_add(1, Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "the application is not taking events; {} dropped so far",
+                    n + 1
+                );
+            }
+        }
+    }
+
+    /// A whole, verified frame arrived: hand it to the application (newest wins), and
+    /// pass it on to our own peers if we relay.
+    pub fn frame_received(&self, frame: Frame) {
+        self.counters.frames_received.fetch_add(1, Relaxed);
+        if self.config.republish {
+            self.publish(&frame);
+        }
+        offer_newest(&self.frames_tx, &self.frames_evict, frame, || {
+            self.counters.frames_dropped.fetch_add(1, Relaxed);
+        });
+    }
+
+    pub fn text_received(&self, from: PeerId, text: Text) {
+        tracing::debug!(peer = %from, "text from {}: {} bytes", text.from, text.body.len());
+        if self.config.forward_text {
+            self.send_text_except(Some(from), &text);
+        }
+        self.emit(Event::Text { peer: from, text });
+    }
+
+    fn send_text_except(&self, except: Option<PeerId>, text: &Text) {
+        for slot in self.slots() {
+            if Some(slot.id) == except {
+                continue;
+            }
+            if let Some(link) = lock(&slot.link).as_ref().filter(|l| l.takes_text) {
+                if link
+                    .out_tx
+                    .try_send(Outgoing::Msg(Message::Text(text.clone())))
+                    .is_err()
+                {
+                    tracing::warn!(peer = %slot.id, "text not sent: the peer's queue is full");
+                }
+            }
+        }
+    }
+
+    pub fn publish(&self, frame: &Frame) {
+        for slot in self.slots() {
+            let link = lock(&slot.link);
+            let Some(link) = link.as_ref().filter(|l| l.wants_frames) else {
+                continue;
+            };
+            offer_newest(&link.frame_tx, &link.frame_evict, frame.clone(), || {
+                slot.counters.frames_skipped.fetch_add(1, Relaxed);
+            });
+        }
+    }
+
+    fn slots(&self) -> Vec<Arc<PeerSlot>> {
+        lock(&self.peers).clone()
+    }
+
+    fn new_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
+        let slot = Arc::new(PeerSlot {
+            id: PeerId(self.next_peer.fetch_add(1, Relaxed)),
+            origin,
+            target,
+            info: Mutex::new(SlotInfo {
+                state: PeerState::Connecting,
+                addr: None,
+                name: None,
+                role: None,
+                last_error: None,
+            }),
+            counters: LinkCounters::default(),
+            link: Mutex::new(None),
+            outgoing_files: Mutex::new(HashMap::new()),
+        });
+        lock(&self.peers).push(slot.clone());
+        slot
+    }
+
+    fn remove_slot(&self, id: PeerId) {
+        lock(&self.peers).retain(|s| s.id != id);
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            role: self.config.role,
+            capabilities: self.config.capabilities(),
+            name: self.config.name.clone(),
+            auth: Vec::new(),
+        }
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Relaxed)
+    }
+
+    fn spawn(&self, name: String, f: impl FnOnce() + Send + 'static) {
+        match std::thread::Builder::new().name(name).spawn(f) {
+            Ok(handle) => {
+                let mut threads = lock(&self.threads);
+                threads.retain(|t| !t.is_finished());
+                threads.push(handle);
+            }
+            Err(e) => tracing::error!("cannot start a thread: {e}"),
+        }
+    }
+}
+
+/// Puts `item` into a one-or-few-slot channel, evicting the oldest waiting item when it
+/// is full (newest wins); `on_evict` counts each eviction.
+fn offer_newest<T>(
+    tx: &flume::Sender<T>,
+    evict: &flume::Receiver<T>,
+    item: T,
+    on_evict: impl Fn(),
+) {
+    let mut item = item;
+    loop {
+        match tx.try_send(item) {
+            Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
+            Err(flume::TrySendError::Full(back)) => {
+                item = back;
+                if evict.try_recv().is_ok() {
+                    on_evict();
+                }
+            }
+        }
+    }
+}
+
+/// One texstream endpoint. Dropping it shuts it down (goodbye to every peer).
+pub struct Node {
+    shared: Arc<Shared>,
+    local_addr: Option<SocketAddr>,
+    events: flume::Receiver<Event>,
+    frames: flume::Receiver<Frame>,
+}
+
+impl Node {
+    /// Binds the listener (if any) and starts dialing (if asked). Fails only if the
+    /// listen address cannot be bound; dial targets are retried until shutdown.
+    pub fn start(config: NodeConfig) -> Result<Node, NetError> {
+        let listener = match &config.listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr.as_str()).map_err(|source| NetError::Listen {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (events_tx, events) = flume::bounded(config.event_queue.max(1));
+        let (frames_tx, frames) = flume::bounded(config.frame_queue.max(1));
+        let (wake_tx, wake_rx) = flume::bounded(1);
+        let pool_size = config.frame_queue + 4;
+        let shared = Arc::new(Shared {
+            counters: NodeCounters::default(),
+            pool: FramePool::new(pool_size),
+            file_pool: FramePool::new(2 * super::link::OUT_QUEUE),
+            peers: Mutex::new(Vec::new()),
+            next_peer: AtomicU64::new(1),
+            next_file: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            wake_tx: Mutex::new(Some(wake_tx)),
+            wake_rx,
+            events_tx,
+            frames_evict: frames.clone(),
+            frames_tx,
+            threads: Mutex::new(Vec::new()),
+            config,
+        });
+        if let (Some(listener), Some(addr)) = (listener, local_addr) {
+            tracing::info!("listening on {addr}");
+            let s = shared.clone();
+            shared.spawn(format!("texstream accept {addr}"), move || {
+                accept_loop(&s, listener)
+            });
+        }
+        for target in shared.config.connect.clone() {
+            let s = shared.clone();
+            let slot = shared.new_slot(Origin::Dialed, target.clone());
+            shared.spawn(format!("texstream dial {target}"), move || {
+                dial_loop(&s, &slot)
+            });
+        }
+        Ok(Node {
+            shared,
+            local_addr,
+            events,
+            frames,
+        })
+    }
+
+    /// The bound listen address (with the real port when asked for port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// Sends a frame to every peer that wants frames. Never blocks: each peer has a
+    /// one-frame slot, and a frame still waiting there is replaced (counted as skipped
+    /// for that peer). The pixels are shared, not copied.
+    pub fn publish(&self, frame: &Frame) {
+        self.shared.publish(frame);
+    }
+
+    /// Sends a text message to every peer. Never blocks.
+    pub fn send_text(&self, body: &str) {
+        let text = Text {
+            sent_us: now_us(),
+            from: self.shared.config.name.clone(),
+            body: crate::protocol::truncate_utf8(
+                body,
+                self.shared.config.limits.max_text_bytes as usize,
+            )
+            .to_owned(),
+        };
+        self.shared.send_text_except(None, &text);
+    }
+
+    /// Offers a file to every connected peer that takes files; returns how many. The
+    /// transfers run on their own threads; [`Event::FileSent`] reports each result.
+    pub fn send_file(&self, path: &Path) -> Result<usize, NetError> {
+        let meta = std::fs::metadata(path).map_err(|e| NetError::io("cannot read the file", e))?;
+        if !meta.is_file() {
+            return Err(NetError::Refused(format!(
+                "not a regular file: {}",
+                path.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_owned());
+        let mut offered = 0;
+        for slot in self.shared.slots() {
+            let link = lock(&slot.link);
+            let Some(link) = link.as_ref().filter(|l| l.takes_files) else {
+                continue;
+            };
+            let id = self.shared.next_file.fetch_add(1, Relaxed);
+            let file = OutgoingFile {
+                path: path.to_owned(),
+                name: name.clone(),
+                size: meta.len(),
+                cancel: Arc::new(AtomicBool::new(false)),
+            };
+            lock(&slot.outgoing_files).insert(id, file);
+            let offer = Message::FileOffer(FileOffer {
+                id,
+                size: meta.len(),
+                name: name.clone(),
+            });
+            if link.out_tx.try_send(Outgoing::Msg(offer)).is_ok() {
+                offered += 1;
+            } else {
+                lock(&slot.outgoing_files).remove(&id);
+                tracing::warn!(peer = %slot.id, "file not offered: the peer's queue is full");
+            }
+        }
+        Ok(offered)
+    }
+
+    /// Complete, verified frames from peers. Keeps only the newest few: take them
+    /// promptly (the windows take the newest each repaint).
+    pub fn frames(&self) -> &flume::Receiver<Frame> {
+        &self.frames
+    }
+
+    pub fn events(&self) -> &flume::Receiver<Event> {
+        &self.events
+    }
+
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.shared.slots().iter().map(|s| s.status()).collect()
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Drops every connected peer with a goodbye. Dialed peers reconnect by themselves.
+    pub fn drop_all_peers(&self) {
+        for slot in self.shared.slots() {
+            close_link(&slot, GoodbyeCode::Kicked, "dropped by the operator");
+        }
+    }
+
+    /// Says goodbye to every peer, stops listening and dialing, and waits (about a
+    /// second at most) for the threads to end.
+    pub fn shutdown(&self) {
+        if self.shared.shutting_down.swap(true, Relaxed) {
+            return;
+        }
+        lock(&self.shared.wake_tx).take();
+        for slot in self.shared.slots() {
+            close_link(&slot, GoodbyeCode::Normal, "the peer is shutting down");
+        }
+        if let Some(addr) = self.local_addr {
+            // Wake the accept loop, which then sees the flag.
+            let wake = if addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            } else {
+                addr
+            };
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let done = lock(&self.shared.threads).iter().all(|t| t.is_finished());
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                for slot in self.shared.slots() {
+                    if let Some(link) = lock(&slot.link).as_ref() {
+                        let _ = link.stream.shutdown(Shutdown::Both);
+                    }
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let threads = std::mem::take(&mut *lock(&self.shared.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn close_link(slot: &PeerSlot, code: GoodbyeCode, reason: &str) {
+    if let Some(link) = lock(&slot.link).as_ref() {
+        let close = Outgoing::Close {
+            code,
+            reason: reason.to_owned(),
+        };
+        if link.out_tx.try_send(close).is_err() {
+            let _ = link.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    for conn in listener.incoming() {
+        if shared.is_shutting_down() {
+            break;
+        }
+        match conn {
+            Ok(stream) => {
+                let s = shared.clone();
+                let addr = stream
+                    .peer_addr()
+                    .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+                shared.spawn(format!("texstream peer {addr}"), move || {
+                    accepted(&s, stream)
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: log, breathe, carry on.
+                tracing::warn!("accepting a connection failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
+    let Ok(addr) = stream.peer_addr() else {
+        return;
+    };
+    let span = tracing::info_span!("peer", %addr);
+    let _g = span.enter();
+    let config = &shared.config;
+    let hello = match handshake(
+        &mut stream,
+        &shared.hello(),
+        &config.limits,
+        config.handshake_timeout,
+    ) {
+        Ok(hello) => hello,
+        Err(e) => {
+            if !shared.is_shutting_down() {
+                tracing::warn!("handshake failed: {e}, from {addr}");
+                shared.emit(Event::HandshakeFailed {
+                    addr,
+                    reason: e.to_string(),
+                });
+            }
+            return;
+        }
+    };
+    if let Some(max) = config.max_peers {
+        let accepted = shared
+            .slots()
+            .iter()
+            .filter(|s| s.origin == Origin::Accepted)
+            .count();
+        if accepted >= max {
+            let reason = format!("this node is full: it serves at most {max} peers");
+            tracing::warn!("refused {addr}: {reason}");
+            let mut bye = Vec::new();
+            encode(
+                &Message::Goodbye {
+                    code: GoodbyeCode::Full,
+                    reason: reason.clone(),
+                },
+                &mut bye,
+            );
+            let _ = std::io::Write::write_all(&mut stream, &bye);
+            let _ = stream.shutdown(Shutdown::Both);
+            shared.emit(Event::HandshakeFailed { addr, reason });
+            return;
+        }
+    }
+    let slot = shared.new_slot(Origin::Accepted, addr.to_string());
+    let reason = run_link(shared, &slot, stream, hello);
+    log_disconnect(shared, &slot, addr, &reason);
+    slot.set_state(PeerState::Closed);
+    shared.remove_slot(slot.id);
+}
+
+fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: &str) {
+    if reason.starts_with("protocol error")
+        || reason.contains("keepalive")
+        || reason.contains("stopped reading")
+    {
+        tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}");
+    } else {
+        tracing::info!(peer = %slot.id, "disconnected: {reason}, from {addr}");
+    }
+    lock(&slot.info).last_error = Some(reason.to_owned());
+    shared.emit(Event::PeerDisconnected {
+        peer: slot.id,
+        addr: Some(addr),
+        reason: reason.to_owned(),
+    });
+}
+
+fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
+    let config = &shared.config;
+    let span = tracing::info_span!("dial", target = %slot.target);
+    let _g = span.enter();
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let mut connected_before = false;
+    while !shared.is_shutting_down() {
+        slot.set_state(PeerState::Connecting);
+        match dial(shared, &slot.target) {
+            Ok((stream, hello, addr)) => {
+                backoff.reset();
+                if connected_before {
+                    slot.counters.reconnects.fetch_add(1, Relaxed);
+                    shared.counters.reconnects.fetch_add(1, Relaxed);
+                }
+                connected_before = true;
+                let reason = run_link(shared, slot, stream, hello);
+                log_disconnect(shared, slot, addr, &reason);
+            }
+            Err(e) => {
+                tracing::debug!("dial failed: {e}");
+                lock(&slot.info).last_error = Some(e.to_string());
+            }
+        }
+        if shared.is_shutting_down() {
+            break;
+        }
+        let delay = backoff.next_delay();
+        slot.set_state(PeerState::Reconnecting {
+            retry_at: Instant::now() + delay,
+        });
+        if let Err(flume::RecvTimeoutError::Disconnected) = shared.wake_rx.recv_timeout(delay) {
+            break;
+        }
+    }
+    slot.set_state(PeerState::Closed);
+}
+
+fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Hello, SocketAddr), NetError> {
+    let config = &shared.config;
+    let addr = target
+        .to_socket_addrs()
+        .map_err(|e| NetError::io("resolving the address", e))?
+        .next()
+        .ok_or_else(|| NetError::Resolve(target.to_owned()))?;
+    let mut stream = TcpStream::connect_timeout(&addr, config.connect_timeout)
+        .map_err(|e| NetError::io("connecting", e))?;
+    match handshake(
+        &mut stream,
+        &shared.hello(),
+        &config.limits,
+        config.handshake_timeout,
+    ) {
+        Ok(hello) => Ok((stream, hello, addr)),
+        Err(e) => {
+            tracing::warn!("handshake failed: {e}, with {addr}");
+            shared.emit(Event::HandshakeFailed {
+                addr,
+                reason: e.to_string(),
+            });
+            Err(e)
+        }
+    }
+}

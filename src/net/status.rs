@@ -1,0 +1,170 @@
+//! Per-peer and per-node figures, kept in atomics by the network threads and read as
+//! plain snapshots by the windows and the command line.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::protocol::Role;
+
+/// Identifies a peer slot for the life of the node. A dialed target keeps its id across
+/// reconnects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct PeerId(pub u64);
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Whether a peer dialed us or we dial it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Origin {
+    Accepted,
+    Dialed,
+}
+
+/// Where a peer's connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Dialing, or exchanging hellos.
+    Connecting,
+    Connected,
+    /// The link broke; the next attempt is due at this instant.
+    Reconnecting {
+        retry_at: Instant,
+    },
+    /// Closed for good (accepted peers, or a node shutting down).
+    Closed,
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerState::Connecting => write!(f, "connecting"),
+            PeerState::Connected => write!(f, "connected"),
+            PeerState::Reconnecting { retry_at } => {
+                let left = retry_at.saturating_duration_since(Instant::now());
+                write!(f, "reconnecting in {:.1} s", left.as_secs_f64())
+            }
+            PeerState::Closed => write!(f, "closed"),
+        }
+    }
+}
+
+/// A snapshot of one peer, for display.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    pub id: PeerId,
+    pub origin: Origin,
+    /// The dial target as given, or the accepted peer's address.
+    pub target: String,
+    /// The connected socket's remote address, once known.
+    pub addr: Option<SocketAddr>,
+    pub state: PeerState,
+    /// Name and role from the peer's hello, once connected.
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub frames_sent: u64,
+    pub frames_skipped: u64,
+    pub frames_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub rtt: Option<Duration>,
+    /// Why the last connection ended or the last attempt failed.
+    pub last_error: Option<String>,
+    /// Successful connections after the first (dialed peers).
+    pub reconnects: u64,
+}
+
+impl PeerStatus {
+    /// One line for logs and the SIGUSR2 listing.
+    pub fn line(&self) -> String {
+        let addr = self
+            .addr
+            .map_or_else(|| self.target.clone(), |a| a.to_string());
+        let rtt = self.rtt.map_or_else(
+            || "-".to_owned(),
+            |r| format!("{:.2} ms", r.as_secs_f64() * 1e3),
+        );
+        format!(
+            "{} {} {:?} {} name={} role={} sent={} skipped={} received={} tx={}B rx={}B rtt={}{}",
+            self.id,
+            addr,
+            self.origin,
+            self.state,
+            self.name.as_deref().unwrap_or("-"),
+            self.role.map_or("-", |r| r.name()),
+            self.frames_sent,
+            self.frames_skipped,
+            self.frames_received,
+            self.bytes_sent,
+            self.bytes_received,
+            rtt,
+            self.last_error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" last_error=\"{e}\"")),
+        )
+    }
+}
+
+/// Counters of one peer slot, updated by its link threads.
+#[derive(Default, Debug)]
+pub(crate) struct LinkCounters {
+    pub frames_sent: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Round-trip time in microseconds; 0 = not measured yet.
+    pub rtt_us: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+/// Node-wide figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStats {
+    /// Whole, verified frames received from peers.
+    pub frames_received: u64,
+    /// Received frames replaced by a newer one before the consumer took them.
+    pub frames_dropped: u64,
+    /// Frames whose payload did not match its checksum (each closes its connection).
+    pub checksum_failures: u64,
+    /// Connections closed because the peer broke the protocol.
+    pub protocol_errors: u64,
+    /// Successful connections to dialed peers after their first.
+    pub reconnects: u64,
+    /// Payload and protocol bytes received.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Events the application did not take in time (its queue was full).
+    pub events_dropped: u64,
+}
+
+#[derive(Default, Debug)]
+pub(crate) struct NodeCounters {
+    pub frames_received: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub checksum_failures: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub events_dropped: AtomicU64,
+}
+
+impl NodeCounters {
+    pub fn snapshot(&self) -> NodeStats {
+        NodeStats {
+            frames_received: self.frames_received.load(Relaxed),
+            frames_dropped: self.frames_dropped.load(Relaxed),
+            checksum_failures: self.checksum_failures.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            events_dropped: self.events_dropped.load(Relaxed),
+        }
+    }
+}
