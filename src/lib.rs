@@ -8,12 +8,14 @@
 //! - [`net`]: sockets, threads and bounded flume channels: the [`net::Node`] that serves
 //!   or dials peers, reconnects with backoff, keeps links alive, shares frames between
 //!   peers and delivers only whole, verified frames.
+//! - [`meter`]: rolling fps, throughput and latency figures for display.
 //! - [`source`]: frame producers for the headless sender (image files, folders,
 //!   animations, a generated test pattern).
 //! - [`cli`]: the `texstream` command line's subcommands.
 
 pub mod cli;
 pub mod frame;
+pub mod meter;
 pub mod net;
 pub mod protocol;
 pub mod source;

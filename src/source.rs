@@ -1,1 +1,396 @@
-//! placeholder
+//! Frame producers for the headless sender: a still image, a folder played as a
+//! slideshow, an animated GIF/APNG/WebP at its own timing, or a generated moving test
+//! pattern. Each gives the picture for a point in time as a pooled [`Frame`].
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use image::{AnimationDecoder, ImageFormat, RgbaImage};
+
+use crate::frame::{Frame, FrameGeometry, FramePool};
+
+/// Why a source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a readable image ({source}): {}", path.display())]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("no image files in folder {}", .0.display())]
+    EmptyFolder(PathBuf),
+    #[error("{width}x{height} is too large to stream (at most {max} per side): {}", path.display())]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        max: u32,
+    },
+}
+
+/// Largest width or height a source may have (the protocol's default limit).
+const MAX_SIDE: u32 = 16384;
+
+/// Something that produces pictures over time.
+pub enum Source {
+    Still(RgbaImage),
+    Slideshow {
+        paths: Vec<PathBuf>,
+        slide: Duration,
+        shown: Option<(usize, RgbaImage)>,
+    },
+    Animation {
+        frames: Vec<(RgbaImage, Duration)>,
+        total: Duration,
+    },
+    Pattern {
+        width: u32,
+        height: u32,
+    },
+}
+
+impl Source {
+    /// Opens `spec`: the word `pattern`, a folder of images, or an image file (animated
+    /// GIF, APNG and WebP play at their own timing). `pattern_size` sizes the pattern;
+    /// `slide` is how long each picture of a folder shows.
+    pub fn open(
+        spec: &str,
+        pattern_size: (u32, u32),
+        slide: Duration,
+    ) -> Result<Source, SourceError> {
+        if spec == "pattern" {
+            let (width, height) = pattern_size;
+            return Ok(Source::Pattern {
+                width: width.clamp(1, MAX_SIDE),
+                height: height.clamp(1, MAX_SIDE),
+            });
+        }
+        let path = Path::new(spec);
+        let meta = std::fs::metadata(path).map_err(|source| SourceError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        if meta.is_dir() {
+            return open_folder(path, slide);
+        }
+        if let Some(frames) = open_animation(path)? {
+            let total = frames.iter().map(|(_, d)| *d).sum();
+            return Ok(Source::Animation { frames, total });
+        }
+        Ok(Source::Still(open_image(path)?))
+    }
+
+    /// A still image already in memory.
+    pub fn from_image(image: RgbaImage) -> Source {
+        Source::Still(image)
+    }
+
+    /// One line saying what this source is.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Still(img) => format!("still image {}x{}", img.width(), img.height()),
+            Source::Slideshow { paths, slide, .. } => {
+                format!(
+                    "slideshow of {} images, {:.1} s each",
+                    paths.len(),
+                    slide.as_secs_f64()
+                )
+            }
+            Source::Animation { frames, total } => format!(
+                "animation of {} frames, {:.2} s per loop",
+                frames.len(),
+                total.as_secs_f64()
+            ),
+            Source::Pattern { width, height } => format!("test pattern {width}x{height}"),
+        }
+    }
+
+    /// The picture at time `t` since the start, as a frame in a buffer from `pool`.
+    /// A slideshow decodes its next picture here; an unreadable one is skipped.
+    pub fn frame_at(&mut self, t: Duration, seq: u64, capture_us: u64, pool: &FramePool) -> Frame {
+        match self {
+            Source::Still(img) => image_frame(img, seq, capture_us, pool),
+            Source::Animation { frames, total } => {
+                let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos().max(1)) as u64);
+                let mut index = frames.len() - 1;
+                for (i, (_, delay)) in frames.iter().enumerate() {
+                    if at < *delay {
+                        index = i;
+                        break;
+                    }
+                    at -= *delay;
+                }
+                image_frame(&frames[index].0, seq, capture_us, pool)
+            }
+            Source::Slideshow {
+                paths,
+                slide,
+                shown,
+            } => {
+                let want = (t.as_nanos() / slide.as_nanos().max(1)) as usize % paths.len();
+                if shown.as_ref().map(|(i, _)| *i) != Some(want) {
+                    match open_image(&paths[want]) {
+                        Ok(img) => *shown = Some((want, img)),
+                        Err(e) => {
+                            tracing::warn!("slideshow: skipping a picture: {e}");
+                            if shown.is_none() {
+                                *shown = Some((want, RgbaImage::new(1, 1)));
+                            }
+                        }
+                    }
+                }
+                let img = shown.as_ref().map(|(_, img)| img);
+                match img {
+                    Some(img) => image_frame(img, seq, capture_us, pool),
+                    None => image_frame(&RgbaImage::new(1, 1), seq, capture_us, pool),
+                }
+            }
+            Source::Pattern { width, height } => {
+                let g = FrameGeometry::rgba8(*width, *height);
+                let mut buf = pool.take(g.total_len());
+                draw_pattern(&mut buf, *width, *height, t);
+                Frame::new(g, seq, capture_us, buf)
+            }
+        }
+    }
+}
+
+fn image_frame(img: &RgbaImage, seq: u64, capture_us: u64, pool: &FramePool) -> Frame {
+    let g = FrameGeometry::rgba8(img.width(), img.height());
+    let mut buf = pool.take(g.total_len());
+    buf.copy_from_slice(img.as_raw());
+    Frame::new(g, seq, capture_us, buf)
+}
+
+/// Decodes any format the `image` crate reads, converted to RGBA8.
+pub fn open_image(path: &Path) -> Result<RgbaImage, SourceError> {
+    let decode = |source| SourceError::Decode {
+        path: path.to_owned(),
+        source,
+    };
+    let reader = image::ImageReader::open(path)
+        .map_err(|source| SourceError::Open {
+            path: path.to_owned(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| SourceError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    let img = reader.decode().map_err(decode)?.to_rgba8();
+    check_size(path, img.width(), img.height())?;
+    Ok(img)
+}
+
+fn check_size(path: &Path, width: u32, height: u32) -> Result<(), SourceError> {
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(SourceError::TooLarge {
+            path: path.to_owned(),
+            width,
+            height,
+            max: MAX_SIDE,
+        });
+    }
+    Ok(())
+}
+
+/// The frames of an animated GIF, APNG or WebP with more than one frame; `None` for
+/// anything else (which is then read as a still image).
+fn open_animation(path: &Path) -> Result<Option<Vec<(RgbaImage, Duration)>>, SourceError> {
+    let open = || {
+        File::open(path)
+            .map(BufReader::new)
+            .map_err(|source| SourceError::Open {
+                path: path.to_owned(),
+                source,
+            })
+    };
+    let format = image::ImageReader::new(open()?)
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.format());
+    let decode = |source| SourceError::Decode {
+        path: path.to_owned(),
+        source,
+    };
+    let frames = match format {
+        Some(ImageFormat::Gif) => image::codecs::gif::GifDecoder::new(open()?)
+            .and_then(|d| d.into_frames().collect_frames())
+            .map_err(decode)?,
+        Some(ImageFormat::Png) => {
+            let d = image::codecs::png::PngDecoder::new(open()?).map_err(decode)?;
+            if !d.is_apng().map_err(decode)? {
+                return Ok(None);
+            }
+            d.apng()
+                .and_then(|a| a.into_frames().collect_frames())
+                .map_err(decode)?
+        }
+        Some(ImageFormat::WebP) => {
+            let d = image::codecs::webp::WebPDecoder::new(open()?).map_err(decode)?;
+            if !d.has_animation() {
+                return Ok(None);
+            }
+            d.into_frames().collect_frames().map_err(decode)?
+        }
+        _ => return Ok(None),
+    };
+    if frames.len() < 2 {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(frames.len());
+    for f in frames {
+        let (numer, denom) = f.delay().numer_denom_ms();
+        // Browsers show delays under 20 ms as 100 ms; do the same.
+        let ms = f64::from(numer) / f64::from(denom.max(1));
+        let delay = if ms < 20.0 { 100.0 } else { ms };
+        let img = f.into_buffer();
+        check_size(path, img.width(), img.height())?;
+        out.push((img, Duration::from_secs_f64(delay / 1000.0)));
+    }
+    Ok(Some(out))
+}
+
+const IMAGE_EXTENSIONS: [&str; 14] = [
+    "png", "jpg", "jpeg", "gif", "webp", "bmp", "tga", "tif", "tiff", "qoi", "ppm", "pgm", "ico",
+    "hdr",
+];
+
+fn open_folder(dir: &Path, slide: Duration) -> Result<Source, SourceError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| SourceError::Open {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(SourceError::EmptyFolder(dir.to_owned()));
+    }
+    Ok(Source::Slideshow {
+        paths,
+        slide: slide.max(Duration::from_millis(10)),
+        shown: None,
+    })
+}
+
+/// A moving test pattern: colour bars, a gradient scrolling with time, and a white box
+/// sweeping across, so motion, tearing and colour order are all visible.
+pub fn draw_pattern(buf: &mut [u8], width: u32, height: u32, t: Duration) {
+    const BARS: [[u8; 3]; 8] = [
+        [255, 255, 255],
+        [255, 255, 0],
+        [0, 255, 255],
+        [0, 255, 0],
+        [255, 0, 255],
+        [255, 0, 0],
+        [0, 0, 255],
+        [0, 0, 0],
+    ];
+    let (w, h) = (width as usize, height as usize);
+    let ms = t.as_millis() as usize;
+    let scroll = ms / 8;
+    let box_size = (h / 6).max(1);
+    let box_x = (ms / 4) % w.max(1);
+    let box_y = h / 2 - box_size.min(h / 2) / 2;
+    for (y, row) in buf.chunks_exact_mut(w * 4).enumerate().take(h) {
+        let top = y < h / 2;
+        for (x, px) in row.chunks_exact_mut(4).enumerate() {
+            let rgb = if top {
+                BARS[x * 8 / w.max(1)]
+            } else {
+                let v = ((x + y + scroll) & 0xff) as u8;
+                [v, (x * 255 / w.max(1)) as u8, 255 - v]
+            };
+            let in_box = x >= box_x && x < box_x + box_size && y >= box_y && y < box_y + box_size;
+            let rgb = if in_box { [255, 255, 255] } else { rgb };
+            px.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_moves_over_time() {
+        let pool = FramePool::new(2);
+        let mut src = Source::Pattern {
+            width: 64,
+            height: 32,
+        };
+        let a = src.frame_at(Duration::ZERO, 0, 0, &pool);
+        let b = src.frame_at(Duration::from_millis(500), 1, 0, &pool);
+        assert_eq!(a.pixels().len(), 64 * 32 * 4);
+        assert_ne!(a.pixels(), b.pixels());
+    }
+
+    #[test]
+    fn animated_gif_plays_at_its_own_timing() {
+        use image::codecs::gif::GifEncoder;
+        use image::{Delay, Frame as ImgFrame, Rgba};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("anim.gif");
+        {
+            let mut enc = GifEncoder::new(File::create(&path).expect("create"));
+            for colour in [[255, 0, 0, 255], [0, 0, 255, 255]] {
+                let img = RgbaImage::from_pixel(4, 4, Rgba(colour));
+                enc.encode_frame(ImgFrame::from_parts(
+                    img,
+                    0,
+                    0,
+                    Delay::from_numer_denom_ms(200, 1),
+                ))
+                .expect("encode");
+            }
+        }
+        let mut src = Source::open(path.to_str().expect("utf8"), (1, 1), Duration::from_secs(1))
+            .expect("opens");
+        assert!(matches!(src, Source::Animation { ref frames, .. } if frames.len() == 2));
+        let pool = FramePool::new(2);
+        let first = src.frame_at(Duration::from_millis(100), 0, 0, &pool);
+        let second = src.frame_at(Duration::from_millis(300), 1, 0, &pool);
+        let looped = src.frame_at(Duration::from_millis(500), 2, 0, &pool);
+        assert_eq!(&first.pixels()[..4], &[255, 0, 0, 255]);
+        assert_eq!(&second.pixels()[..4], &[0, 0, 255, 255]);
+        assert_eq!(&looped.pixels()[..4], &[255, 0, 0, 255]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_image_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notes.txt");
+        std::fs::write(&path, "hello").expect("write");
+        let err = Source::open(path.to_str().expect("utf8"), (1, 1), Duration::from_secs(1))
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains("not a readable image"), "{err}");
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = Source::open(
+            empty.path().to_str().expect("utf8"),
+            (1, 1),
+            Duration::from_secs(1),
+        )
+        .err()
+        .expect("must fail");
+        assert!(err.to_string().contains("no image files"), "{err}");
+    }
+}

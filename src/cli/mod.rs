@@ -1,1 +1,219 @@
-//! placeholder
+//! The `texstream` command line: argument definitions (clap) and the subcommands that
+//! run without a window (`serve`, `record`), plus the no-argument demo.
+
+mod demo;
+mod record;
+mod serve;
+mod signals;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::net::{NetError, NodeConfig, PeerStatus, DEFAULT_PORT};
+use crate::protocol::Role;
+use crate::source::SourceError;
+
+pub use signals::{ControlSignal, Signals};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "texstream",
+    version,
+    about = "Stream raw RGBA frames over TCP to any number of viewers, with text and files on the same connection.",
+    long_about = "Stream raw RGBA frames over TCP to any number of viewers, with text and files on the same connection.\n\nWith no subcommand, runs the demo: a sender streaming the bundled image to a viewer over loopback.\n\nLogging: set RUST_LOG (e.g. RUST_LOG=texstream=debug)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Headless sender: stream an image, a folder, an animation or a test pattern.
+    Serve(serve::ServeArgs),
+    /// Headless viewer: save received frames as PNG, text to a log, files to a folder.
+    Record(record::RecordArgs),
+    /// The demo (what runs with no subcommand): a sender and a viewer over loopback.
+    Demo(demo::DemoArgs),
+}
+
+/// Where to listen and whom to dial; every face takes both.
+#[derive(Args, Debug, Clone)]
+pub struct LinkArgs {
+    /// Accept peers on this address (HOST:PORT, or just PORT for 127.0.0.1:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Dial this peer (HOST:PORT or PORT); repeat for several. Reconnects by itself.
+    #[arg(long, value_name = "ADDR")]
+    pub connect: Vec<String>,
+    /// Our name, shown to peers and on our text messages.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Drop a peer silent for this long; pings go out at a quarter of it.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub keepalive_secs: f64,
+}
+
+impl LinkArgs {
+    /// A node configuration for `role`; with neither --listen nor --connect, the side
+    /// that usually listens listens on the default address and the other dials it.
+    fn node_config(&self, role: Role, listens_by_default: bool) -> anyhow::Result<NodeConfig> {
+        let mut config = NodeConfig::new(role);
+        config.listen = self.listen.as_deref().map(normalize_addr);
+        config.connect = self.connect.iter().map(|a| normalize_addr(a)).collect();
+        if config.listen.is_none() && config.connect.is_empty() {
+            let default = format!("127.0.0.1:{DEFAULT_PORT}");
+            if listens_by_default {
+                config.listen = Some(default);
+            } else {
+                config.connect = vec![default];
+            }
+        }
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        if !(self.keepalive_secs.is_finite() && self.keepalive_secs > 0.0) {
+            anyhow::bail!("--keepalive-secs must be a positive number of seconds");
+        }
+        config.keepalive.timeout = Duration::from_secs_f64(self.keepalive_secs);
+        config.keepalive.interval = config.keepalive.timeout / 4;
+        if let Some(listen) = &config.listen {
+            warn_if_exposed(listen);
+        }
+        Ok(config)
+    }
+}
+
+/// `7878` → `127.0.0.1:7878`; anything else as given.
+pub fn normalize_addr(addr: &str) -> String {
+    let port_only = addr.strip_prefix(':').unwrap_or(addr);
+    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{port_only}")
+    } else {
+        addr.to_owned()
+    }
+}
+
+fn warn_if_exposed(listen: &str) {
+    let loopback = listen.starts_with("127.")
+        || listen.starts_with("localhost:")
+        || listen.starts_with("[::1]:");
+    if !loopback {
+        tracing::warn!(
+            "listening on {listen}: anyone who can reach this machine on that address can connect, \
+             receive the stream and send files (there is no authentication yet)"
+        );
+    }
+}
+
+/// Exit codes of the headless commands, documented in the README.
+pub mod exit {
+    /// Success, including an end asked for by SIGINT or SIGTERM.
+    pub const OK: u8 = 0;
+    /// A failure while running.
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The listen address could not be bound.
+    pub const LISTEN: u8 = 3;
+    /// The source could not be opened or is not an image.
+    pub const SOURCE: u8 = 4;
+}
+
+/// Runs the parsed command line; prints the error and maps it to an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        None => demo::run(demo::DemoArgs::default()),
+        Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
+        Some(Command::Record(args)) => record::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("texstream: error: {e:#}");
+            let code = if e.downcast_ref::<SourceError>().is_some() {
+                exit::SOURCE
+            } else if matches!(e.downcast_ref::<NetError>(), Some(NetError::Listen { .. })) {
+                exit::LISTEN
+            } else {
+                exit::FAILURE
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The SIGUSR2 listing: one line per peer, to standard error.
+pub fn print_peers(peers: &[PeerStatus]) {
+    let mut out = format!("texstream: {} peer(s)\n", peers.len());
+    for p in peers {
+        out.push_str("  ");
+        out.push_str(&p.line());
+        out.push('\n');
+    }
+    eprint!("{out}");
+}
+
+/// Parses `WIDTHxHEIGHT`.
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got {s:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=16384).contains(n))
+            .ok_or_else(|| format!("{v:?} is not a size between 1 and 16384"))
+    };
+    Ok((parse(w)?, parse(h)?))
+}
+
+/// Reads lines from standard input on a thread and sends each as a text message, so a
+/// terminal user (or a script) can chat with the peers. Ends at end of input.
+fn forward_stdin_lines(tx: flume::Sender<String>) {
+    let _ = std::thread::Builder::new()
+        .name("texstream stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut stdin.lock(), &mut line).unwrap_or(0) > 0 {
+                let text = line.trim_end_matches(['\r', '\n']).to_owned();
+                if !text.is_empty() && tx.send(text).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_sizes_parse() {
+        assert_eq!(normalize_addr("7878"), "127.0.0.1:7878");
+        assert_eq!(normalize_addr(":9000"), "127.0.0.1:9000");
+        assert_eq!(normalize_addr("0.0.0.0:1"), "0.0.0.0:1");
+        assert_eq!(parse_size("1920x1080"), Ok((1920, 1080)));
+        assert!(parse_size("0x5").is_err());
+        assert!(parse_size("wide").is_err());
+    }
+
+    #[test]
+    fn every_subcommand_has_help() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        for sub in Cli::command().get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "{} has no help text",
+                sub.get_name()
+            );
+        }
+    }
+}

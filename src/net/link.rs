@@ -230,7 +230,7 @@ fn run_link_inner(
         Ok(r) => r,
         Err(_) => {
             let _ = stream.shutdown(Shutdown::Both);
-            done_rx.recv().unwrap_or(Ok(()))
+            done_rx.recv().unwrap_or(Ok(WriterEnd::Dropped))
         }
     };
     let _ = stream.shutdown(Shutdown::Both);
@@ -239,6 +239,10 @@ fn run_link_inner(
     // The writer's own failure (keepalive, a stalled peer) explains the reader's end.
     let reason = match (read_result, write_result) {
         (_, Err(e @ (NetError::KeepaliveTimeout(_) | NetError::PeerStalled(_)))) => e.to_string(),
+        // We closed it (operator, shutdown): the peer's end of stream is only the echo.
+        (Ok(_), Ok(WriterEnd::Closed(ours))) if !ours.is_empty() => {
+            format!("closed by this side: {ours}")
+        }
         (Ok(reason), _) => reason,
         (Err(e), _) => e.to_string(),
     };
@@ -257,6 +261,14 @@ struct Writer {
     shared: Arc<Shared>,
 }
 
+/// How a writer ended without an error.
+enum WriterEnd {
+    /// It sent a goodbye with this reason (empty when answering the peer's end).
+    Closed(String),
+    /// The node let go of the link.
+    Dropped,
+}
+
 enum Wake {
     Out(Result<Outgoing, flume::RecvError>),
     Frame(Result<Frame, flume::RecvError>),
@@ -271,7 +283,7 @@ impl Writer {
         chunk_bytes: usize,
         epoch: Instant,
         last_rx_us: &AtomicU64,
-    ) -> Result<(), NetError> {
+    ) -> Result<WriterEnd, NetError> {
         let mut ka = Keepalive::new(keepalive, epoch);
         let mut current: Option<(Frame, usize)> = None;
         let mut next_out: Option<Outgoing> = None;
@@ -313,8 +325,12 @@ impl Writer {
                                 seq: frame.meta().seq,
                             })?;
                         }
-                        self.msg(&Message::Goodbye { code, reason })?;
-                        return self.flush();
+                        self.msg(&Message::Goodbye {
+                            code,
+                            reason: reason.clone(),
+                        })?;
+                        self.flush()?;
+                        return Ok(WriterEnd::Closed(reason));
                     }
                 }
             }
@@ -356,7 +372,10 @@ impl Writer {
                 Ok(Wake::Out(Ok(item))) => next_out = Some(item),
                 Ok(Wake::Frame(Ok(frame))) => next_frame = Some(frame),
                 // Every sender is gone: the node is being dropped.
-                Ok(Wake::Out(Err(_)) | Wake::Frame(Err(_))) => return self.flush(),
+                Ok(Wake::Out(Err(_)) | Wake::Frame(Err(_))) => {
+                    self.flush()?;
+                    return Ok(WriterEnd::Dropped);
+                }
                 Err(_) => {}
             }
         }

@@ -531,7 +531,7 @@ impl Node {
         }
         lock(&self.shared.wake_tx).take();
         for slot in self.shared.slots() {
-            close_link(&slot, GoodbyeCode::Normal, "the peer is shutting down");
+            close_link(&slot, GoodbyeCode::Normal, "shutting down");
         }
         if let Some(addr) = self.local_addr {
             // Wake the accept loop, which then sees the flag.
