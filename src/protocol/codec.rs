@@ -154,11 +154,11 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
             out.push(h.role as u8);
             put_u32(out, h.capabilities.0);
             put_str8(out, &h.name);
-            put_bytes16(out, &h.auth);
+            put_bytes16(out, &h.auth[..h.auth.len().min(MAX_AUTH_BYTES)]);
         }
         Message::Goodbye { code, reason } => {
             out.push(*code as u8);
-            put_bytes16(out, reason.as_bytes());
+            put_str16(out, reason, MAX_REASON_BYTES);
         }
         Message::Ping(p) => {
             put_u64(out, p.nonce);
@@ -188,12 +188,12 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
         Message::Text(t) => {
             put_u64(out, t.sent_us);
             put_str8(out, &t.from);
-            out.extend_from_slice(t.body.as_bytes());
+            out.extend_from_slice(truncate_utf8(&t.body, limits_text_max()).as_bytes());
         }
         Message::FileOffer(f) => {
             put_u64(out, f.id);
             put_u64(out, f.size);
-            put_bytes16(out, f.name.as_bytes());
+            put_str16(out, &f.name, MAX_FILE_NAME_BYTES);
         }
         Message::FileAccept(a) => {
             put_u64(out, a.id);
@@ -211,11 +211,11 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
         Message::FileResult(r) => {
             put_u64(out, r.id);
             out.push(u8::from(r.ok));
-            put_bytes16(out, r.message.as_bytes());
+            put_str16(out, &r.message, MAX_REASON_BYTES);
         }
         Message::FileCancel(c) => {
             put_u64(out, c.id);
-            put_bytes16(out, c.reason.as_bytes());
+            put_str16(out, &c.reason, MAX_REASON_BYTES);
         }
     }
     let body_len = (out.len() - start - ENVELOPE_LEN) as u32;
@@ -302,6 +302,13 @@ pub fn decode_body(kind: Kind, body: &[u8], limits: &Limits) -> Result<Message, 
             let sent_us = r.u64("sent_us")?;
             let from = r.str8("from")?;
             let rest = r.rest();
+            if rest.len() > limits.max_text_bytes as usize {
+                return Err(ProtocolError::TooLong {
+                    kind: "text",
+                    len: rest.len() as u64,
+                    limit: limits.max_text_bytes.into(),
+                });
+            }
             let body = r.utf8(rest, "body")?;
             Message::Text(Text {
                 sent_us,
@@ -400,10 +407,21 @@ fn put_str8(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// A str16 field, cut to `max` bytes on a character boundary so the peer accepts it.
+fn put_str16(out: &mut Vec<u8>, s: &str, max: usize) {
+    put_bytes16(out, truncate_utf8(s, max).as_bytes());
+}
+
 fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
     let b = &b[..b.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(b.len() as u16).to_le_bytes());
     out.extend_from_slice(b);
+}
+
+/// Text bodies are cut to the default limit when encoded; a receiver with a lower
+/// limit refuses longer ones.
+fn limits_text_max() -> usize {
+    Limits::default().max_text_bytes as usize
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -513,5 +531,43 @@ impl<'a> Reader<'a> {
                 extra: self.buf.len(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_long_strings_are_cut_so_the_peer_accepts_them() {
+        let limits = Limits::default();
+        let reason = "é".repeat(700); // 1400 bytes
+        let mut out = Vec::new();
+        encode(
+            &Message::Goodbye {
+                code: GoodbyeCode::Other,
+                reason: reason.clone(),
+            },
+            &mut out,
+        );
+        let (msg, used) = decode(&out, &limits).expect("decodes").expect("complete");
+        assert_eq!(used, out.len());
+        let Message::Goodbye { reason: got, .. } = msg else {
+            panic!("not a goodbye: {msg:?}");
+        };
+        assert!(got.len() <= MAX_REASON_BYTES && reason.starts_with(&got) && !got.is_empty());
+
+        let mut out = Vec::new();
+        let text = Text {
+            sent_us: 1,
+            from: "x".repeat(300),
+            body: "y".repeat(70_000),
+        };
+        encode(&Message::Text(text), &mut out);
+        let (msg, _) = decode(&out, &limits).expect("decodes").expect("complete");
+        let Message::Text(t) = msg else {
+            panic!("not a text");
+        };
+        assert_eq!((t.from.len(), t.body.len()), (MAX_NAME_BYTES, 64 << 10));
     }
 }

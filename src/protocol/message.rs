@@ -235,7 +235,8 @@ pub struct FileResult {
     pub message: String,
 }
 
-/// Either side abandons a transfer.
+/// The file's sender abandons a transfer (the receiver answers a transfer it cannot
+/// take with a failed [`FileResult`] instead).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileCancel {
     pub id: u64,
