@@ -129,6 +129,44 @@ impl Frame {
         )
     }
 
+    /// Copies `src` into a buffer from `pool` and wraps it as a frame, hashing each
+    /// piece right after copying it, while it is still in cache: one pass over the
+    /// pixels. This is the producer's one copy (e.g. mapped GPU buffer → frame).
+    ///
+    /// Panics if `src` is not exactly `geometry.total_len()` bytes (a producer bug).
+    pub fn copied(
+        geometry: FrameGeometry,
+        seq: u64,
+        capture_us: u64,
+        src: &[u8],
+        pool: &FramePool,
+    ) -> Frame {
+        assert_eq!(
+            src.len(),
+            geometry.total_len(),
+            "frame source length does not match its geometry"
+        );
+        const PIECE: usize = 64 << 10;
+        let mut buf = pool.take(src.len());
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for (dst, piece) in buf.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
+            dst.copy_from_slice(piece);
+            hasher.update(dst);
+        }
+        Frame::from_verified(
+            FrameMeta {
+                seq,
+                width: geometry.width,
+                height: geometry.height,
+                format: geometry.format,
+                bytes_per_row: geometry.bytes_per_row,
+                capture_us,
+                checksum: hasher.digest(),
+            },
+            buf,
+        )
+    }
+
     /// Wraps pixels whose checksum has already been computed or verified.
     pub(crate) fn from_verified(meta: FrameMeta, pixels: PooledBuf) -> Frame {
         debug_assert_eq!(pixels.len(), meta.total_len());
@@ -255,6 +293,19 @@ mod tests {
             ptr,
             "the same allocation is handed out again"
         );
+    }
+
+    #[test]
+    fn copied_frames_hash_like_whole_ones() {
+        let pool = FramePool::new(2);
+        let g = FrameGeometry::rgba8(300, 200);
+        let src: Vec<u8> = (0..g.total_len()).map(|i| (i * 7 % 251) as u8).collect();
+        let copied = Frame::copied(g, 1, 2, &src, &pool);
+        let mut buf = pool.take(src.len());
+        buf.copy_from_slice(&src);
+        let whole = Frame::new(g, 1, 2, buf);
+        assert_eq!(copied.pixels(), &src[..]);
+        assert_eq!(copied.meta(), whole.meta());
     }
 
     #[test]

@@ -166,9 +166,7 @@ impl Source {
 
 fn image_frame(img: &RgbaImage, seq: u64, capture_us: u64, pool: &FramePool) -> Frame {
     let g = FrameGeometry::rgba8(img.width(), img.height());
-    let mut buf = pool.take(g.total_len());
-    buf.copy_from_slice(img.as_raw());
-    Frame::new(g, seq, capture_us, buf)
+    Frame::copied(g, seq, capture_us, img.as_raw(), pool)
 }
 
 /// Decodes any format the `image` crate reads, converted to RGBA8.

@@ -204,8 +204,9 @@ fn run_link_inner(
     let read_result = reader.run(reader_stream);
     drop(reader);
 
-    // Stop routing frames and messages to this link, then let the writer say goodbye.
-    *lock(&slot.link) = None;
+    // Queue the goodbye, then stop routing frames and messages to this link. In this
+    // order: dropping the link drops the frame slot's only sender, and a writer that saw
+    // that disconnect before the goodbye was queued would end without sending it.
     let goodbye = match &read_result {
         Err(NetError::Protocol(e)) => {
             shared.counters.protocol_errors.fetch_add(1, Relaxed);
@@ -225,6 +226,7 @@ fn run_link_inner(
     if out_tx.try_send(goodbye).is_err() {
         let _ = stream.shutdown(Shutdown::Both);
     }
+    *lock(&slot.link) = None;
     drop(out_tx);
     let write_result = match done_rx.recv_timeout(Duration::from_millis(500)) {
         Ok(r) => r,
@@ -239,8 +241,10 @@ fn run_link_inner(
     // The writer's own failure (keepalive, a stalled peer) explains the reader's end.
     let reason = match (read_result, write_result) {
         (_, Err(e @ (NetError::KeepaliveTimeout(_) | NetError::PeerStalled(_)))) => e.to_string(),
-        // We closed it (operator, shutdown): the peer's end of stream is only the echo.
-        (Ok(_), Ok(WriterEnd::Closed(ours))) if !ours.is_empty() => {
+        // We closed it (operator, shutdown): the peer's end of stream is only the echo,
+        // and so is a reset (bytes the peer sent after our shutdown make the kernel
+        // abort the connection).
+        (Ok(_) | Err(NetError::Io { .. }), Ok(WriterEnd::Closed(ours))) if !ours.is_empty() => {
             format!("closed by this side: {ours}")
         }
         (Ok(reason), _) => reason,
@@ -293,7 +297,16 @@ impl Writer {
             ka.on_receive(epoch + Duration::from_micros(last_rx_us.load(Relaxed)));
             let wait_until = match ka.poll(now) {
                 KeepaliveAction::Dead { silent_for } => {
-                    return Err(NetError::KeepaliveTimeout(silent_for))
+                    // Best effort: the peer may still be reading.
+                    let _ = self.msg(&Message::Goodbye {
+                        code: GoodbyeCode::Timeout,
+                        reason: format!(
+                            "nothing received from you for {:.1} s",
+                            silent_for.as_secs_f64()
+                        ),
+                    });
+                    let _ = self.flush();
+                    return Err(NetError::KeepaliveTimeout(silent_for));
                 }
                 KeepaliveAction::SendPing { nonce } => {
                     let sent_us = now.duration_since(epoch).as_micros() as u64;
@@ -373,6 +386,11 @@ impl Writer {
                 Ok(Wake::Frame(Ok(frame))) => next_frame = Some(frame),
                 // Every sender is gone: the node is being dropped.
                 Ok(Wake::Out(Err(_)) | Wake::Frame(Err(_))) => {
+                    // A goodbye may still be queued behind the disconnect: send it.
+                    if let Ok(item) = out.try_recv() {
+                        next_out = Some(item);
+                        continue;
+                    }
                     self.flush()?;
                     return Ok(WriterEnd::Dropped);
                 }

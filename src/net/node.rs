@@ -289,7 +289,32 @@ impl Shared {
     }
 
     fn new_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
-        let slot = Arc::new(PeerSlot {
+        let slot = self.make_slot(origin, target);
+        lock(&self.peers).push(slot.clone());
+        slot
+    }
+
+    /// A slot for a peer that dialed us, unless `max_peers` accepted peers are already
+    /// served (checked and inserted under one lock, so two peers arriving together
+    /// cannot both take the last place).
+    fn new_accepted_slot(&self, addr: SocketAddr) -> Option<Arc<PeerSlot>> {
+        let mut peers = lock(&self.peers);
+        if let Some(max) = self.config.max_peers {
+            let accepted = peers
+                .iter()
+                .filter(|s| s.origin == Origin::Accepted)
+                .count();
+            if accepted >= max {
+                return None;
+            }
+        }
+        let slot = self.make_slot(Origin::Accepted, addr.to_string());
+        peers.push(slot.clone());
+        Some(slot)
+    }
+
+    fn make_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
+        Arc::new(PeerSlot {
             id: PeerId(self.next_peer.fetch_add(1, Relaxed)),
             origin,
             target,
@@ -303,9 +328,19 @@ impl Shared {
             counters: LinkCounters::default(),
             link: Mutex::new(None),
             outgoing_files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Logs and reports a failed handshake; protocol violations count as such.
+    fn handshake_failed(&self, addr: SocketAddr, error: &NetError) {
+        if matches!(error, NetError::Protocol(_)) {
+            self.counters.protocol_errors.fetch_add(1, Relaxed);
+        }
+        tracing::warn!("handshake failed: {error}, with {addr}");
+        self.emit(Event::HandshakeFailed {
+            addr,
+            reason: error.to_string(),
         });
-        lock(&self.peers).push(slot.clone());
-        slot
     }
 
     fn remove_slot(&self, id: PeerId) {
@@ -623,22 +658,14 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
         Ok(hello) => hello,
         Err(e) => {
             if !shared.is_shutting_down() {
-                tracing::warn!("handshake failed: {e}, from {addr}");
-                shared.emit(Event::HandshakeFailed {
-                    addr,
-                    reason: e.to_string(),
-                });
+                shared.handshake_failed(addr, &e);
             }
             return;
         }
     };
-    if let Some(max) = config.max_peers {
-        let accepted = shared
-            .slots()
-            .iter()
-            .filter(|s| s.origin == Origin::Accepted)
-            .count();
-        if accepted >= max {
+    let Some(slot) = shared.new_accepted_slot(addr) else {
+        let max = config.max_peers.unwrap_or_default();
+        {
             let reason = format!("this node is full: it serves at most {max} peers");
             tracing::warn!("refused {addr}: {reason}");
             let mut bye = Vec::new();
@@ -654,8 +681,7 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
             shared.emit(Event::HandshakeFailed { addr, reason });
             return;
         }
-    }
-    let slot = shared.new_slot(Origin::Accepted, addr.to_string());
+    };
     let reason = run_link(shared, &slot, stream, hello);
     log_disconnect(shared, &slot, addr, &reason);
     slot.set_state(PeerState::Closed);
@@ -734,11 +760,7 @@ fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Hello, SocketAddr),
     ) {
         Ok(hello) => Ok((stream, hello, addr)),
         Err(e) => {
-            tracing::warn!("handshake failed: {e}, with {addr}");
-            shared.emit(Event::HandshakeFailed {
-                addr,
-                reason: e.to_string(),
-            });
+            shared.handshake_failed(addr, &e);
             Err(e)
         }
     }

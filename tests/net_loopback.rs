@@ -1,0 +1,489 @@
+//! Loopback tests of the network `Node`: frames arrive byte-exact (large, padded, to many
+//! viewers, past a stalled one, in both dial directions), viewers outlive a sender killed
+//! mid-frame, text and files travel both ways, keepalive, `max_peers` and operator drops.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use texstream::frame::{FrameGeometry, FramePool};
+use texstream::net::{Event, Node, Origin};
+use texstream::protocol::{encode_bulk_head, Capabilities, GoodbyeCode, Kind, Message, Role, Text};
+
+const VIEWER_CAPS: u32 = Capabilities::FRAMES_IN | Capabilities::TEXT;
+const SENDER_CAPS: u32 = Capabilities::FRAMES_OUT | Capabilities::TEXT;
+
+#[test]
+fn full_hd_frames_arrive_byte_exact() {
+    let sender = listening_sender("sender");
+    let viewer = dialing_viewer("viewer", listen_addr(&sender));
+    wait_connected(&sender, "the viewer to connect");
+
+    lockstep(
+        &sender,
+        &[&viewer],
+        FrameGeometry::rgba8(1920, 1080),
+        1..=100,
+    );
+
+    let stats = viewer.stats();
+    assert_eq!(stats.frames_received, 100);
+    assert_eq!(stats.checksum_failures, 0);
+    let peers = sender.peers();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(
+        peers[0].frames_skipped, 0,
+        "in lockstep no frame is ever replaced"
+    );
+}
+
+#[test]
+fn odd_size_frames_with_row_padding_arrive_byte_exact() {
+    let geometry = padded_geometry(1023, 767);
+    assert_eq!(
+        geometry.bytes_per_row, 4096,
+        "1023 x 4 = 4092 padded to 4096"
+    );
+    let sender = listening_sender("sender");
+    let viewer = dialing_viewer("viewer", listen_addr(&sender));
+    wait_connected(&sender, "the viewer to connect");
+
+    // `lockstep` compares every byte, the 4 bytes of padding per row included (the
+    // generator fills them with frame-specific bytes, not zeroes).
+    lockstep(&sender, &[&viewer], geometry, 1..=100);
+
+    assert_eq!(viewer.stats().frames_received, 100);
+}
+
+#[test]
+fn four_viewers_keep_up_while_a_fifth_peer_stalls() {
+    let geometry = FrameGeometry::rgba8(640, 480);
+    const FRAMES: u64 = 100;
+    let mut config = fast_config(Role::Sender);
+    config.listen = Some("127.0.0.1:0".to_owned());
+    // The stalled peer must stay connected (and listed) for the whole test: a write
+    // that blocks this long, or this much silence, would drop it.
+    config.keepalive.timeout = Duration::from_secs(60);
+    let sender = Node::start(config).expect("sender starts");
+    let addr = listen_addr(&sender);
+
+    // Completes the handshake as a viewer that wants frames, then never reads.
+    let (stalled, _) =
+        RawPeer::handshaken(addr, raw_hello(Role::Viewer, VIEWER_CAPS, "stalled viewer"));
+    let stalled_addr = stalled.local_addr();
+    let viewers: Vec<Node> = (0..4)
+        .map(|i| dialing_viewer(&format!("viewer {i}"), addr))
+        .collect();
+    wait_connections(&sender, 5, "four viewers and the stalled peer to connect");
+
+    let consumers: Vec<_> = viewers
+        .iter()
+        .map(|v| {
+            let frames = v.frames().clone();
+            std::thread::spawn(move || {
+                let mut seqs = Vec::new();
+                let mut errors = Vec::new();
+                // The last frame always arrives (nothing newer replaces it), so this
+                // ends on it; the timeout only bounds a failing run.
+                while let Ok(frame) = frames.recv_timeout(Duration::from_secs(5)) {
+                    if let Err(e) = check_frame(&frame, geometry) {
+                        errors.push(e);
+                    }
+                    seqs.push(frame.meta().seq);
+                    if frame.meta().seq == FRAMES {
+                        break;
+                    }
+                }
+                (seqs, errors)
+            })
+        })
+        .collect();
+
+    let pool = FramePool::new(4);
+    for seq in 1..=FRAMES {
+        sender.publish(&make_frame(&pool, geometry, seq));
+        // Pacing like a 60 Hz producer (this sleep sets a rate, it waits for nothing).
+        std::thread::sleep(Duration::from_millis(17));
+    }
+
+    for (i, consumer) in consumers.into_iter().enumerate() {
+        let (seqs, errors) = consumer.join().expect("consumer thread");
+        assert!(
+            errors.is_empty(),
+            "viewer {i} got corrupt frames: {errors:?}"
+        );
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "viewer {i} got frames out of order: {seqs:?}"
+        );
+        assert!(
+            seqs.len() as u64 >= FRAMES * 95 / 100,
+            "viewer {i} received only {} of {FRAMES} frames: {seqs:?}",
+            seqs.len()
+        );
+    }
+
+    let peers = sender.peers();
+    assert_eq!(peers.len(), 5, "every peer is still connected: {peers:#?}");
+    let stalled_status = peers
+        .iter()
+        .find(|p| p.addr == Some(stalled_addr))
+        .expect("the stalled peer is listed");
+    assert!(
+        stalled_status.frames_skipped > 0,
+        "frames for the stalled peer are skipped, not queued: {stalled_status:#?}"
+    );
+    for p in peers.iter().filter(|p| p.addr != Some(stalled_addr)) {
+        assert!(
+            p.frames_skipped <= FRAMES * 5 / 100,
+            "an honest viewer lost frames to the stalled one: {}",
+            p.line()
+        );
+    }
+    drop(stalled);
+}
+
+#[test]
+fn viewer_reconnects_to_a_restarted_sender_and_never_shows_the_partial_frame() {
+    const PARTIAL_SEQ: u64 = 1_000_000;
+    let geometry = FrameGeometry::rgba8(640, 480);
+    let fake = TcpListener::bind("127.0.0.1:0").expect("bind the fake sender");
+    let addr = fake.local_addr().expect("fake sender address");
+    let viewer = dialing_viewer("viewer", addr);
+
+    // A fake sender: handshake, a frame start, two whole chunks and a third cut short.
+    let mut conn = RawPeer::accept(&fake);
+    let theirs = conn.handshake(raw_hello(Role::Sender, SENDER_CAPS, "doomed sender"));
+    assert_eq!(theirs.role, Role::Viewer);
+    wait_connected(&viewer, "the viewer to connect to the fake sender");
+    let partial = make_frame(&FramePool::new(1), geometry, PARTIAL_SEQ);
+    conn.send_msg(&Message::FrameStart(partial.meta().start_message()));
+    let chunk = 64 << 10;
+    for i in 0..2 {
+        let offset = i * chunk;
+        conn.send(&encode_bulk_head(
+            Kind::FrameChunk,
+            PARTIAL_SEQ,
+            offset as u64,
+            chunk,
+        ));
+        conn.send(&partial.pixels()[offset..offset + chunk]);
+    }
+    conn.send(&encode_bulk_head(
+        Kind::FrameChunk,
+        PARTIAL_SEQ,
+        2 * chunk as u64,
+        chunk,
+    ));
+    conn.send(&partial.pixels()[2 * chunk..2 * chunk + 1000]);
+    // Killed: the listener and the connection vanish.
+    drop(fake);
+    drop(conn);
+    wait_event(&viewer, "the viewer to notice the sender is gone", |e| {
+        matches!(e, Event::PeerDisconnected { .. }).then_some(())
+    });
+    assert!(
+        viewer.frames().try_recv().is_err(),
+        "the partial frame must never come out"
+    );
+
+    // The sender comes back on the same port; the viewer finds it by itself.
+    let mut config = fast_config(Role::Sender);
+    config.listen = Some(addr.to_string());
+    let sender = Node::start(config).expect("the restarted sender binds the same port");
+    wait_connected(&sender, "the viewer to reconnect");
+
+    // Every frame the viewer delivers is checked: the partial one would fail `lockstep`
+    // (wrong seq) if it ever came out.
+    lockstep(&sender, &[&viewer], geometry, 1..=20);
+
+    let stats = viewer.stats();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert_eq!(
+        stats.frames_received, 20,
+        "only whole frames count: {stats:?}"
+    );
+    assert!(viewer.peers()[0].reconnects >= 1);
+}
+
+/// Waits for a text from `from` with `body` at `node`, failing if `node` gets a text
+/// with `never` as its body meanwhile.
+fn wait_text(node: &Node, from: &str, body: &str, never: Option<&str>, what: &str) -> Text {
+    let text = wait_event(node, what, |e| match e {
+        Event::Text { text, .. } => {
+            assert_ne!(Some(text.body.as_str()), never, "{what}: an echo came back");
+            (text.body == body).then(|| text.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(text.from, from, "{what}: author");
+    text
+}
+
+#[test]
+fn text_travels_both_ways_and_is_forwarded_between_viewers() {
+    let sender = listening_sender("the sender");
+    let a = dialing_viewer("viewer A", listen_addr(&sender));
+    let b = dialing_viewer("viewer B", listen_addr(&sender));
+    wait_connections(&sender, 2, "both viewers to connect");
+    wait_connected(&a, "viewer A's link");
+    wait_connected(&b, "viewer B's link");
+
+    a.send_text("hello from A ✓");
+    let at_sender = wait_text(&sender, "viewer A", "hello from A ✓", None, "A → sender");
+    assert!(at_sender.sent_us > 0);
+    wait_text(
+        &b,
+        "viewer A",
+        "hello from A ✓",
+        None,
+        "A → sender → B (forwarded)",
+    );
+
+    sender.send_text("hello from the sender");
+    // Had the sender echoed A's text back to A, it would have come before this one.
+    wait_text(
+        &a,
+        "the sender",
+        "hello from the sender",
+        Some("hello from A ✓"),
+        "sender → A",
+    );
+    wait_text(
+        &b,
+        "the sender",
+        "hello from the sender",
+        None,
+        "sender → B",
+    );
+
+    b.send_text("and from B");
+    wait_text(&sender, "viewer B", "and from B", None, "B → sender");
+    wait_text(&a, "viewer B", "and from B", None, "B → sender → A");
+}
+
+#[test]
+fn sender_can_dial_a_listening_viewer() {
+    let mut viewer_config = fast_config(Role::Viewer);
+    viewer_config.name = "listening viewer".to_owned();
+    viewer_config.listen = Some("127.0.0.1:0".to_owned());
+    let viewer = Node::start(viewer_config).expect("viewer starts");
+    let mut sender_config = fast_config(Role::Sender);
+    sender_config.connect = vec![listen_addr(&viewer).to_string()];
+    let sender = Node::start(sender_config).expect("sender starts");
+    wait_connected(&sender, "the sender to reach the viewer");
+
+    lockstep(&sender, &[&viewer], padded_geometry(801, 601), 1..=30);
+
+    let at_sender = sender.peers();
+    assert_eq!(at_sender.len(), 1);
+    assert_eq!(at_sender[0].origin, Origin::Dialed);
+    assert_eq!(at_sender[0].role, Some(Role::Viewer));
+    let at_viewer = viewer.peers();
+    assert_eq!(at_viewer.len(), 1);
+    assert_eq!(at_viewer[0].origin, Origin::Accepted);
+    assert_eq!(at_viewer[0].role, Some(Role::Sender));
+    assert_eq!(viewer.stats().frames_received, 30);
+}
+
+#[test]
+fn keepalive_drops_a_peer_that_goes_silent() {
+    let mut config = fast_config(Role::Sender);
+    config.listen = Some("127.0.0.1:0".to_owned());
+    config.keepalive.interval = Duration::from_millis(100);
+    config.keepalive.timeout = Duration::from_millis(500);
+    let node = Node::start(config).expect("node starts");
+
+    // Handshakes, then never sends a byte again (and so never answers a ping).
+    let (mut silent, _) = RawPeer::handshaken(
+        listen_addr(&node),
+        raw_hello(Role::Viewer, VIEWER_CAPS, "silent"),
+    );
+    let silent_addr = silent.local_addr();
+    // Well under the default 10 s timeout: only the configured 500 ms can explain it.
+    let reason = wait_event_for(
+        &node,
+        Duration::from_secs(5),
+        "the silent peer to be dropped",
+        |e| match e {
+            Event::PeerDisconnected {
+                addr: Some(a),
+                reason,
+                ..
+            } if *a == silent_addr => Some(reason.clone()),
+            _ => None,
+        },
+    );
+    assert!(reason.contains("keepalive"), "reason: {reason}");
+    let got = silent.messages_until_closed(Duration::from_secs(5), "silent peer");
+    assert!(
+        got.iter().any(|m| matches!(m, Message::Ping(_))),
+        "the node pinged before giving up: {got:?}"
+    );
+}
+
+#[test]
+fn a_full_node_says_so_and_keeps_serving_its_peers() {
+    let mut config = fast_config(Role::Sender);
+    config.listen = Some("127.0.0.1:0".to_owned());
+    config.max_peers = Some(2);
+    let sender = Node::start(config).expect("sender starts");
+    let addr = listen_addr(&sender);
+    let a = dialing_viewer("viewer A", addr);
+    let b = dialing_viewer("viewer B", addr);
+    wait_connections(&sender, 2, "the first two viewers to connect");
+
+    let mut third = RawPeer::connect(addr);
+    let third_addr = third.local_addr();
+    // Preamble and hello both ways, then the goodbye.
+    let theirs = third.handshake(raw_hello(Role::Viewer, VIEWER_CAPS, "third"));
+    assert_eq!(theirs.role, Role::Sender);
+    match third.read_message() {
+        Message::Goodbye { code, reason } => {
+            assert_eq!(code, GoodbyeCode::Full);
+            assert!(reason.contains("full"), "reason: {reason}");
+        }
+        other => panic!("expected a goodbye, got {other:?}"),
+    }
+    third.expect_closed(Duration::from_secs(5), "the refused third peer");
+    let reason = wait_event(&sender, "the refusal to be reported", |e| match e {
+        Event::HandshakeFailed { addr, reason } if *addr == third_addr => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(reason.contains("full"), "reason: {reason}");
+
+    lockstep(&sender, &[&a, &b], FrameGeometry::rgba8(320, 240), 1..=10);
+    assert_eq!(sender.peers().len(), 2);
+}
+
+#[test]
+fn dropped_viewer_reconnects_by_itself_and_receives_again() {
+    let geometry = FrameGeometry::rgba8(320, 240);
+    let sender = listening_sender("sender");
+    let viewer = dialing_viewer("viewer", listen_addr(&sender));
+    wait_connected(&sender, "the viewer to connect");
+    lockstep(&sender, &[&viewer], geometry, 1..=5);
+
+    sender.drop_all_peers();
+    let disconnected = |e: &Event| match e {
+        Event::PeerDisconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    };
+    // Both ends say why: the viewer read our goodbye, the sender closed it on purpose.
+    for (node, side) in [(&viewer, "viewer"), (&sender, "sender")] {
+        let reason = wait_event(node, &format!("the {side} to see the drop"), disconnected);
+        assert!(
+            reason.contains("dropped by the operator"),
+            "{side}'s reason: {reason}"
+        );
+    }
+    wait_connected(&sender, "the viewer to reconnect");
+
+    lockstep(&sender, &[&viewer], geometry, 6..=10);
+    assert!(viewer.stats().reconnects >= 1);
+    let status = &viewer.peers()[0];
+    assert!(status.reconnects >= 1, "{}", status.line());
+    assert_eq!(viewer.stats().frames_received, 10);
+}
+
+#[test]
+fn files_arrive_whole_while_frames_keep_flowing() {
+    let geometry = FrameGeometry::rgba8(640, 480);
+    let source = tempfile::tempdir().expect("source dir");
+    let inbox = tempfile::tempdir().expect("receive dir");
+    let contents: HashMap<&str, Vec<u8>> = [
+        ("random.bin", random_bytes((3 << 20) + 12_345, 42)),
+        ("empty.bin", Vec::new()),
+    ]
+    .into_iter()
+    .collect();
+    let paths: Vec<PathBuf> = contents
+        .iter()
+        .map(|(name, bytes)| {
+            let path = source.path().join(name);
+            std::fs::write(&path, bytes).expect("write a source file");
+            path
+        })
+        .collect();
+
+    let sender = listening_sender("sender");
+    let mut viewer_config = fast_config(Role::Viewer);
+    viewer_config.connect = vec![listen_addr(&sender).to_string()];
+    viewer_config.files_dir = Some(inbox.path().to_owned());
+    let viewer = Node::start(viewer_config).expect("viewer starts");
+    wait_connected(&sender, "the viewer to connect");
+
+    for path in &paths {
+        assert_eq!(
+            sender.send_file(path).expect("offer"),
+            1,
+            "one peer takes files"
+        );
+    }
+
+    // Frames in lockstep while the transfers run; collect the file events meanwhile.
+    let mut received: HashMap<String, (PathBuf, u64)> = HashMap::new();
+    let mut sent: HashMap<String, (bool, String)> = HashMap::new();
+    let pool = FramePool::new(4);
+    let mut seq = 0;
+    while received.len() < 2 || sent.len() < 2 {
+        seq += 1;
+        assert!(
+            seq <= 2000,
+            "the files did not finish: {received:?} {sent:?}"
+        );
+        let frame = make_frame(&pool, geometry, seq);
+        sender.publish(&frame);
+        let got = recv_frame(&viewer, &format!("frame {seq} during the transfer"));
+        assert_eq!(got.meta(), frame.meta());
+        check_frame(&got, geometry).expect("byte-exact frame");
+        for e in viewer.events().try_iter() {
+            match e {
+                Event::FileReceived {
+                    name, path, size, ..
+                } => {
+                    received.insert(name, (path, size));
+                }
+                Event::FileFailed { name, reason, .. } => panic!("{name} failed: {reason}"),
+                _ => {}
+            }
+        }
+        for e in sender.events().try_iter() {
+            if let Event::FileSent {
+                name, ok, message, ..
+            } = e
+            {
+                sent.insert(name, (ok, message));
+            }
+        }
+    }
+    lockstep(&sender, &[&viewer], geometry, seq + 1..=seq + 5);
+
+    for (name, bytes) in &contents {
+        let (path, size) = &received[*name];
+        assert!(
+            path.starts_with(inbox.path()),
+            "{} is outside the receive folder",
+            path.display()
+        );
+        assert_eq!(*size, bytes.len() as u64);
+        let stored = std::fs::read(path).expect("read the received file");
+        assert!(stored == *bytes, "{name}: stored content differs");
+        let (ok, message) = &sent[*name];
+        assert!(ok, "{name}: {message}");
+    }
+    let mut listing: Vec<String> = std::fs::read_dir(inbox.path())
+        .expect("list the receive folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    listing.sort();
+    assert_eq!(
+        listing,
+        ["empty.bin", "random.bin"],
+        "nothing else is left behind"
+    );
+}
