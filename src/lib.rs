@@ -9,12 +9,15 @@
 //!   or dials peers, reconnects with backoff, keeps links alive, shares frames between
 //!   peers and delivers only whole, verified frames.
 //! - [`meter`]: rolling fps, throughput and latency figures for display.
+//! - [`gpu`]: wgpu only: headless device, row padding, pipelined readback into frames,
+//!   the persistent upload texture, the WGSL live source (`shaders/`).
 //! - [`source`]: frame producers for the headless sender (image files, folders,
 //!   animations, a generated test pattern).
 //! - [`cli`]: the `texstream` command line's subcommands.
 
 pub mod cli;
 pub mod frame;
+pub mod gpu;
 pub mod meter;
 pub mod net;
 pub mod protocol;

@@ -1,0 +1,91 @@
+//! wgpu only: headless device set-up, row-padding math, pipelined readback into frames,
+//! the persistent upload texture, and the WGSL live source. No sockets, no egui.
+
+mod layout;
+mod live;
+mod readback;
+mod upload;
+
+pub use layout::{RowLayout, COPY_ALIGN};
+pub use live::{LiveMode, LiveShader, LIVE_SHADER_WGSL};
+pub use readback::Readback;
+pub use upload::UploadTexture;
+
+use crate::frame::PixelFormat;
+
+/// What can go wrong on the GPU side.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found ({0}); install a Vulkan driver, for example Mesa's lavapipe: apt-get install mesa-vulkan-drivers")]
+    NoAdapter(String),
+    #[error("cannot open the GPU device: {0}")]
+    Device(String),
+    #[error("{width}x{height} is larger than this GPU's largest texture ({max}x{max})")]
+    TooLarge { width: u32, height: u32, max: u32 },
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+}
+
+/// A device and queue for work without a window (tests, benchmarks, headless readback).
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+}
+
+impl Gpu {
+    /// Opens the first adapter wgpu finds, a software one (lavapipe) included.
+    pub fn headless() -> Result<Gpu, GpuError> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("texstream headless device"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+        })
+    }
+}
+
+/// The texture format that holds frames of `format` byte for byte.
+pub fn texture_format(format: PixelFormat) -> wgpu::TextureFormat {
+    match format {
+        PixelFormat::Rgba8 => wgpu::TextureFormat::Rgba8Unorm,
+        PixelFormat::Bgra8 => wgpu::TextureFormat::Bgra8Unorm,
+    }
+}
+
+/// The frame format for a texture format, if frames can carry it as it is.
+pub fn pixel_format(format: wgpu::TextureFormat) -> Option<PixelFormat> {
+    match format {
+        wgpu::TextureFormat::Rgba8Unorm | wgpu::TextureFormat::Rgba8UnormSrgb => {
+            Some(PixelFormat::Rgba8)
+        }
+        wgpu::TextureFormat::Bgra8Unorm | wgpu::TextureFormat::Bgra8UnormSrgb => {
+            Some(PixelFormat::Bgra8)
+        }
+        _ => None,
+    }
+}
+
+/// Refuses sizes the device cannot hold in one texture, with a clear error.
+pub fn check_texture_size(device: &wgpu::Device, width: u32, height: u32) -> Result<(), GpuError> {
+    let max = device.limits().max_texture_dimension_2d;
+    if width == 0 || height == 0 || width > max || height > max {
+        return Err(GpuError::TooLarge { width, height, max });
+    }
+    Ok(())
+}

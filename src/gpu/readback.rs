@@ -1,0 +1,213 @@
+//! Pipelined texture readback: `copy_texture_to_buffer` into a ring of staging buffers
+//! (made once, re-made only when the size changes), `map_async`, and a non-blocking poll
+//! that turns a mapped buffer into a [`Frame`] with one copy, hashed in the same pass.
+
+use super::{pixel_format, GpuError, RowLayout};
+use crate::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Free,
+    /// The copy is recorded in an encoder that has not been submitted yet.
+    Copied,
+    /// Submitted; `map_async` is pending.
+    Mapping,
+    /// Mapped and ready to read.
+    Ready,
+}
+
+struct Slot {
+    buffer: Option<(wgpu::Buffer, RowLayout)>,
+    state: State,
+    seq: u64,
+    capture_us: u64,
+    format: PixelFormat,
+}
+
+/// A ring of 2–3 staging buffers, so the GPU copies one frame while the CPU reads the
+/// previous one and nothing waits.
+pub struct Readback {
+    slots: Vec<Slot>,
+    done_tx: flume::Sender<(usize, bool)>,
+    done_rx: flume::Receiver<(usize, bool)>,
+}
+
+impl Readback {
+    /// A ring of `ring` buffers (at least 1; 2 or 3 pipeline well).
+    pub fn new(ring: usize) -> Readback {
+        let ring = ring.max(1);
+        let (done_tx, done_rx) = flume::bounded(ring);
+        Readback {
+            slots: (0..ring)
+                .map(|_| Slot {
+                    buffer: None,
+                    state: State::Free,
+                    seq: 0,
+                    capture_us: 0,
+                    format: PixelFormat::Rgba8,
+                })
+                .collect(),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Records a copy of `texture` into a free staging buffer. `Ok(false)` when every
+    /// buffer is still in flight: the GPU is behind, and this frame is skipped.
+    pub fn copy(
+        &mut self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        texture: &wgpu::Texture,
+        seq: u64,
+        capture_us: u64,
+    ) -> Result<bool, GpuError> {
+        let format = pixel_format(texture.format()).ok_or_else(|| {
+            GpuError::Readback(format!(
+                "texture format {:?} is not RGBA8 or BGRA8",
+                texture.format()
+            ))
+        })?;
+        let Some(slot) = self.slots.iter_mut().find(|s| s.state == State::Free) else {
+            return Ok(false);
+        };
+        let layout = RowLayout::new(texture.width(), texture.height());
+        if slot.buffer.as_ref().map(|(_, l)| *l) != Some(layout) {
+            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("texstream readback staging buffer"),
+                size: layout.buffer_size(),
+                usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+                mapped_at_creation: false,
+            });
+            slot.buffer = Some((buffer, layout));
+        }
+        let Some((buffer, _)) = &slot.buffer else {
+            return Ok(false);
+        };
+        encoder.copy_texture_to_buffer(
+            texture.as_image_copy(),
+            wgpu::TexelCopyBufferInfo {
+                buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(layout.padded_bytes_per_row),
+                    rows_per_image: Some(layout.height),
+                },
+            },
+            texture.size(),
+        );
+        slot.state = State::Copied;
+        slot.seq = seq;
+        slot.capture_us = capture_us;
+        slot.format = format;
+        Ok(true)
+    }
+
+    /// Call right after submitting the encoder passed to [`Readback::copy`]: starts
+    /// mapping the buffers it copied into.
+    pub fn submitted(&mut self) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.state != State::Copied {
+                continue;
+            }
+            let Some((buffer, _)) = &slot.buffer else {
+                continue;
+            };
+            let tx = self.done_tx.clone();
+            buffer.map_async(wgpu::MapMode::Read, .., move |result| {
+                let _ = tx.try_send((index, result.is_ok()));
+            });
+            slot.state = State::Mapping;
+        }
+    }
+
+    /// Never blocks: polls the device once and returns the newest finished readback as
+    /// a frame (older finished ones are released unread: newest wins).
+    pub fn try_frame(
+        &mut self,
+        device: &wgpu::Device,
+        pool: &FramePool,
+    ) -> Result<Option<Frame>, GpuError> {
+        device
+            .poll(wgpu::PollType::Poll)
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.take_ready(pool)
+    }
+
+    /// Blocks until the readbacks in flight finish, then returns the newest. For tests,
+    /// benchmarks and headless use, never the UI thread.
+    pub fn wait_frame(
+        &mut self,
+        device: &wgpu::Device,
+        pool: &FramePool,
+    ) -> Result<Option<Frame>, GpuError> {
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.take_ready(pool)
+    }
+
+    /// Buffers copied or mapping, not yet read.
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.state != State::Free).count()
+    }
+
+    fn take_ready(&mut self, pool: &FramePool) -> Result<Option<Frame>, GpuError> {
+        let mut failed = false;
+        for (index, ok) in self.done_rx.try_iter() {
+            if let Some(slot) = self.slots.get_mut(index) {
+                if ok {
+                    slot.state = State::Ready;
+                } else {
+                    slot.state = State::Free;
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            return Err(GpuError::Readback("mapping a staging buffer failed".into()));
+        }
+        let newest = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == State::Ready)
+            .max_by_key(|(_, s)| s.seq)
+            .map(|(i, _)| i);
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let mut frame = None;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.state != State::Ready {
+                continue;
+            }
+            let Some((buffer, layout)) = &slot.buffer else {
+                continue;
+            };
+            if index == newest {
+                let view = buffer
+                    .get_mapped_range(..)
+                    .map_err(|e| GpuError::Readback(e.to_string()))?;
+                let geometry = FrameGeometry {
+                    width: layout.width,
+                    height: layout.height,
+                    format: slot.format,
+                    bytes_per_row: layout.padded_bytes_per_row,
+                };
+                // The one copy on the sending side: mapped buffer → shared frame buffer.
+                frame = Some(Frame::copied(
+                    geometry,
+                    slot.seq,
+                    slot.capture_us,
+                    &view,
+                    pool,
+                ));
+                drop(view);
+            }
+            buffer.unmap();
+            slot.state = State::Free;
+        }
+        Ok(frame)
+    }
+}

@@ -1,0 +1,268 @@
+//! Headless GPU tests on whatever adapter exists (Mesa's lavapipe in CI): an image goes
+//! texture → readback → protocol → loopback TCP → viewer → `write_texture`, and the
+//! viewer's texture read back equals the source byte for byte; the live shader moves;
+//! every WGSL file in `shaders/` validates. Without an adapter the GPU tests skip with a
+//! message, unless TEXSTREAM_REQUIRE_GPU=1 (as in CI), where that is a failure.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use texstream::frame::{Frame, FrameGeometry, FramePool};
+use texstream::gpu::{Gpu, GpuError, LiveMode, LiveShader, Readback, RowLayout, UploadTexture};
+use texstream::net::{Event, Node, NodeConfig};
+use texstream::protocol::Role;
+
+fn gpu_or_skip(test: &str) -> Option<Gpu> {
+    match Gpu::headless() {
+        Ok(gpu) => {
+            eprintln!("{test}: on {} ({:?})", gpu.info.name, gpu.info.backend);
+            Some(gpu)
+        }
+        Err(e) if std::env::var("TEXSTREAM_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("{test}: TEXSTREAM_REQUIRE_GPU=1 but no GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("{test}: skipped, no GPU: {e}");
+            None
+        }
+    }
+}
+
+/// Tightly packed RGBA pixels with every channel varying, alpha included.
+fn source_pixels(width: u32, height: u32) -> Vec<u8> {
+    (0..width * height)
+        .flat_map(|i| {
+            let (x, y) = (i % width, i / width);
+            [
+                (x * 3) as u8,
+                (y * 5) as u8,
+                (x ^ y) as u8,
+                (255 - (x + y) % 200) as u8,
+            ]
+        })
+        .collect()
+}
+
+fn texture_with(gpu: &Gpu, width: u32, height: u32, pixels: &[u8]) -> wgpu::Texture {
+    let size = wgpu::Extent3d {
+        width,
+        height,
+        depth_or_array_layers: 1,
+    };
+    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("test source"),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba8Unorm,
+        usage: wgpu::TextureUsages::COPY_DST
+            | wgpu::TextureUsages::COPY_SRC
+            | wgpu::TextureUsages::TEXTURE_BINDING,
+        view_formats: &[],
+    });
+    gpu.queue.write_texture(
+        texture.as_image_copy(),
+        pixels,
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(width * 4),
+            rows_per_image: Some(height),
+        },
+        size,
+    );
+    texture
+}
+
+fn read_back(
+    gpu: &Gpu,
+    readback: &mut Readback,
+    texture: &wgpu::Texture,
+    seq: u64,
+    pool: &FramePool,
+) -> Frame {
+    let mut encoder = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("test readback"),
+        });
+    assert!(readback
+        .copy(&gpu.device, &mut encoder, texture, seq, 1234)
+        .unwrap());
+    gpu.queue.submit([encoder.finish()]);
+    readback.submitted();
+    readback
+        .wait_frame(&gpu.device, pool)
+        .unwrap()
+        .expect("a frame comes back")
+}
+
+fn assert_rows_equal(frame: &Frame, source: &[u8], what: &str) {
+    let m = frame.meta();
+    let row_bytes = m.width as usize * 4;
+    for (y, (got, want)) in frame.rows().zip(source.chunks_exact(row_bytes)).enumerate() {
+        assert!(got == want, "{what}: row {y} differs");
+    }
+    assert_eq!(frame.rows().count(), m.height as usize);
+}
+
+fn round_trip(width: u32, height: u32) {
+    let Some(gpu) = gpu_or_skip(&format!("round_trip {width}x{height}")) else {
+        return;
+    };
+    let source = source_pixels(width, height);
+    let sender_texture = texture_with(&gpu, width, height, &source);
+    let pool = FramePool::new(4);
+    let mut readback = Readback::new(2);
+
+    // Sender: the texture as the GPU holds it, rows padded to 256 bytes as read back.
+    let frame = read_back(&gpu, &mut readback, &sender_texture, 7, &pool);
+    assert_eq!(
+        frame.meta().bytes_per_row,
+        RowLayout::new(width, height).padded_bytes_per_row
+    );
+    assert_eq!((frame.meta().seq, frame.meta().capture_us), (7, 1234));
+    assert_rows_equal(&frame, &source, "sender readback");
+
+    // Over the real protocol and loopback TCP.
+    let mut sender_config = NodeConfig::new(Role::Sender);
+    sender_config.listen = Some("127.0.0.1:0".into());
+    let sender = Node::start(sender_config).unwrap();
+    let mut viewer_config = NodeConfig::new(Role::Viewer);
+    viewer_config.connect = vec![sender.local_addr().unwrap().to_string()];
+    let viewer = Node::start(viewer_config).unwrap();
+    loop {
+        match viewer
+            .events()
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+        {
+            Event::PeerConnected { .. } => break,
+            other => eprintln!("waiting for the link: {other:?}"),
+        }
+    }
+    sender.publish(&frame);
+    let received = viewer
+        .frames()
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(received.meta(), frame.meta());
+    assert!(
+        received.pixels() == frame.pixels(),
+        "the wire changed the frame"
+    );
+
+    // Viewer: one persistent texture, written with write_texture, padding and all.
+    let mut upload = UploadTexture::new();
+    assert!(
+        upload.upload(&gpu.device, &gpu.queue, &received).unwrap(),
+        "created on first use"
+    );
+    assert!(
+        !upload.upload(&gpu.device, &gpu.queue, &received).unwrap(),
+        "reused, not re-created"
+    );
+    let shown = read_back(&gpu, &mut readback, upload.texture().unwrap(), 8, &pool);
+    assert_rows_equal(&shown, &source, "viewer texture");
+}
+
+#[test]
+fn an_odd_width_image_crosses_gpu_wire_gpu_byte_exact() {
+    round_trip(1023, 767);
+}
+
+#[test]
+fn a_1080p_image_crosses_gpu_wire_gpu_byte_exact() {
+    round_trip(1920, 1080);
+}
+
+#[test]
+fn the_live_shader_renders_motion() {
+    let Some(gpu) = gpu_or_skip("live shader") else {
+        return;
+    };
+    let (width, height) = (320, 180);
+    let source = texture_with(&gpu, width, height, &source_pixels(width, height));
+    let view = source.create_view(&wgpu::TextureViewDescriptor::default());
+    let live = LiveShader::new(&gpu.device, &view, width, height);
+    let pool = FramePool::new(4);
+    let mut readback = Readback::new(3);
+    let mut render = |t: f32, mode: LiveMode, seq: u64| {
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("test live"),
+            });
+        live.render(&gpu.queue, &mut encoder, t, mode);
+        assert!(readback
+            .copy(&gpu.device, &mut encoder, live.target(), seq, 0)
+            .unwrap());
+        gpu.queue.submit([encoder.finish()]);
+        readback.submitted();
+        readback.wait_frame(&gpu.device, &pool).unwrap().unwrap()
+    };
+    let a = render(0.0, LiveMode::Image, 1);
+    let b = render(1.0, LiveMode::Image, 2);
+    let p = render(1.0, LiveMode::Pattern, 3);
+    assert_eq!((a.meta().width, a.meta().height), (width, height));
+    assert!(
+        a.pixels() != b.pixels(),
+        "the image effect does not move with time"
+    );
+    assert!(
+        b.pixels() != p.pixels(),
+        "the pattern mode draws the same as the image mode"
+    );
+    assert!(
+        a.rows().flatten().any(|&v| v != 0 && v != 255),
+        "nothing was drawn"
+    );
+}
+
+#[test]
+fn a_frame_larger_than_the_gpu_allows_is_a_clear_error() {
+    let Some(gpu) = gpu_or_skip("too large") else {
+        return;
+    };
+    let max = gpu.device.limits().max_texture_dimension_2d;
+    let pool = FramePool::new(1);
+    let g = FrameGeometry::rgba8(max + 1, 1);
+    let frame = Frame::copied(g, 1, 0, &vec![0u8; g.total_len()], &pool);
+    let err = UploadTexture::new()
+        .upload(&gpu.device, &gpu.queue, &frame)
+        .expect_err("must refuse");
+    assert!(matches!(err, GpuError::TooLarge { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("larger than this GPU's largest texture"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_shader_validates() {
+    use wgpu::naga;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "wgsl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let module = naga::front::wgsl::parse_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&text)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 1, "no shaders found in {}", dir.display());
+    assert_eq!(
+        texstream::gpu::LIVE_SHADER_WGSL,
+        std::fs::read_to_string(dir.join("live.wgsl")).unwrap()
+    );
+}
