@@ -13,8 +13,10 @@
 //!   the persistent upload texture, the WGSL live source (`shaders/`).
 //! - [`source`]: frame producers for the headless sender (image files, folders,
 //!   animations, a generated test pattern).
+//! - [`app`]: the sender and viewer windows (eframe/egui on wgpu) and their panels.
 //! - [`cli`]: the `texstream` command line's subcommands.
 
+pub mod app;
 pub mod cli;
 pub mod frame;
 pub mod gpu;

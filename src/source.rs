@@ -259,6 +259,14 @@ fn open_animation(path: &Path) -> Result<Option<Vec<(RgbaImage, Duration)>>, Sou
     Ok(Some(out))
 }
 
+/// Whether a path's extension is one of the image formats read here (how the windows
+/// tell a dropped image, which they stream, from another file, which they send).
+pub fn looks_like_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 const IMAGE_EXTENSIONS: [&str; 14] = [
     "png", "jpg", "jpeg", "gif", "webp", "bmp", "tga", "tif", "tiff", "qoi", "ppm", "pgm", "ico",
     "hdr",
@@ -271,12 +279,7 @@ fn open_folder(dir: &Path, slide: Duration) -> Result<Source, SourceError> {
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        })
+        .filter(|p| p.is_file() && looks_like_image(p))
         .collect();
     paths.sort();
     if paths.is_empty() {

@@ -424,7 +424,7 @@ fn every_subcommand_answers_help() {
 
 #[test]
 fn the_demo_streams_the_bundled_image() {
-    let out = run_to_end(&["demo", "--seconds", "2.5"]);
+    let out = run_to_end(&["demo", "--headless", "--seconds", "2.5"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text

@@ -18,18 +18,35 @@ pub const BUNDLED_IMAGE: &[u8] = include_bytes!("../../assets/texstream.png");
 
 #[derive(Args, Debug, Default)]
 pub struct DemoArgs {
-    /// Stream this instead of the bundled image (same forms as `serve SOURCE`).
+    /// Run without windows: sender and viewer in this process, figures printed once a
+    /// second (also what happens when no display is available).
+    #[arg(long)]
+    pub headless: bool,
+    /// With --headless: stream this instead of the bundled image (as `serve SOURCE`).
     #[arg(long)]
     pub source: Option<String>,
-    /// Stop after this many seconds (default: until Ctrl-C).
+    /// With --headless: stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub seconds: Option<f64>,
-    /// Frames per second to stream.
+    /// With --headless: frames per second to stream.
     #[arg(long, default_value_t = 60.0)]
     pub fps: f64,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !args.headless {
+        if super::windows::display_available() {
+            let image = image::load_from_memory(BUNDLED_IMAGE)?.to_rgba8();
+            return super::windows::run_demo("texstream.png", image);
+        }
+        eprintln!(
+            "texstream: no display (DISPLAY or WAYLAND_DISPLAY): running the demo in the terminal"
+        );
+    }
+    run_headless(args)
+}
+
+fn run_headless(args: DemoArgs) -> anyhow::Result<()> {
     let fps = if args.fps.is_finite() && args.fps > 0.0 {
         args.fps
     } else {

@@ -5,6 +5,7 @@ mod demo;
 mod record;
 mod serve;
 mod signals;
+mod windows;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,11 +32,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Sender window: stream an image, an animation or the shader pattern from the GPU.
+    Send(windows::SendArgs),
+    /// Viewer window: show the stream, chat, send files, take snapshots.
+    View(windows::ViewArgs),
     /// Headless sender: stream an image, a folder, an animation or a test pattern.
     Serve(serve::ServeArgs),
     /// Headless viewer: save received frames as PNG, text to a log, files to a folder.
     Record(record::RecordArgs),
-    /// The demo (what runs with no subcommand): a sender and a viewer over loopback.
+    /// The demo (what runs with no subcommand): sender and viewer windows over loopback
+    /// (`--headless`: both in this process, figures printed once a second).
     Demo(demo::DemoArgs),
 }
 
@@ -127,6 +133,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         None => demo::run(demo::DemoArgs::default()),
         Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::Send(args)) => windows::run_send(args),
+        Some(Command::View(args)) => windows::run_view(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Record(args)) => record::run(args),
     };

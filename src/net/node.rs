@@ -55,6 +55,29 @@ pub struct NodeConfig {
     pub frame_queue: usize,
     /// Events kept for the application before further ones are dropped (default 1024).
     pub event_queue: usize,
+    /// Called from network threads after a frame or an event is delivered, so that a
+    /// window repaints instead of polling (e.g. `egui::Context::request_repaint`).
+    pub waker: Option<Waker>,
+}
+
+/// A callback that wakes the application's thread.
+#[derive(Clone)]
+pub struct Waker(pub Arc<dyn Fn() + Send + Sync>);
+
+impl Waker {
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Waker {
+        Waker(Arc::new(f))
+    }
+
+    fn wake(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
 }
 
 impl NodeConfig {
@@ -77,6 +100,7 @@ impl NodeConfig {
             files_dir: None,
             frame_queue: 2,
             event_queue: 1024,
+            waker: None,
         }
     }
 
@@ -233,6 +257,13 @@ impl Shared {
                 );
             }
         }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = &self.config.waker {
+            waker.wake();
+        }
     }
 
     /// A whole, verified frame arrived: hand it to the application (newest wins), and
@@ -245,6 +276,7 @@ impl Shared {
         offer_newest(&self.frames_tx, &self.frames_evict, frame, || {
             self.counters.frames_dropped.fetch_add(1, Relaxed);
         });
+        self.wake();
     }
 
     pub fn text_received(&self, from: PeerId, text: Text) {

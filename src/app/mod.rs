@@ -1,0 +1,135 @@
+//! The windows (eframe/egui on wgpu): the sender and the viewer, and the panels both
+//! use. State lives in structs; drawing is in `*_ui` functions; the node comes in
+//! through constructors so tests can drive the windows with `egui_kittest`.
+
+mod chat;
+mod picker;
+pub mod sender;
+pub mod text;
+pub mod viewer;
+
+pub use chat::Chat;
+pub use picker::FilePicker;
+
+use crate::net::{PeerStatus, Waker};
+
+/// Window options shared by both windows: wgpu, drag and drop on, and the largest
+/// textures and buffers the adapter allows (egui asks for 8192 px; frames may be larger).
+pub fn native_options(title: &str, size: [f32; 2]) -> eframe::NativeOptions {
+    let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+    setup.device_descriptor = std::sync::Arc::new(|adapter: &wgpu::Adapter| {
+        let base = if adapter.get_info().backend == wgpu::Backend::Gl {
+            wgpu::Limits::downlevel_webgl2_defaults()
+        } else {
+            wgpu::Limits::default()
+        };
+        let supported = adapter.limits();
+        wgpu::DeviceDescriptor {
+            label: Some("texstream window device"),
+            required_limits: wgpu::Limits {
+                max_texture_dimension_2d: supported.max_texture_dimension_2d,
+                max_buffer_size: supported.max_buffer_size,
+                ..base
+            },
+            ..Default::default()
+        }
+    });
+    eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(title)
+            .with_inner_size(size)
+            .with_drag_and_drop(true),
+        renderer: eframe::Renderer::Wgpu,
+        wgpu_options: egui_wgpu::WgpuConfiguration {
+            wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(setup),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A waker that repaints `ctx` when the network delivers something.
+pub fn repaint_waker(ctx: &egui::Context) -> Waker {
+    let ctx = ctx.clone();
+    Waker::new(move || ctx.request_repaint())
+}
+
+/// The peers as a table: address, state, name and role, frames, round-trip time.
+pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
+    if peers.is_empty() {
+        ui.weak("no peers yet");
+        return;
+    }
+    egui::Grid::new("peers")
+        .striped(true)
+        .num_columns(6)
+        .show(ui, |ui| {
+            for h in ["Address", "State", "Peer", "Frames sent", "Skipped", "RTT"] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for p in peers {
+                ui.label(p.addr.map_or_else(|| p.target.clone(), |a| a.to_string()));
+                ui.label(p.state.to_string());
+                let who = match (&p.name, p.role) {
+                    (Some(name), Some(role)) => {
+                        format!("{} ({})", text::display_text(name), role.name())
+                    }
+                    _ => "-".to_owned(),
+                };
+                ui.label(who);
+                ui.label(p.frames_sent.to_string());
+                ui.label(p.frames_skipped.to_string());
+                ui.label(p.rtt.map_or_else(
+                    || "-".to_owned(),
+                    |r| format!("{:.2} ms", r.as_secs_f64() * 1e3),
+                ));
+                ui.end_row();
+            }
+        });
+}
+
+/// A wgpu texture shown through egui: registered once, re-pointed only when the
+/// texture itself is re-created (a size change), never per frame.
+#[derive(Default)]
+pub struct EguiTexture {
+    id: Option<egui::TextureId>,
+}
+
+impl EguiTexture {
+    /// Registers `view` the first time, or after the texture was re-created.
+    pub fn set(&mut self, render_state: &egui_wgpu::RenderState, view: &wgpu::TextureView) {
+        let mut renderer = render_state.renderer.write();
+        match self.id {
+            None => {
+                self.id = Some(renderer.register_native_texture(
+                    &render_state.device,
+                    view,
+                    wgpu::FilterMode::Linear,
+                ));
+            }
+            Some(id) => renderer.update_egui_texture_from_wgpu_texture(
+                &render_state.device,
+                view,
+                wgpu::FilterMode::Linear,
+                id,
+            ),
+        }
+    }
+
+    pub fn id(&self) -> Option<egui::TextureId> {
+        self.id
+    }
+}
+
+/// Paths of files dropped on the window this frame.
+pub fn dropped_paths(ctx: &egui::Context) -> Vec<std::path::PathBuf> {
+    ctx.input(|i| {
+        i.raw
+            .dropped_files
+            .iter()
+            .map(|f| f.path().to_owned())
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect()
+    })
+}

@@ -1,0 +1,619 @@
+//! The viewer window: takes the newest received frame each pass without blocking,
+//! writes it into one persistent GPU texture (registered with egui once), and shows it
+//! fitted, 1:1 or zoomed and panned, with a status bar (rate, throughput, latency,
+//! drops, resolution, connection state), PNG snapshots saved off the UI thread, chat,
+//! peers, and files sent by dropping them on the window.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::text::human_bytes;
+use super::{dropped_paths, peers_ui, Chat, EguiTexture};
+use crate::frame::Frame;
+use crate::gpu::UploadTexture;
+use crate::meter::FrameMeter;
+use crate::net::{now_us, Event, NetError, Node, NodeConfig, PeerState, PeerStatus};
+
+/// How often the status bar's figures refresh while no frame arrives.
+const STATUS_REFRESH: Duration = Duration::from_millis(250);
+/// Zoom limits, in screen pixels per frame pixel.
+const ZOOM_MIN: f32 = 0.02;
+const ZOOM_MAX: f32 = 32.0;
+/// A stream with no new frame for this long says so in the status bar.
+const STALE_AFTER: Duration = Duration::from_secs(2);
+/// Author shown on notes about transfers and connections in the chat panel.
+const NOTE_FROM: &str = "texstream";
+
+/// How the frame is placed in the view.
+struct View {
+    /// Fit the frame to the view (follows window resizes); otherwise `zoom` and `pan`.
+    fit: bool,
+    /// Screen pixels per frame pixel (1.0 is 1:1).
+    zoom: f32,
+    /// Offset of the frame's centre from the view's centre, in points.
+    pan: egui::Vec2,
+}
+
+impl Default for View {
+    fn default() -> View {
+        View {
+            fit: true,
+            zoom: 1.0,
+            pan: egui::Vec2::ZERO,
+        }
+    }
+}
+
+/// A snapshot being written on its own thread.
+struct SavingSnapshot {
+    done: flume::Receiver<Result<PathBuf, String>>,
+}
+
+/// The viewer window's state. The node comes in through [`ViewerApp::new`]'s config.
+pub struct ViewerApp {
+    node: Node,
+    /// Device, queue and egui renderer; `None` when eframe runs without wgpu.
+    render_state: Option<egui_wgpu::RenderState>,
+    upload: UploadTexture,
+    texture: EguiTexture,
+    /// The frame in the texture, kept (shared, not copied) for snapshots.
+    last_frame: Option<Frame>,
+    last_frame_at: Option<Instant>,
+    frames_shown: u64,
+    /// Frames the window took but replaced by a newer one in the same pass.
+    frames_skipped: u64,
+    /// Why the newest frame could not be shown (too large for this GPU, no wgpu).
+    show_error: Option<String>,
+    meter: FrameMeter,
+    view: View,
+    chat: Chat,
+    snapshot_dir: PathBuf,
+    saving: Option<SavingSnapshot>,
+    /// The last snapshot's outcome, shown in the toolbar.
+    snapshot_note: Option<Result<PathBuf, String>>,
+}
+
+impl ViewerApp {
+    /// Starts the node (its waker repaints this window) and keeps eframe's wgpu handles.
+    pub fn new(
+        cc: &eframe::CreationContext<'_>,
+        mut config: NodeConfig,
+        snapshot_dir: PathBuf,
+    ) -> Result<ViewerApp, NetError> {
+        config.waker = Some(super::repaint_waker(&cc.egui_ctx));
+        let node = Node::start(config)?;
+        Ok(ViewerApp {
+            node,
+            render_state: cc.wgpu_render_state.clone(),
+            upload: UploadTexture::new(),
+            texture: EguiTexture::default(),
+            last_frame: None,
+            last_frame_at: None,
+            frames_shown: 0,
+            frames_skipped: 0,
+            show_error: None,
+            meter: FrameMeter::new(Duration::from_secs(1)),
+            view: View::default(),
+            chat: Chat::default(),
+            snapshot_dir,
+            saving: None,
+            snapshot_note: None,
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Frames written into the texture so far.
+    pub fn frames_shown(&self) -> u64 {
+        self.frames_shown
+    }
+
+    /// Width and height of the frame in the texture.
+    pub fn shown_size(&self) -> Option<(u32, u32)> {
+        self.last_frame
+            .as_ref()
+            .filter(|_| self.show_error.is_none())
+            .map(|f| (f.meta().width, f.meta().height))
+    }
+
+    pub fn chat(&self) -> &Chat {
+        &self.chat
+    }
+
+    /// The persistent texture frames are written into.
+    pub fn upload_texture(&self) -> &UploadTexture {
+        &self.upload
+    }
+
+    /// Takes what the network delivered: events, and the newest complete frame (older
+    /// ones are skipped). Never waits.
+    fn take_from_network(&mut self) {
+        let events = self.node.events().clone();
+        for event in events.try_iter() {
+            self.on_event(event);
+        }
+        let mut newest = None;
+        for frame in self.node.frames().try_iter() {
+            if newest.replace(frame).is_some() {
+                self.frames_skipped += 1;
+            }
+        }
+        if let Some(frame) = newest {
+            self.show_frame(frame);
+        }
+    }
+
+    fn show_frame(&mut self, frame: Frame) {
+        let now = Instant::now();
+        let m = frame.meta();
+        let latency_us = now_us().saturating_sub(m.capture_us);
+        self.meter
+            .record(now, frame.pixels().len(), latency_us as f64 / 1e3);
+        self.last_frame_at = Some(now);
+        match &self.render_state {
+            None => {
+                self.show_error = Some(
+                    "frames arrive, but this window has no wgpu renderer to show them".to_owned(),
+                );
+            }
+            Some(rs) => match self.upload.upload(&rs.device, &rs.queue, &frame) {
+                Ok(recreated) => {
+                    if recreated {
+                        if let Some(view) = self.upload.view() {
+                            self.texture.set(rs, view);
+                        }
+                    }
+                    self.frames_shown += 1;
+                    self.show_error = None;
+                }
+                Err(e) => self.show_error = Some(format!("cannot show this frame: {e}")),
+            },
+        }
+        tracing::trace!(seq = m.seq, "frame shown");
+        self.last_frame = Some(frame);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = now_us();
+        match event {
+            Event::Text { text, .. } => self.chat.received(&text),
+            Event::FileReceived {
+                name, path, size, ..
+            } => self.chat.note(
+                NOTE_FROM,
+                &format!(
+                    "received file {name} ({}), saved as {}",
+                    human_bytes(size),
+                    path.display()
+                ),
+                now,
+            ),
+            Event::FileFailed { name, reason, .. } => self.chat.note(
+                NOTE_FROM,
+                &format!("receiving file {name} failed: {reason}"),
+                now,
+            ),
+            Event::FileSent {
+                name, ok, message, ..
+            } => {
+                let verdict = if ok { "delivered" } else { "not delivered" };
+                let body = if message.is_empty() {
+                    format!("file {name} {verdict}")
+                } else {
+                    format!("file {name} {verdict}: {message}")
+                };
+                self.chat.note(NOTE_FROM, &body, now);
+            }
+            Event::PeerConnected { addr, name, .. } => {
+                self.chat
+                    .note(NOTE_FROM, &format!("connected to {name} at {addr}"), now);
+            }
+            Event::PeerDisconnected { addr, reason, .. } => {
+                let who = addr.map_or_else(|| "a peer".to_owned(), |a| a.to_string());
+                self.chat
+                    .note(NOTE_FROM, &format!("{who} disconnected: {reason}"), now);
+            }
+            // Repeats while a dialed peer keeps failing; the status bar shows the reason.
+            Event::HandshakeFailed { .. } => {}
+        }
+    }
+
+    /// Offers each dropped file to every peer that takes files; notes the outcome.
+    fn send_dropped(&mut self, ctx: &egui::Context) {
+        for path in dropped_paths(ctx) {
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let body = match self.node.send_file(&path) {
+                Ok(0) => format!("{name} not sent: no connected peer takes files"),
+                Ok(1) => format!("offered {name} to 1 peer"),
+                Ok(n) => format!("offered {name} to {n} peers"),
+                Err(e) => format!("cannot send {name}: {e}"),
+            };
+            self.chat.note(NOTE_FROM, &body, now_us());
+        }
+    }
+
+    /// Starts saving the current frame as PNG on its own thread.
+    fn start_snapshot(&mut self, ctx: &egui::Context) {
+        let Some(frame) = self.last_frame.clone() else {
+            return;
+        };
+        let (tx, rx) = flume::bounded(1);
+        let dir = self.snapshot_dir.clone();
+        let ctx = ctx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("texstream snapshot".to_owned())
+            .spawn(move || {
+                let result = save_png(&frame, &dir);
+                let _ = tx.send(result);
+                ctx.request_repaint();
+            });
+        match spawned {
+            Ok(_) => self.saving = Some(SavingSnapshot { done: rx }),
+            Err(e) => self.snapshot_note = Some(Err(format!("cannot start saving: {e}"))),
+        }
+    }
+
+    fn poll_snapshot(&mut self) {
+        let Some(saving) = &self.saving else {
+            return;
+        };
+        match saving.done.try_recv() {
+            Ok(result) => {
+                self.snapshot_note = Some(result);
+                self.saving = None;
+            }
+            Err(flume::TryRecvError::Empty) => {}
+            Err(flume::TryRecvError::Disconnected) => {
+                self.snapshot_note = Some(Err("the snapshot thread ended early".to_owned()));
+                self.saving = None;
+            }
+        }
+    }
+
+    fn toolbar_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if ui
+                .selectable_label(self.view.fit, "Fit")
+                .on_hover_text("Fit the frame to the window (double-click the frame)")
+                .clicked()
+            {
+                self.view.fit = true;
+                self.view.pan = egui::Vec2::ZERO;
+            }
+            if ui
+                .selectable_label(!self.view.fit && self.view.zoom == 1.0, "1:1")
+                .on_hover_text("One frame pixel per screen pixel")
+                .clicked()
+            {
+                self.view = View {
+                    fit: false,
+                    zoom: 1.0,
+                    pan: egui::Vec2::ZERO,
+                };
+            }
+            let mut zoom = self.view.zoom;
+            let slider = ui
+                .add(
+                    egui::Slider::new(&mut zoom, ZOOM_MIN..=ZOOM_MAX)
+                        .logarithmic(true)
+                        .custom_formatter(|z, _| format!("{:.0} %", z * 100.0))
+                        .custom_parser(|s| {
+                            let percent = s.trim().trim_end_matches('%').trim();
+                            percent.parse::<f64>().ok().map(|p| p / 100.0)
+                        })
+                        .text("Zoom"),
+                )
+                .on_hover_text("Or scroll over the frame; drag it to pan");
+            if slider.changed() {
+                self.view.fit = false;
+                self.view.zoom = zoom;
+            }
+            ui.separator();
+            let can_snapshot = self.last_frame.is_some() && self.saving.is_none();
+            if ui
+                .add_enabled(can_snapshot, egui::Button::new("Snapshot"))
+                .on_hover_text(format!(
+                    "Save the frame shown as PNG in {}",
+                    self.snapshot_dir.display()
+                ))
+                .clicked()
+            {
+                self.start_snapshot(ui.ctx());
+            }
+            if self.saving.is_some() {
+                ui.spinner();
+                ui.label("saving…");
+            } else {
+                match &self.snapshot_note {
+                    Some(Ok(path)) => {
+                        ui.label(format!("saved {}", path.display()));
+                    }
+                    Some(Err(e)) => {
+                        ui.colored_label(
+                            ui.visuals().error_fg_color,
+                            format!("snapshot failed: {e}"),
+                        );
+                    }
+                    None => {}
+                }
+            }
+        });
+    }
+
+    fn status_ui(&mut self, ui: &mut egui::Ui, peers: &[PeerStatus]) {
+        let now = Instant::now();
+        let rates = self.meter.rates(now);
+        let stats = self.node.stats();
+        ui.horizontal_wrapped(|ui| {
+            ui.label(connection_text(peers, self.node.local_addr()));
+            ui.separator();
+            match &self.last_frame {
+                Some(frame) => {
+                    let m = frame.meta();
+                    ui.label(format!("{}x{}", m.width, m.height))
+                        .on_hover_text(format!("{:?}, frame #{}", m.format, m.seq));
+                }
+                None => {
+                    ui.weak("no frame yet");
+                }
+            }
+            ui.separator();
+            ui.label(format!("{:.1} fps", rates.fps));
+            ui.label(format!("{:.1} Mb/s", rates.megabits_per_sec));
+            let latency = if rates.fps > 0.0 {
+                format!(
+                    "latency {:.1} ms (max {:.1})",
+                    rates.latency_p50_ms, rates.latency_max_ms
+                )
+            } else {
+                "latency -".to_owned()
+            };
+            ui.label(latency)
+                .on_hover_text("capture to arrival, median and max over the last second");
+            ui.label(format!(
+                "dropped {}",
+                stats.frames_dropped + self.frames_skipped
+            ))
+            .on_hover_text("frames received but replaced by a newer one before being shown");
+            if stats.checksum_failures > 0 {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!("checksum failures {}", stats.checksum_failures),
+                );
+            }
+            if let Some(at) = self.last_frame_at {
+                let idle = now.saturating_duration_since(at);
+                if idle > STALE_AFTER {
+                    ui.weak(format!("last frame {:.0} s ago", idle.as_secs_f64()));
+                }
+            }
+        });
+    }
+
+    fn side_ui(&mut self, ui: &mut egui::Ui, peers: &[PeerStatus]) {
+        egui::CollapsingHeader::new("Peers")
+            .default_open(true)
+            .show(ui, |ui| {
+                egui::ScrollArea::horizontal()
+                    .id_salt("viewer peers")
+                    .show(ui, |ui| peers_ui(ui, peers));
+            });
+        ui.separator();
+        if let Some(body) = self.chat.chat_ui(ui) {
+            let connected = peers.iter().any(|p| p.state == PeerState::Connected);
+            self.node.send_text(&body);
+            self.chat.note(&self.node.config().name, &body, now_us());
+            if !connected {
+                self.chat
+                    .note(NOTE_FROM, "not delivered: no peer is connected", now_us());
+            }
+        }
+    }
+
+    /// The frame, fitted or zoomed and panned; or why there is none.
+    fn frame_ui(&mut self, ui: &mut egui::Ui, peers: &[PeerStatus]) {
+        let (rect, response) =
+            ui.allocate_exact_size(ui.available_size(), egui::Sense::click_and_drag());
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 0.0, egui::Color32::from_gray(16));
+        let shown = self.shown_size().zip(self.texture.id());
+        let Some(((width, height), texture_id)) = shown else {
+            let message = match &self.show_error {
+                Some(e) => e.clone(),
+                None => format!(
+                    "Waiting for frames: {}",
+                    connection_text(peers, self.node.local_addr())
+                ),
+            };
+            let text = egui::RichText::new(message).size(16.0);
+            let text = if self.show_error.is_some() {
+                text.color(ui.visuals().error_fg_color)
+            } else {
+                text.color(ui.visuals().weak_text_color())
+            };
+            // A label, not painted text: screen readers and UI tests find it.
+            ui.put(rect.shrink(16.0), egui::Label::new(text).wrap());
+            return;
+        };
+        let size = egui::vec2(width as f32, height as f32);
+        let pixels_per_point = ui.ctx().pixels_per_point();
+        if self.view.fit {
+            let fit = (rect.width() / size.x).min(rect.height() / size.y);
+            self.view.zoom = (fit * pixels_per_point).clamp(ZOOM_MIN, ZOOM_MAX);
+            self.view.pan = egui::Vec2::ZERO;
+        }
+        if response.double_clicked() {
+            self.view.fit = true;
+        }
+        if response.dragged() {
+            self.view.fit = false;
+            self.view.pan += response.drag_delta();
+        }
+        if response.hovered() {
+            let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+            let factor = pinch * (scroll / 200.0).exp();
+            if factor != 1.0 {
+                let old = self.view.zoom;
+                let new = (old * factor).clamp(ZOOM_MIN, ZOOM_MAX);
+                // Keep the frame pixel under the pointer where it is.
+                if let Some(pointer) = response.hover_pos() {
+                    let from_centre = pointer - (rect.center() + self.view.pan);
+                    self.view.pan += from_centre - from_centre * (new / old);
+                }
+                self.view.zoom = new;
+                self.view.fit = false;
+            }
+        }
+        let shown_size = size * self.view.zoom / pixels_per_point;
+        // Keep at least a corner of the frame in view.
+        let limit = (rect.size() + shown_size) / 2.0 - egui::Vec2::splat(32.0);
+        self.view.pan = self
+            .view
+            .pan
+            .clamp(-limit.max(egui::Vec2::ZERO), limit.max(egui::Vec2::ZERO));
+        let image_rect = egui::Rect::from_center_size(rect.center() + self.view.pan, shown_size);
+        painter.image(
+            texture_id,
+            image_rect,
+            egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
+            egui::Color32::WHITE,
+        );
+        if response.dragged() {
+            ui.ctx().set_cursor_icon(egui::CursorIcon::Grabbing);
+        } else if response.hovered() {
+            ui.ctx().set_cursor_icon(egui::CursorIcon::Grab);
+        }
+    }
+}
+
+impl eframe::App for ViewerApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.take_from_network();
+        self.poll_snapshot();
+        self.send_dropped(ctx);
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let peers = self.node.peers();
+        egui::Panel::top("viewer toolbar").show(ui, |ui| self.toolbar_ui(ui));
+        egui::Panel::bottom("viewer status").show(ui, |ui| self.status_ui(ui, &peers));
+        egui::Panel::right("viewer side")
+            .resizable(true)
+            .default_size(320.0)
+            .show(ui, |ui| self.side_ui(ui, &peers));
+        egui::CentralPanel::default()
+            .frame(egui::Frame::NONE)
+            .show(ui, |ui| self.frame_ui(ui, &peers));
+        let hovering_files = ui.input(|i| !i.raw.hovered_files.is_empty());
+        if hovering_files {
+            let screen = ui.ctx().content_rect();
+            let painter = ui.ctx().layer_painter(egui::LayerId::new(
+                egui::Order::Foreground,
+                egui::Id::unique("texstream viewer drop hint"),
+            ));
+            painter.rect_filled(screen, 0.0, egui::Color32::from_black_alpha(160));
+            painter.text(
+                screen.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop to send to the connected peers",
+                egui::FontId::proportional(20.0),
+                egui::Color32::WHITE,
+            );
+        }
+        // Frames and events wake the window through the node's waker; this keeps the
+        // figures (and "reconnecting in …") moving while nothing arrives.
+        ui.ctx().request_repaint_after(STATUS_REFRESH);
+    }
+}
+
+impl Drop for ViewerApp {
+    /// A goodbye to every peer when the window closes.
+    fn drop(&mut self) {
+        self.node.shutdown();
+    }
+}
+
+/// Where the connection stands, in words: why nothing moves, when nothing does.
+fn connection_text(peers: &[PeerStatus], listening: Option<std::net::SocketAddr>) -> String {
+    let mut parts: Vec<String> = peers
+        .iter()
+        .filter(|p| p.state != PeerState::Closed)
+        .map(|p| {
+            let addr = p.addr.map_or_else(|| p.target.clone(), |a| a.to_string());
+            match p.state {
+                PeerState::Connected => format!("connected to {addr}"),
+                PeerState::Connecting => format!("connecting to {}…", p.target),
+                PeerState::Reconnecting { .. } => match &p.last_error {
+                    Some(e) => format!("{}: {} ({e})", p.target, p.state),
+                    None => format!("{}: {}", p.target, p.state),
+                },
+                PeerState::Closed => String::new(),
+            }
+        })
+        .collect();
+    if parts.len() > 3 {
+        let more = parts.len() - 2;
+        parts.truncate(2);
+        parts.push(format!("{more} more peers"));
+    }
+    match (parts.is_empty(), listening) {
+        (true, Some(addr)) => format!("listening on {addr}, waiting for a sender"),
+        (true, None) => "no peers".to_owned(),
+        (false, Some(addr)) => format!("{} · listening on {addr}", parts.join(" · ")),
+        (false, None) => parts.join(" · "),
+    }
+}
+
+/// Writes `frame` as PNG into `dir` under a new name (never overwriting), first under a
+/// hidden temporary name, so that the PNG appears only once complete.
+fn save_png(frame: &Frame, dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let seq = frame.meta().seq;
+    let stem = format!("snapshot-{}-frame{seq}", now_us() / 1000);
+    let temp = dir.join(format!(".{stem}.png.part"));
+    let written = frame
+        .to_rgba_image()
+        .save_with_format(&temp, image::ImageFormat::Png)
+        .map_err(|e| format!("cannot write {}: {e}", temp.display()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    let result = publish_file(&temp, dir, &stem);
+    let _ = std::fs::remove_file(&temp);
+    result
+}
+
+/// Gives the finished `temp` its final name, `STEM.png` or `STEM-2.png`, …
+fn publish_file(temp: &Path, dir: &Path, stem: &str) -> Result<PathBuf, String> {
+    for n in 1..1000 {
+        let name = if n == 1 {
+            format!("{stem}.png")
+        } else {
+            format!("{stem}-{n}.png")
+        };
+        let path = dir.join(name);
+        // A hard link fails if the name is taken: no overwriting, and no window in
+        // which the file exists half written.
+        match std::fs::hard_link(temp, &path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            // A file system without hard links: rename, checking the name first.
+            Err(_) if !path.exists() => {
+                return std::fs::rename(temp, &path)
+                    .map(|()| path.clone())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()));
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(format!(
+        "no free file name for {stem}.png in {}",
+        dir.display()
+    ))
+}

@@ -1,0 +1,151 @@
+//! `texstream send` and `texstream view`: the two windows, on eframe's wgpu renderer.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::LinkArgs;
+use crate::app::native_options;
+use crate::app::sender::SenderApp;
+use crate::app::viewer::ViewerApp;
+use crate::protocol::Role;
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// An image to stream (any format the image crate reads; animated GIF/APNG/WebP
+    /// play), or `pattern` for the shader pattern. Images can also be picked or dropped.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// Where to put the window, X,Y in screen pixels (a hint to the window manager).
+    #[arg(long, value_name = "X,Y", value_parser = parse_position)]
+    pub position: Option<[f32; 2]>,
+    /// Serve at most this many viewers at once.
+    #[arg(long, value_name = "N")]
+    pub max_viewers: Option<usize>,
+    /// Folder for files peers send (default: ~/Downloads/texstream).
+    #[arg(long, value_name = "DIR")]
+    pub files_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// Where to put the window, X,Y in screen pixels (a hint to the window manager).
+    #[arg(long, value_name = "X,Y", value_parser = parse_position)]
+    pub position: Option<[f32; 2]>,
+    /// Folder for snapshots (default: the current folder).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub snapshot_dir: PathBuf,
+    /// Folder for files peers send (default: ~/Downloads/texstream).
+    #[arg(long, value_name = "DIR")]
+    pub files_dir: Option<PathBuf>,
+}
+
+/// Prints the listen address on standard output, as `serve` does, for scripts.
+fn announce(node: &crate::net::Node) {
+    if let Some(addr) = node.local_addr() {
+        println!("listening on {addr}");
+    }
+}
+
+fn placed(mut options: eframe::NativeOptions, position: Option<[f32; 2]>) -> eframe::NativeOptions {
+    if let Some(position) = position {
+        options.viewport = options.viewport.with_position(position);
+    }
+    options
+}
+
+/// Parses `X,Y`.
+fn parse_position(s: &str) -> Result<[f32; 2], String> {
+    let (x, y) = s
+        .split_once(',')
+        .ok_or_else(|| format!("expected X,Y, got {s:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<f32>()
+            .map_err(|_| format!("{v:?} is not a number"))
+    };
+    Ok([parse(x)?, parse(y)?])
+}
+
+/// Where the windows put received files unless told otherwise.
+pub fn default_files_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join("Downloads").join("texstream"),
+        None => PathBuf::from("texstream-files"),
+    }
+}
+
+pub fn run_send(args: SendArgs) -> anyhow::Result<()> {
+    let mut config = args.link.node_config(Role::Sender, true)?;
+    config.max_peers = args.max_viewers;
+    config.files_dir = Some(args.files_dir.unwrap_or_else(default_files_dir));
+    let image = args.image;
+    eframe::run_native(
+        "texstream sender",
+        placed(
+            native_options("texstream sender", [1200.0, 720.0]),
+            args.position,
+        ),
+        Box::new(move |cc| {
+            let app = SenderApp::new(cc, config, image)?;
+            announce(app.node());
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the sender window: {e}"))
+}
+
+pub fn run_view(args: ViewArgs) -> anyhow::Result<()> {
+    let mut config = args.link.node_config(Role::Viewer, false)?;
+    config.files_dir = Some(args.files_dir.unwrap_or_else(default_files_dir));
+    let snapshot_dir = args.snapshot_dir;
+    eframe::run_native(
+        "texstream viewer",
+        placed(
+            native_options("texstream viewer", [1100.0, 720.0]),
+            args.position,
+        ),
+        Box::new(move |cc| {
+            let app = ViewerApp::new(cc, config, snapshot_dir)?;
+            announce(app.node());
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e}"))
+}
+
+/// The windowed demo: the sender window streams `image` on an ephemeral loopback port,
+/// and a viewer window (a second texstream process) connects to it.
+pub fn run_demo(name: &str, image: image::RgbaImage) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut config = crate::net::NodeConfig::new(Role::Sender);
+    config.listen = Some("127.0.0.1:0".into());
+    config.files_dir = Some(default_files_dir());
+    let name = name.to_owned();
+    eframe::run_native(
+        "texstream sender (demo)",
+        native_options("texstream sender (demo)", [1200.0, 720.0]),
+        Box::new(move |cc| {
+            let mut app = SenderApp::new(cc, config, None)?;
+            app.show_image(&name, image);
+            if let Some(addr) = app.node().local_addr() {
+                let child = std::process::Command::new(exe)
+                    .args(["view", "--connect", &addr.to_string()])
+                    .spawn()?;
+                app.attach_companion(child);
+            }
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the demo windows: {e}"))
+}
+
+/// Whether a window can be opened here (an X11 or Wayland display is set).
+pub fn display_available() -> bool {
+    std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty())
+        || std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| !d.is_empty())
+}

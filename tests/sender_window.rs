@@ -1,0 +1,255 @@
+//! The sender window driven through `egui_kittest` on a real wgpu device (lavapipe in
+//! CI): widgets found by label, a dropped image becomes the stream (checked byte-exact at
+//! a viewer), a corrupt file gives a clear message and changes nothing, the file picker
+//! loads a typed path, and chat typed in the sender window reaches the viewer window.
+//! Skips without a GPU unless TEXSTREAM_REQUIRE_GPU=1.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role as AccessRole;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use texstream::app::sender::{SenderApp, StreamMode};
+use texstream::app::viewer::ViewerApp;
+use texstream::frame::Frame;
+use texstream::net::{Node, NodeConfig};
+use texstream::protocol::Role;
+
+fn gpu_present(test: &str) -> bool {
+    match texstream::gpu::Gpu::headless() {
+        Ok(_) => true,
+        Err(e) if std::env::var("TEXSTREAM_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("{test}: TEXSTREAM_REQUIRE_GPU=1 but no GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("{test}: skipped, no GPU: {e}");
+            false
+        }
+    }
+}
+
+fn sender_harness(image: Option<PathBuf>) -> Harness<'static, SenderApp> {
+    let mut config = NodeConfig::new(Role::Sender);
+    config.listen = Some("127.0.0.1:0".into());
+    Harness::builder()
+        .with_size([1200.0, 720.0])
+        .wgpu()
+        .build_eframe(move |cc| SenderApp::new(cc, config, image).unwrap())
+}
+
+fn viewer_node(sender: &SenderApp) -> Node {
+    let mut config = NodeConfig::new(Role::Viewer);
+    config.connect = vec![sender.node().local_addr().unwrap().to_string()];
+    Node::start(config).unwrap()
+}
+
+/// Steps the window until `done` holds, for at most 30 s.
+fn step_until<S>(
+    harness: &mut Harness<'_, S>,
+    what: &str,
+    mut done: impl FnMut(&mut Harness<'_, S>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(harness) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        harness.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Steps the sender until the viewer receives a frame of `size`; returns it.
+fn frame_of_size(harness: &mut Harness<'_, SenderApp>, viewer: &Node, size: (u32, u32)) -> Frame {
+    let mut got = None;
+    step_until(
+        harness,
+        &format!("a {}x{} frame at the viewer", size.0, size.1),
+        |_| {
+            got = viewer
+                .frames()
+                .try_iter()
+                .find(|f| (f.meta().width, f.meta().height) == size);
+            got.is_some()
+        },
+    );
+    got.unwrap()
+}
+
+fn write_png(dir: &Path, name: &str, width: u32, height: u32) -> (PathBuf, image::RgbaImage) {
+    let img = image::RgbaImage::from_fn(width, height, |x, y| {
+        image::Rgba([(x * 5) as u8, (y * 3) as u8, (x ^ y) as u8, 255])
+    });
+    let path = dir.join(name);
+    img.save(&path).unwrap();
+    (path, img)
+}
+
+fn assert_frame_is(frame: &Frame, img: &image::RgbaImage) {
+    let row = img.width() as usize * 4;
+    for (y, (got, want)) in frame.rows().zip(img.as_raw().chunks_exact(row)).enumerate() {
+        assert!(
+            got == want,
+            "row {y} of the streamed frame differs from the image"
+        );
+    }
+}
+
+/// A file dropped on the window, as the native backend reports one.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn drop_file(harness: &mut Harness<'_, SenderApp>, path: &Path) {
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(path.to_owned())));
+}
+
+#[test]
+fn the_controls_are_there() {
+    if !gpu_present("controls") {
+        return;
+    }
+    let mut harness = sender_harness(None);
+    harness.run_steps(3);
+    harness.get_by_label("Pick image…");
+    harness.get_by_label("Every UI frame");
+    harness.get_by_label("Send");
+    assert!(harness
+        .query_by_label_contains("Listening on 127.0.0.1:")
+        .is_some());
+    assert_eq!(harness.state().mode(), StreamMode::Pattern);
+}
+
+#[test]
+fn a_dropped_image_becomes_the_stream_and_a_bad_file_changes_nothing() {
+    if !gpu_present("drop") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, first_img) = write_png(tmp.path(), "first.png", 301, 203);
+    let mut harness = sender_harness(Some(first));
+    let viewer = viewer_node(harness.state());
+    let frame = frame_of_size(&mut harness, &viewer, (301, 203));
+    assert_frame_is(&frame, &first_img);
+
+    // Dropping another image makes it the stream: what the viewer gets is the GPU texture.
+    let (second, second_img) = write_png(tmp.path(), "second.png", 129, 77);
+    drop_file(&mut harness, &second);
+    let frame = frame_of_size(&mut harness, &viewer, (129, 77));
+    assert_frame_is(&frame, &second_img);
+    assert_eq!(
+        harness.state().image().map(|(n, s)| (n.to_owned(), s)),
+        Some(("second.png".into(), (129, 77)))
+    );
+
+    // A corrupt image: a clear message, and the stream goes on with the same picture.
+    let corrupt = tmp.path().join("broken.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    drop_file(&mut harness, &corrupt);
+    step_until(&mut harness, "the error message", |h| {
+        h.state().message().is_some_and(|(_, error)| error)
+    });
+    let (text, _) = harness.state().message().unwrap();
+    assert!(text.contains("broken.png"), "{text}");
+    harness.get_by_label_contains("not a readable image");
+    let _ = viewer.frames().try_iter().count();
+    let frame = frame_of_size(&mut harness, &viewer, (129, 77));
+    assert_frame_is(&frame, &second_img);
+}
+
+#[test]
+fn the_file_picker_loads_a_typed_path() {
+    if !gpu_present("picker") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = write_png(tmp.path(), "picked.png", 64, 48);
+    let mut harness = sender_harness(None);
+    harness.run_steps(2);
+    harness.get_by_label("Pick image…").click();
+    step_until(&mut harness, "the picker window", |h| {
+        h.query_by_label("Up").is_some()
+    });
+    let inputs = harness.get_all_by_role(AccessRole::TextInput).count();
+    assert!(inputs >= 2, "the picker's path field is missing");
+    // The picker's path field is the one that holds the current folder.
+    let field = harness
+        .get_all_by_role(AccessRole::TextInput)
+        .find(|n| n.value().is_some_and(|v| v.starts_with('/')))
+        .unwrap();
+    field.focus();
+    harness.run_steps(1);
+    let field = harness
+        .get_all_by_role(AccessRole::TextInput)
+        .find(|n| n.value().is_some_and(|v| v.starts_with('/')))
+        .unwrap();
+    field.set_text_value_accesskit(path.to_str().unwrap());
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    step_until(&mut harness, "the picked image", |h| {
+        h.state().image().is_some()
+    });
+    assert_eq!(harness.state().image().unwrap().1, (64, 48));
+}
+
+#[test]
+fn chat_typed_in_the_sender_window_reaches_the_viewer_window() {
+    if !gpu_present("chat") {
+        return;
+    }
+    let mut sender = sender_harness(None);
+    let addr = sender.state().node().local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshots = tmp.path().to_owned();
+    let mut viewer: Harness<'static, ViewerApp> = Harness::builder()
+        .with_size([1100.0, 720.0])
+        .wgpu()
+        .build_eframe(move |cc| {
+            let mut config = NodeConfig::new(Role::Viewer);
+            config.connect = vec![addr];
+            ViewerApp::new(cc, config, snapshots).unwrap()
+        });
+    step_until(&mut sender, "the viewer to connect", |h| {
+        h.state().node().peers().iter().any(|p| p.name.is_some())
+    });
+    viewer.run_steps(2);
+
+    let input = sender.get_by_role(AccessRole::TextInput);
+    input.focus();
+    input.type_text("hello from the sender window");
+    sender.run_steps(1);
+    sender.get_by_label("Send").click();
+    sender.run_steps(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        viewer.step();
+        if viewer
+            .query_by_label_contains("hello from the sender window")
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the viewer window never showed the message"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // And back: the viewer node's text reaches the sender window's chat.
+    viewer.state().node().send_text("and hello back");
+    step_until(&mut sender, "the reply in the sender's chat", |h| {
+        h.query_by_label_contains("and hello back").is_some()
+    });
+}

@@ -1,0 +1,542 @@
+//! The viewer window driven through `egui_kittest` on a headless wgpu device (Mesa's
+//! lavapipe in CI): a sender node on loopback streams an odd-sized frame that the window
+//! shows and holds byte for byte in its texture; chat both ways; a PNG snapshot equal to
+//! the frame; the connection state when nothing listens; a frame too large for the GPU.
+//! Without an adapter the tests skip with a message, unless TEXSTREAM_REQUIRE_GPU=1 (as
+//! in CI), where that is a failure.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role as A11yRole;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use texstream::app::viewer::ViewerApp;
+use texstream::frame::{Frame, FrameGeometry, FramePool};
+use texstream::gpu::{Gpu, Readback};
+use texstream::net::{now_us, Event, Node, NodeConfig};
+use texstream::protocol::Role;
+
+/// How long any one expected outcome may take before a test gives up. It bounds a
+/// failing test; it does not measure speed.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+const WIDTH: u32 = 1023;
+const HEIGHT: u32 = 767;
+
+/// `true` when a GPU adapter exists; otherwise says why the test skips, or fails under
+/// TEXSTREAM_REQUIRE_GPU=1.
+fn gpu_available(test: &str) -> bool {
+    match Gpu::headless() {
+        Ok(gpu) => {
+            eprintln!("{test}: on {} ({:?})", gpu.info.name, gpu.info.backend);
+            true
+        }
+        Err(e) if std::env::var("TEXSTREAM_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("{test}: TEXSTREAM_REQUIRE_GPU=1 but no GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("{test}: skipped, no GPU adapter: {e}");
+            false
+        }
+    }
+}
+
+/// A sender listening on a free loopback port.
+fn sender() -> Node {
+    let mut config = NodeConfig::new(Role::Sender);
+    config.listen = Some("127.0.0.1:0".to_owned());
+    Node::start(config).expect("start the sender")
+}
+
+/// A viewer window dialing `target`, saving snapshots into `dir`; also the wgpu state
+/// the harness gave it, to read its texture back.
+fn viewer(target: String, dir: &Path) -> (Harness<'static, ViewerApp>, egui_wgpu::RenderState) {
+    let mut config = NodeConfig::new(Role::Viewer);
+    config.connect = vec![target];
+    config.backoff_initial = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(500);
+    let dir = dir.to_owned();
+    let mut render_state = None;
+    let harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .wgpu()
+        .build_eframe(|cc| {
+            render_state = cc.wgpu_render_state.clone();
+            ViewerApp::new(cc, config, dir).expect("start the viewer")
+        });
+    let render_state = render_state.expect("the harness gives the app a wgpu render state");
+    (harness, render_state)
+}
+
+/// Pixels in which every byte, alpha included, depends on its place.
+fn test_frame(width: u32, height: u32, seq: u64) -> Frame {
+    let pixels: Vec<u8> = (0..width * height)
+        .flat_map(|i| {
+            let (x, y) = (i % width, i / width);
+            [
+                (x * 3) as u8,
+                (y * 5) as u8,
+                (x ^ y) as u8,
+                (255 - (x + y) % 200) as u8,
+            ]
+        })
+        .collect();
+    Frame::copied(
+        FrameGeometry::rgba8(width, height),
+        seq,
+        now_us(),
+        &pixels,
+        &FramePool::new(1),
+    )
+}
+
+/// Steps the window until `done` holds, publishing `frame` (if any) on `sender` each
+/// step, since a frame published before the viewer is connected reaches nobody.
+fn step_until(
+    harness: &mut Harness<'static, ViewerApp>,
+    publish: Option<(&Node, &Frame)>,
+    what: &str,
+    mut done: impl FnMut(&mut Harness<'static, ViewerApp>) -> bool,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some((node, frame)) = publish {
+            node.publish(frame);
+        }
+        harness.step();
+        if done(harness) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn has_label_containing(harness: &Harness<'static, ViewerApp>, text: &str) -> bool {
+    harness.query_all_by_label_contains(text).next().is_some()
+}
+
+/// Reads the viewer's upload texture back through `texstream::gpu::Readback`.
+fn read_viewer_texture(
+    harness: &Harness<'static, ViewerApp>,
+    rs: &egui_wgpu::RenderState,
+) -> Frame {
+    let texture = harness
+        .state()
+        .upload_texture()
+        .texture()
+        .expect("the viewer has a texture");
+    let mut readback = Readback::new(1);
+    let mut encoder = rs
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("viewer test readback"),
+        });
+    assert!(readback
+        .copy(&rs.device, &mut encoder, texture, 0, 0)
+        .expect("copy the texture"));
+    rs.queue.submit([encoder.finish()]);
+    readback.submitted();
+    readback
+        .wait_frame(&rs.device, &FramePool::new(1))
+        .expect("read the texture back")
+        .expect("a finished readback")
+}
+
+fn assert_same_rows(got: &Frame, want: &Frame) {
+    assert_eq!(
+        (got.meta().width, got.meta().height),
+        (want.meta().width, want.meta().height)
+    );
+    for (y, (a, b)) in got.rows().zip(want.rows()).enumerate() {
+        assert!(
+            a == b,
+            "row {y} of the viewer's texture differs from the frame sent"
+        );
+    }
+}
+
+#[test]
+fn shows_an_odd_sized_frame_byte_exact_with_its_controls() {
+    if !gpu_available("shows_an_odd_sized_frame_byte_exact_with_its_controls") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let (mut harness, rs) = viewer(sender.local_addr().unwrap().to_string(), dir.path());
+    let frame = test_frame(WIDTH, HEIGHT, 7);
+
+    step_until(
+        &mut harness,
+        Some((&sender, &frame)),
+        "the first frame",
+        |h| h.state().frames_shown() > 0,
+    );
+    harness.run_steps(2);
+
+    assert_eq!(harness.state().shown_size(), Some((WIDTH, HEIGHT)));
+    harness.get_by_label("1023x767");
+    harness.get_by_label("Fit");
+    harness.get_by_label("1:1");
+    harness.get_by_label("Snapshot");
+    let addr = sender.local_addr().unwrap().to_string();
+    assert!(
+        has_label_containing(&harness, &format!("connected to {addr}")),
+        "the status bar names the sender"
+    );
+    assert!(has_label_containing(&harness, "fps"));
+    assert!(has_label_containing(&harness, "Mb/s"));
+    assert!(has_label_containing(&harness, "latency"));
+    assert!(has_label_containing(&harness, "dropped"));
+
+    assert_same_rows(&read_viewer_texture(&harness, &rs), &frame);
+
+    // The window draws the frame with the GPU without errors, at fit and at 1:1.
+    harness.render().expect("render the window");
+    harness.get_by_label("1:1").click();
+    harness.run_steps(2);
+    harness.render().expect("render the window at 1:1");
+    harness.get_by_label("Fit").click();
+    harness.run_steps(2);
+}
+
+#[test]
+fn chat_goes_both_ways() {
+    if !gpu_available("chat_goes_both_ways") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let addr = sender.local_addr().unwrap().to_string();
+    let (mut harness, _rs) = viewer(addr.clone(), dir.path());
+
+    step_until(&mut harness, None, "the viewer to connect", |h| {
+        has_label_containing(h, &format!("connected to {addr}"))
+    });
+    sender.send_text("hello from the sender");
+    step_until(&mut harness, None, "the sender's text in the chat", |h| {
+        h.query_by_label("hello from the sender").is_some()
+    });
+
+    harness.get_by_role(A11yRole::TextInput).click();
+    harness.run_steps(2);
+    harness
+        .get_by_role(A11yRole::TextInput)
+        .type_text("hello from the viewer");
+    harness.run_steps(2);
+    harness.get_by_label("Send").click();
+
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        harness.step();
+        let got = sender
+            .events()
+            .try_iter()
+            .any(|e| matches!(e, Event::Text { text, .. } if text.body == "hello from the viewer"));
+        if got {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sender never received the viewer's text"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Ours is shown in our own panel too.
+    harness.run_steps(2);
+    assert!(harness.query_by_label("hello from the viewer").is_some());
+}
+
+#[test]
+fn snapshot_writes_a_png_equal_to_the_frame() {
+    if !gpu_available("snapshot_writes_a_png_equal_to_the_frame") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = dir.path().join("snapshots");
+    let sender = sender();
+    let (mut harness, _rs) = viewer(sender.local_addr().unwrap().to_string(), &snapshots);
+    let frame = test_frame(WIDTH, HEIGHT, 3);
+
+    step_until(
+        &mut harness,
+        Some((&sender, &frame)),
+        "the first frame",
+        |h| h.state().frames_shown() > 0,
+    );
+    harness.get_by_label("Snapshot").click();
+
+    let mut png = None;
+    step_until(&mut harness, None, "the snapshot PNG", |_| {
+        png = pngs_in(&snapshots).into_iter().next();
+        png.is_some()
+    });
+    let png = png.unwrap();
+    let saved = image::open(&png).expect("read the snapshot").to_rgba8();
+    assert_eq!(saved.dimensions(), (WIDTH, HEIGHT));
+    assert!(
+        saved.as_raw() == frame.to_rgba_image().as_raw(),
+        "the snapshot's pixels differ from the frame"
+    );
+    step_until(
+        &mut harness,
+        None,
+        "the window to report the saved path",
+        |h| has_label_containing(h, &png.display().to_string()),
+    );
+    assert_eq!(pngs_in(&snapshots).len(), 1, "one click, one file");
+}
+
+/// Finished PNG files in `dir` (not the hidden temporary ones).
+fn pngs_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    read.filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".png") && !name.starts_with('.')
+        })
+        .collect()
+}
+
+#[test]
+fn says_it_is_reconnecting_when_nothing_listens() {
+    if !gpu_available("says_it_is_reconnecting_when_nothing_listens") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let (mut harness, _rs) = viewer(target.clone(), dir.path());
+
+    harness.step();
+    assert!(
+        has_label_containing(&harness, "connecting"),
+        "the status says the viewer is connecting"
+    );
+    step_until(
+        &mut harness,
+        None,
+        "\"reconnecting in\" in the window",
+        |h| has_label_containing(h, &format!("{target}: reconnecting in")),
+    );
+    assert_eq!(harness.state().frames_shown(), 0);
+    assert!(has_label_containing(&harness, "no frame yet"));
+}
+
+#[test]
+fn a_frame_too_large_for_the_gpu_is_explained_not_fatal() {
+    if !gpu_available("a_frame_too_large_for_the_gpu_is_explained_not_fatal") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let (mut harness, rs) = viewer(sender.local_addr().unwrap().to_string(), dir.path());
+    let width = rs.device.limits().max_texture_dimension_2d + 1;
+    let max_dimension = sender.config().limits.max_dimension;
+    if width > max_dimension {
+        eprintln!("skipped: this GPU takes every width the protocol allows ({max_dimension})");
+        return;
+    }
+    let frame = test_frame(width, 2, 1);
+
+    step_until(
+        &mut harness,
+        Some((&sender, &frame)),
+        "the too-large message",
+        |h| has_label_containing(h, "larger than this GPU's largest texture"),
+    );
+    assert_eq!(harness.state().frames_shown(), 0);
+    assert_eq!(harness.state().shown_size(), None);
+    harness.run_steps(3);
+    harness.render().expect("the window still renders");
+
+    // A frame that fits is shown afterwards.
+    let small = test_frame(64, 48, 2);
+    step_until(
+        &mut harness,
+        Some((&sender, &small)),
+        "the small frame",
+        |h| h.state().shown_size() == Some((64, 48)),
+    );
+}
+
+/// The zoom slider's value (screen pixels per frame pixel) and whether "Fit" is on.
+fn zoom_and_fit(harness: &Harness<'static, ViewerApp>) -> (f64, bool) {
+    use egui_kittest::kittest::NodeT;
+    let zoom = harness
+        .get_by_role(A11yRole::Slider)
+        .accesskit_node()
+        .numeric_value()
+        .expect("the zoom slider has a value");
+    let fit = harness.get_by_label("Fit").accesskit_node().toggled()
+        == Some(egui::accesskit::Toggled::True);
+    (zoom, fit)
+}
+
+#[test]
+fn scroll_zooms_drag_pans_and_fit_returns() {
+    if !gpu_available("scroll_zooms_drag_pans_and_fit_returns") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let (mut harness, _rs) = viewer(sender.local_addr().unwrap().to_string(), dir.path());
+    let frame = test_frame(WIDTH, HEIGHT, 5);
+    step_until(
+        &mut harness,
+        Some((&sender, &frame)),
+        "the first frame",
+        |h| h.state().frames_shown() > 0,
+    );
+    harness.run_steps(2);
+    let (fit_zoom, fit) = zoom_and_fit(&harness);
+    assert!(fit, "a new window fits the frame");
+    assert!(
+        fit_zoom < 1.0,
+        "1023x767 is fitted into less than 1023 pixels of width"
+    );
+
+    // Scrolling over the frame zooms in, and leaves fit mode.
+    let centre = egui::pos2(480.0, 400.0);
+    harness.hover_at(centre);
+    harness.step();
+    harness.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Point,
+        delta: egui::vec2(0.0, 120.0),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Unknown,
+        modifiers: egui::Modifiers::NONE,
+    });
+    harness.run_steps(8);
+    let (zoom, fit) = zoom_and_fit(&harness);
+    assert!(
+        !fit && zoom > fit_zoom * 1.3,
+        "zoom {zoom} after scrolling in from {fit_zoom}"
+    );
+
+    harness.get_by_label("Fit").click();
+    harness.run_steps(2);
+    let (zoom, fit) = zoom_and_fit(&harness);
+    assert!(
+        fit && (zoom - fit_zoom).abs() < 1e-4,
+        "Fit gives {zoom} again, not {fit_zoom}"
+    );
+
+    // At 1:1, dragging moves the picture by exactly the drag.
+    harness.get_by_label("1:1").click();
+    harness.run_steps(2);
+    assert_eq!(zoom_and_fit(&harness), (1.0, false));
+    harness.remove_cursor();
+    harness.run_steps(2);
+    let before = harness.render().expect("render before the drag");
+    let shift = egui::vec2(40.0, 30.0);
+    harness.drag_at(centre);
+    harness.step();
+    harness.hover_at(centre + shift);
+    harness.step();
+    harness.drop_at(centre + shift);
+    harness.run_steps(2);
+    let after = harness.render().expect("render after the drag");
+    let ppp = harness.ctx.pixels_per_point();
+    let (dx, dy) = ((shift.x * ppp) as u32, (shift.y * ppp) as u32);
+    let (x0, y0) = ((300.0 * ppp) as u32, (300.0 * ppp) as u32);
+    let mut moved = 0;
+    for y in y0..y0 + 100 {
+        for x in x0..x0 + 100 {
+            let (a, b) = (before.get_pixel(x, y), after.get_pixel(x + dx, y + dy));
+            // The renderer dithers by screen position: a moved pixel may differ by 1.
+            assert!(
+                a.0.iter().zip(b.0).all(|(p, q)| p.abs_diff(q) <= 1),
+                "pixel ({x}, {y}) did not move by the drag: {a:?} then {b:?}"
+            );
+            moved += usize::from(before.get_pixel(x, y) != after.get_pixel(x, y));
+        }
+    }
+    assert!(
+        moved > 1000,
+        "the picture did not move ({moved} pixels changed)"
+    );
+}
+
+/// A file dropped on the window, as eframe's integration would hand it over.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_dropped_file_goes_to_the_sender() {
+    if !gpu_available("a_dropped_file_goes_to_the_sender") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let received = dir.path().join("received");
+    std::fs::create_dir(&received).unwrap();
+    let mut config = NodeConfig::new(Role::Sender);
+    config.listen = Some("127.0.0.1:0".to_owned());
+    config.files_dir = Some(received.clone());
+    let sender = Node::start(config).unwrap();
+    let addr = sender.local_addr().unwrap().to_string();
+    let (mut harness, _rs) = viewer(addr.clone(), &dir.path().join("snapshots"));
+    step_until(&mut harness, None, "the viewer to connect", |h| {
+        has_label_containing(h, &format!("connected to {addr}"))
+    });
+
+    let path = dir.path().join("notes.txt");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(path)));
+    harness.step();
+    assert!(has_label_containing(
+        &harness,
+        "offered notes.txt to 1 peer"
+    ));
+
+    let deadline = Instant::now() + PATIENCE;
+    let saved = loop {
+        harness.step();
+        let saved = sender.events().try_iter().find_map(|e| match e {
+            Event::FileReceived { name, path, .. } if name == "notes.txt" => Some(path),
+            _ => None,
+        });
+        if let Some(saved) = saved {
+            break saved;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sender never received the file"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        std::fs::read(saved).unwrap() == body,
+        "the file arrived changed"
+    );
+    step_until(&mut harness, None, "the delivery note", |h| {
+        has_label_containing(h, "file notes.txt delivered")
+    });
+}
