@@ -253,3 +253,108 @@ fn chat_typed_in_the_sender_window_reaches_the_viewer_window() {
         h.query_by_label_contains("and hello back").is_some()
     });
 }
+
+#[test]
+fn a_dropped_animation_plays_and_other_files_are_sent() {
+    if !gpu_present("animation") {
+        return;
+    }
+    use image::codecs::gif::GifEncoder;
+    let tmp = tempfile::tempdir().unwrap();
+    let gif = tmp.path().join("blink.gif");
+    {
+        let mut enc = GifEncoder::new(std::fs::File::create(&gif).unwrap());
+        for colour in [[255, 0, 0, 255], [0, 0, 255, 255]] {
+            let img = image::RgbaImage::from_pixel(40, 30, image::Rgba(colour));
+            let frame =
+                image::Frame::from_parts(img, 0, 0, image::Delay::from_numer_denom_ms(100, 1));
+            enc.encode_frame(frame).unwrap();
+        }
+    }
+    let mut harness = sender_harness(None);
+    let mut config = NodeConfig::new(Role::Viewer);
+    config.connect = vec![harness.state().node().local_addr().unwrap().to_string()];
+    config.files_dir = Some(tmp.path().join("received"));
+    let viewer = Node::start(config).unwrap();
+
+    // Both frames of the animation reach the viewer, in its own timing.
+    drop_file(&mut harness, &gif);
+    let mut seen = std::collections::HashSet::new();
+    step_until(&mut harness, "both animation frames at the viewer", |_| {
+        for f in viewer.frames().try_iter() {
+            if (f.meta().width, f.meta().height) == (40, 30) {
+                seen.insert(f.pixels()[..4].to_vec());
+            }
+        }
+        seen.len() == 2
+    });
+    assert!(seen.contains(&vec![255, 0, 0, 255]) && seen.contains(&vec![0, 0, 255, 255]));
+
+    // A file that is not an image is sent to the peers instead.
+    let notes = tmp.path().join("notes.bin");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(&notes, &content).unwrap();
+    drop_file(&mut harness, &notes);
+    let mut received = None;
+    step_until(&mut harness, "the file at the viewer", |_| {
+        for event in viewer.events().try_iter() {
+            if let texstream::net::Event::FileReceived { path, .. } = event {
+                received = Some(path);
+            }
+        }
+        received.is_some()
+    });
+    assert_eq!(std::fs::read(received.unwrap()).unwrap(), content);
+    step_until(&mut harness, "the delivery note", |h| {
+        h.query_by_label_contains("notes.bin delivered").is_some()
+    });
+}
+
+#[test]
+fn four_stalled_viewers_never_stop_the_window() {
+    if !gpu_present("stalled viewers") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let mut harness = sender_harness(Some(PathBuf::from("pattern")));
+    let addr = harness.state().node().local_addr().unwrap();
+    // Four viewers that say hello and then never read a byte.
+    let stalled: Vec<std::net::TcpStream> = (0..4)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut hello = texstream::protocol::encode_preamble().to_vec();
+            texstream::protocol::encode(
+                &texstream::protocol::Message::Hello(texstream::protocol::Hello {
+                    role: Role::Viewer,
+                    capabilities: texstream::protocol::Capabilities(
+                        texstream::protocol::Capabilities::FRAMES_IN,
+                    ),
+                    name: format!("stalled {i}"),
+                    auth: Vec::new(),
+                }),
+                &mut hello,
+            );
+            s.write_all(&hello).unwrap();
+            let mut preamble = [0u8; 8];
+            s.read_exact(&mut preamble).unwrap();
+            s
+        })
+        .collect();
+    step_until(&mut harness, "four viewers", |h| {
+        h.state().node().peers().len() == 4
+    });
+    // The window keeps stepping and streaming while every viewer's socket is full.
+    let before = harness.state().frames_published();
+    step_until(&mut harness, "60 more frames published", |h| {
+        h.state().frames_published() >= before + 60
+    });
+    let skipped: u64 = harness
+        .state()
+        .node()
+        .peers()
+        .iter()
+        .map(|p| p.frames_skipped)
+        .sum();
+    assert!(skipped > 0, "stalled viewers should be skipping frames");
+    drop(stalled);
+}
