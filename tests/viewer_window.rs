@@ -540,3 +540,41 @@ fn a_dropped_file_goes_to_the_sender() {
         has_label_containing(h, "file notes.txt delivered")
     });
 }
+
+#[test]
+fn recovers_by_itself_when_the_sender_is_killed_and_restarted() {
+    if !gpu_available("recovers_by_itself_when_the_sender_is_killed_and_restarted") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let first = sender();
+    let addr = first.local_addr().expect("listening");
+    let (mut harness, _) = viewer(addr.to_string(), tmp.path());
+    let before = test_frame(64, 48, 1);
+    step_until(
+        &mut harness,
+        Some((&first, &before)),
+        "the first sender's frame",
+        |h| h.state().frames_shown() > 0,
+    );
+    // The sender goes away (the killed-process case, with no goodbye, is covered at the
+    // network level in net_loopback and cli; the window must follow either way).
+    drop(first);
+    step_until(&mut harness, None, "the viewer to notice", |h| {
+        has_label_containing(h, "reconnecting") || has_label_containing(h, "connecting")
+    });
+
+    // A new sender on the same address: the window reconnects and shows its frames.
+    let mut config = NodeConfig::new(Role::Sender);
+    config.listen = Some(addr.to_string());
+    let second = Node::start(config).expect("restart on the same port");
+    let after = test_frame(80, 60, 2);
+    step_until(
+        &mut harness,
+        Some((&second, &after)),
+        "the restarted sender's frame",
+        |h| h.state().shown_size() == Some((80, 60)),
+    );
+    assert!(has_label_containing(&harness, "connected to"));
+    assert!(harness.state().node().stats().reconnects >= 1);
+}
