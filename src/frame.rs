@@ -101,6 +101,19 @@ impl FrameGeometry {
     pub fn total_len(&self) -> usize {
         self.bytes_per_row as usize * self.height as usize
     }
+
+    /// The meta of a frame with this geometry.
+    pub fn meta(&self, seq: u64, capture_us: u64, checksum: u64) -> FrameMeta {
+        FrameMeta {
+            seq,
+            width: self.width,
+            height: self.height,
+            format: self.format,
+            bytes_per_row: self.bytes_per_row,
+            capture_us,
+            checksum,
+        }
+    }
 }
 
 impl Frame {
@@ -115,18 +128,7 @@ impl Frame {
             "frame buffer length does not match its geometry"
         );
         let checksum = xxhash_rust::xxh3::xxh3_64(&pixels);
-        Frame::from_verified(
-            FrameMeta {
-                seq,
-                width: geometry.width,
-                height: geometry.height,
-                format: geometry.format,
-                bytes_per_row: geometry.bytes_per_row,
-                capture_us,
-                checksum,
-            },
-            pixels,
-        )
+        Frame::from_verified(geometry.meta(seq, capture_us, checksum), pixels)
     }
 
     /// Copies `src` into a buffer from `pool` and wraps it as a frame, hashing each
@@ -153,18 +155,7 @@ impl Frame {
             dst.copy_from_slice(piece);
             hasher.update(dst);
         }
-        Frame::from_verified(
-            FrameMeta {
-                seq,
-                width: geometry.width,
-                height: geometry.height,
-                format: geometry.format,
-                bytes_per_row: geometry.bytes_per_row,
-                capture_us,
-                checksum: hasher.digest(),
-            },
-            buf,
-        )
+        Frame::from_verified(geometry.meta(seq, capture_us, hasher.digest()), buf)
     }
 
     /// Wraps pixels whose checksum has already been computed or verified.

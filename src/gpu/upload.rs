@@ -44,22 +44,15 @@ impl UploadTexture {
             .as_ref()
             .is_some_and(|c| (c.width, c.height, c.format) == (m.width, m.height, m.format));
         if !same {
-            let texture = device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("texstream received frame"),
-                size,
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: texture_format(m.format),
-                usage: wgpu::TextureUsages::TEXTURE_BINDING
+            let (texture, view) = super::texture_2d(
+                device,
+                "texstream received frame",
+                (m.width, m.height),
+                texture_format(m.format),
+                wgpu::TextureUsages::TEXTURE_BINDING
                     | wgpu::TextureUsages::COPY_DST
                     | wgpu::TextureUsages::COPY_SRC,
-                view_formats: &[],
-            });
-            let view = texture.create_view(&wgpu::TextureViewDescriptor {
-                label: Some("texstream received frame view"),
-                ..Default::default()
-            });
+            );
             self.current = Some(Current {
                 texture,
                 view,
