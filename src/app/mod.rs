@@ -2,6 +2,7 @@
 //! use. State lives in structs; drawing is in `*_ui` functions; the node comes in
 //! through constructors so tests can drive the windows with `egui_kittest`.
 
+pub mod capture;
 mod chat;
 mod picker;
 pub mod sender;

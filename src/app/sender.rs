@@ -1,89 +1,20 @@
-//! The sender window: shows a picked image (file picker, command line or drag and drop),
-//! an animated GIF/APNG/WebP, or the WGSL live source, keeps it in a GPU texture, reads
-//! that texture back through a ring of staging buffers without blocking, and publishes
-//! each frame to the viewers. Lists the viewers, the throughput and a chat.
+//! The sender window: pick an image (file picker, command line or drag and drop), an
+//! animated GIF/APNG/WebP, or the WGSL live source; the capture thread
+//! ([`super::capture`]) keeps it in a GPU texture, reads it back and publishes it, while
+//! the window shows what is streamed, the viewers, the throughput and a chat.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image::RgbaImage;
-
+use super::capture::{self, CaptureStatus, Command, Picture, Rate, PATTERN_SIZE};
 use super::{dropped_paths, peers_ui, repaint_waker, Chat, EguiTexture, FilePicker};
-use crate::frame::FramePool;
-use crate::gpu::{check_texture_size, LiveMode, LiveShader, Readback};
+use crate::gpu::check_texture_size;
 use crate::net::{now_us, Event, NetError, Node, NodeConfig};
 use crate::source::{looks_like_image, Source};
 
-/// Size of the generated pattern.
-const PATTERN_SIZE: (u32, u32) = (1280, 720);
-
-/// What is streamed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamMode {
-    /// The picked image (or animation) as it is.
-    Image,
-    /// The picked image through the live shader's moving effect.
-    ImageEffect,
-    /// The live shader's generated pattern.
-    Pattern,
-}
-
-impl StreamMode {
-    fn label(self) -> &'static str {
-        match self {
-            StreamMode::Image => "Image",
-            StreamMode::ImageEffect => "Image + shader effect",
-            StreamMode::Pattern => "Shader pattern",
-        }
-    }
-}
-
-enum Picture {
-    Still(RgbaImage),
-    Animation {
-        frames: Vec<(RgbaImage, Duration)>,
-        total: Duration,
-        shown: usize,
-    },
-}
-
-impl Picture {
-    fn size(&self) -> (u32, u32) {
-        match self {
-            Picture::Still(img) => img.dimensions(),
-            Picture::Animation { frames, .. } => frames[0].0.dimensions(),
-        }
-    }
-
-    fn first(&self) -> &RgbaImage {
-        match self {
-            Picture::Still(img) => img,
-            Picture::Animation { frames, .. } => &frames[0].0,
-        }
-    }
-}
-
-struct Loaded {
-    name: String,
-    picture: Picture,
-}
-
-/// GPU resources, made once (the source texture again only when the size changes).
-struct SenderGpu {
-    render_state: egui_wgpu::RenderState,
-    source: wgpu::Texture,
-    source_view: wgpu::TextureView,
-    live: LiveShader,
-    readback: Readback,
-    pool: FramePool,
-    preview: EguiTexture,
-    /// What the preview texture shows: (live target?, its size).
-    preview_of: Option<(bool, (u32, u32))>,
-    /// Bumped whenever the source texture is re-created.
-    source_generation: u64,
-    /// The source generation and target size the live shader is bound to.
-    live_bound: (u64, (u32, u32)),
-}
+pub use super::capture::StreamMode;
 
 /// A picked file and what decoding it gave.
 type LoadResult = (PathBuf, Result<Source, String>);
@@ -91,27 +22,29 @@ type LoadResult = (PathBuf, Result<Source, String>);
 /// The sender window's state.
 pub struct SenderApp {
     node: Node,
-    gpu: Option<SenderGpu>,
+    render_state: Option<egui_wgpu::RenderState>,
+    capture: Option<flume::Sender<Command>>,
+    capture_thread: Option<std::thread::JoinHandle<()>>,
+    status: Arc<CaptureStatus>,
+    preview: EguiTexture,
+    preview_generation: u64,
+    preview_size: Option<(u32, u32)>,
     loads: (flume::Sender<LoadResult>, flume::Receiver<LoadResult>),
-    loaded: Option<Loaded>,
+    loaded: Option<(String, (u32, u32))>,
     mode: StreamMode,
     fps: f32,
     every_ui_frame: bool,
-    started: Instant,
-    next_capture: Instant,
-    seq: u64,
+    sent_rate: Option<Rate>,
     picker: FilePicker,
     chat: Chat,
     message: Option<(String, bool)>,
-    published: u64,
-    gpu_busy: u64,
-    throughput: (Instant, u64, f64),
+    throughput: (Instant, u64, u64, f64, f64),
     companion: Option<std::process::Child>,
 }
 
 impl SenderApp {
-    /// Starts the node (its waker repaints this window) and loads `image` if given
-    /// (`pattern` starts the shader pattern).
+    /// Starts the node (its waker repaints this window) and the capture thread, and
+    /// loads `image` if given (`pattern` starts the shader pattern).
     pub fn new(
         cc: &eframe::CreationContext<'_>,
         mut config: NodeConfig,
@@ -119,33 +52,57 @@ impl SenderApp {
     ) -> Result<SenderApp, NetError> {
         config.waker = Some(repaint_waker(&cc.egui_ctx));
         let node = Node::start(config)?;
-        let gpu = cc.wgpu_render_state.clone().map(SenderGpu::new);
+        let status = Arc::new(CaptureStatus::default());
+        let render_state = cc.wgpu_render_state.clone();
+        let (capture, capture_thread, message) = match &render_state {
+            Some(rs) => {
+                let (tx, rx) = flume::bounded(16);
+                match capture::spawn(
+                    rs,
+                    node.publisher(),
+                    cc.egui_ctx.clone(),
+                    status.clone(),
+                    rx,
+                ) {
+                    Ok(handle) => (Some(tx), Some(handle), None),
+                    Err(e) => (
+                        None,
+                        None,
+                        Some((format!("cannot start the capture thread: {e}"), true)),
+                    ),
+                }
+            }
+            None => (
+                None,
+                None,
+                Some((
+                    "no GPU: this window cannot read back a texture to stream".to_owned(),
+                    true,
+                )),
+            ),
+        };
         let now = Instant::now();
         let mut app = SenderApp {
             node,
-            gpu,
+            render_state,
+            capture,
+            capture_thread,
+            status,
+            preview: EguiTexture::default(),
+            preview_generation: 0,
+            preview_size: None,
             loads: flume::bounded(4),
             loaded: None,
             mode: StreamMode::Pattern,
             fps: 30.0,
             every_ui_frame: false,
-            started: now,
-            next_capture: now,
-            seq: 0,
+            sent_rate: None,
             picker: FilePicker::default(),
             chat: Chat::default(),
-            message: None,
-            published: 0,
-            gpu_busy: 0,
-            throughput: (now, 0, 0.0),
+            message,
+            throughput: (now, 0, 0, 0.0, 0.0),
             companion: None,
         };
-        if app.gpu.is_none() {
-            app.message = Some((
-                "no GPU: this window cannot read back a texture to stream".into(),
-                true,
-            ));
-        }
         match image {
             Some(path) if path.as_os_str() == "pattern" => {}
             Some(path) => app.load(&cc.egui_ctx, path),
@@ -159,7 +116,7 @@ impl SenderApp {
     }
 
     /// Streams an image already in memory (the demo's bundled picture).
-    pub fn show_image(&mut self, name: &str, image: RgbaImage) {
+    pub fn show_image(&mut self, name: &str, image: image::RgbaImage) {
         let _ = self
             .loads
             .0
@@ -173,14 +130,12 @@ impl SenderApp {
 
     /// Frames read back and published so far.
     pub fn frames_published(&self) -> u64 {
-        self.published
+        self.status.published.load(Relaxed)
     }
 
     /// Name and size of the loaded image, if any.
     pub fn image(&self) -> Option<(&str, (u32, u32))> {
-        self.loaded
-            .as_ref()
-            .map(|l| (l.name.as_str(), l.picture.size()))
+        self.loaded.as_ref().map(|(n, s)| (n.as_str(), *s))
     }
 
     pub fn mode(&self) -> StreamMode {
@@ -189,6 +144,7 @@ impl SenderApp {
 
     pub fn set_mode(&mut self, mode: StreamMode) {
         self.mode = mode;
+        self.command(Command::Mode(mode));
     }
 
     /// The message line (text, is it an error).
@@ -198,6 +154,14 @@ impl SenderApp {
 
     pub fn chat(&self) -> &Chat {
         &self.chat
+    }
+
+    fn command(&self, command: Command) {
+        if let Some(tx) = &self.capture {
+            // Bounded: a full queue means the thread is far behind; the command is
+            // dropped rather than blocking the UI (a UI-frame tick, typically).
+            let _ = tx.try_send(command);
+        }
     }
 
     /// Decodes `path` on a thread; the window picks it up when it is ready.
@@ -234,11 +198,7 @@ impl SenderApp {
             );
             let picture = match result {
                 Ok(Source::Still(img)) => Picture::Still(img),
-                Ok(Source::Animation { frames, total }) => Picture::Animation {
-                    frames,
-                    total,
-                    shown: usize::MAX,
-                },
+                Ok(Source::Animation { frames, total }) => Picture::Animation { frames, total },
                 Ok(_) => {
                     self.message = Some((format!("{name} is not an image file"), true));
                     continue;
@@ -250,12 +210,11 @@ impl SenderApp {
                 }
             };
             let (w, h) = picture.size();
-            if let Some(gpu) = &mut self.gpu {
-                if let Err(e) = check_texture_size(&gpu.render_state.device, w, h) {
+            if let Some(rs) = &self.render_state {
+                if let Err(e) = check_texture_size(&rs.device, w, h) {
                     self.message = Some((format!("{name}: {e}"), true));
                     continue;
                 }
-                gpu.set_source(picture.first());
             }
             let kind = if matches!(picture, Picture::Animation { .. }) {
                 "animation"
@@ -263,14 +222,15 @@ impl SenderApp {
                 "image"
             };
             self.message = Some((format!("streaming {kind} {name} ({w}x{h})"), false));
-            self.loaded = Some(Loaded { name, picture });
+            self.loaded = Some((name, (w, h)));
+            self.command(Command::Picture(picture));
             if self.mode == StreamMode::Pattern {
-                self.mode = StreamMode::Image;
+                self.set_mode(StreamMode::Image);
             }
         }
     }
 
-    /// Everything that is not drawing: network events, loads, drops, capture, readback.
+    /// Everything that is not drawing: network events, loads, drops, capture commands.
     fn step(&mut self, ctx: &egui::Context) {
         for event in self.node.events().try_iter() {
             match event {
@@ -283,11 +243,8 @@ impl SenderApp {
                         .note("file", &format!("{name} {verdict}: {message}"), now_us());
                 }
                 Event::FileReceived { name, path, .. } => {
-                    self.chat.note(
-                        "file",
-                        &format!("received {name}, saved as {}", path.display()),
-                        now_us(),
-                    );
+                    let note = format!("received {name}, saved as {}", path.display());
+                    self.chat.note("file", &note, now_us());
                 }
                 Event::FileFailed { name, reason, .. } => {
                     self.chat
@@ -300,55 +257,32 @@ impl SenderApp {
             self.dropped(ctx, &path);
         }
         self.take_loaded();
+        if let Some(error) = self.status.error.lock().ok().and_then(|mut e| e.take()) {
+            self.message = Some((error, true));
+        }
+        let rate = if self.every_ui_frame {
+            Rate::EveryUiFrame
+        } else {
+            Rate::Fps(self.fps)
+        };
+        if self.sent_rate != Some(rate) {
+            self.sent_rate = Some(rate);
+            self.command(Command::Rate(rate));
+        }
+        if rate == Rate::EveryUiFrame {
+            self.command(Command::UiFrame);
+            ctx.request_repaint();
+        }
 
         let now = Instant::now();
-        let streaming = self.mode == StreamMode::Pattern || self.loaded.is_some();
-        if let (Some(gpu), true) = (&mut self.gpu, streaming) {
-            let t = now.duration_since(self.started);
-            if let Some(Loaded {
-                picture:
-                    Picture::Animation {
-                        frames,
-                        total,
-                        shown,
-                    },
-                ..
-            }) = &mut self.loaded
-            {
-                let index = frame_at(frames, *total, t);
-                if index != *shown {
-                    gpu.write_source(&frames[index].0);
-                    *shown = index;
-                }
-            }
-            let interval = Duration::from_secs_f32(1.0 / self.fps.clamp(1.0, 240.0));
-            if self.every_ui_frame || now >= self.next_capture {
-                match gpu.capture(self.mode, t, self.seq) {
-                    Ok(true) => self.seq += 1,
-                    Ok(false) => self.gpu_busy += 1,
-                    Err(e) => self.message = Some((e.to_string(), true)),
-                }
-                self.next_capture = (self.next_capture + interval).max(now);
-            }
-            match gpu.readback.try_frame(&gpu.render_state.device, &gpu.pool) {
-                Ok(Some(frame)) => {
-                    self.node.publish(&frame);
-                    self.published += 1;
-                }
-                Ok(None) => {}
-                Err(e) => self.message = Some((e.to_string(), true)),
-            }
-            if self.every_ui_frame || gpu.readback.in_flight() > 0 {
-                ctx.request_repaint();
-            } else {
-                ctx.request_repaint_after(self.next_capture.saturating_duration_since(now));
-            }
-        }
-        let (since, bytes, _) = self.throughput;
-        if now.duration_since(since) >= Duration::from_millis(500) {
+        let (since, bytes, frames, _, _) = self.throughput;
+        let elapsed = now.duration_since(since).as_secs_f64();
+        if elapsed >= 0.5 {
             let sent = self.node.stats().bytes_sent;
-            let mbps = (sent - bytes) as f64 * 8.0 / 1e6 / now.duration_since(since).as_secs_f64();
-            self.throughput = (now, sent, mbps);
+            let published = self.frames_published();
+            let mbps = (sent - bytes) as f64 * 8.0 / 1e6 / elapsed;
+            let fps = (published - frames) as f64 / elapsed;
+            self.throughput = (now, sent, published, mbps, fps);
         }
     }
 
@@ -375,6 +309,7 @@ impl SenderApp {
                 let start = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
                 self.picker.open(&start);
             }
+            let mut chosen = None;
             egui::ComboBox::from_label("Source")
                 .selected_text(self.mode.label())
                 .show_ui(ui, |ui| {
@@ -385,10 +320,18 @@ impl SenderApp {
                     ] {
                         let enabled = mode == StreamMode::Pattern || self.loaded.is_some();
                         ui.add_enabled_ui(enabled, |ui| {
-                            ui.selectable_value(&mut self.mode, mode, mode.label());
+                            if ui
+                                .selectable_label(self.mode == mode, mode.label())
+                                .clicked()
+                            {
+                                chosen = Some(mode);
+                            }
                         });
                     }
                 });
+            if let Some(mode) = chosen {
+                self.set_mode(mode);
+            }
             ui.add_enabled(
                 !self.every_ui_frame,
                 egui::Slider::new(&mut self.fps, 1.0..=240.0).text("fps"),
@@ -412,8 +355,11 @@ impl SenderApp {
             (None, None) => ui.label("Not listening"),
         };
         ui.label(format!(
-            "{} frames published, {:.1} Mb/s, {} skipped (GPU busy)",
-            self.published, self.throughput.2, self.gpu_busy
+            "{} frames published, {:.1} fps, {:.1} Mb/s, {} skipped (GPU busy)",
+            self.frames_published(),
+            self.throughput.4,
+            self.throughput.3,
+            self.status.gpu_busy.load(Relaxed)
         ));
         ui.separator();
         ui.heading("Viewers");
@@ -426,7 +372,7 @@ impl SenderApp {
     }
 
     fn preview_ui(&mut self, ui: &mut egui::Ui) {
-        let Some(gpu) = &mut self.gpu else {
+        let Some(render_state) = &self.render_state else {
             ui.centered_and_justified(|ui| ui.label("No GPU available"));
             return;
         };
@@ -436,7 +382,15 @@ impl SenderApp {
             });
             return;
         }
-        let Some((id, (w, h))) = gpu.preview(self.mode) else {
+        // Register the streamed texture with egui only when the capture thread says it
+        // changed (a new size, another mode), never per frame.
+        let preview = self.status.preview.lock().ok().and_then(|p| p.clone());
+        if let Some(preview) = preview.filter(|p| p.generation != self.preview_generation) {
+            self.preview.set(render_state, &preview.view);
+            self.preview_generation = preview.generation;
+            self.preview_size = Some(preview.size);
+        }
+        let (Some(id), Some((w, h))) = (self.preview.id(), self.preview_size) else {
             return;
         };
         let avail = ui.available_size();
@@ -465,157 +419,29 @@ impl eframe::App for SenderApp {
             .default_size(340.0)
             .show(ui, |ui| self.side_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| self.preview_ui(ui));
-        ctx.request_repaint_after(Duration::from_millis(250));
+        // The preview of a live source and the figures refresh at 30 Hz at most; the
+        // stream itself runs on the capture thread at its own rate.
+        let streaming = self.mode == StreamMode::Pattern || self.loaded.is_some();
+        let refresh = if streaming && self.mode != StreamMode::Image {
+            Duration::from_millis(33)
+        } else {
+            Duration::from_millis(250)
+        };
+        ctx.request_repaint_after(refresh);
     }
+}
 
-    fn on_exit(&mut self) {
+impl Drop for SenderApp {
+    fn drop(&mut self) {
+        // Closing the command channel ends the capture thread.
+        self.capture.take();
+        if let Some(handle) = self.capture_thread.take() {
+            let _ = handle.join();
+        }
         self.node.shutdown();
         if let Some(mut child) = self.companion.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
-}
-
-/// Index of the animation frame shown at time `t` (looping).
-fn frame_at(frames: &[(RgbaImage, Duration)], total: Duration, t: Duration) -> usize {
-    let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos().max(1)) as u64);
-    for (i, (_, delay)) in frames.iter().enumerate() {
-        if at < *delay {
-            return i;
-        }
-        at -= *delay;
-    }
-    frames.len() - 1
-}
-
-impl SenderGpu {
-    fn new(render_state: egui_wgpu::RenderState) -> SenderGpu {
-        let device = &render_state.device;
-        let (source, source_view) = source_texture(device, 1, 1);
-        let live = LiveShader::new(device, &source_view, PATTERN_SIZE.0, PATTERN_SIZE.1);
-        SenderGpu {
-            render_state,
-            source,
-            source_view,
-            live,
-            readback: Readback::new(3),
-            pool: FramePool::new(6),
-            preview: EguiTexture::default(),
-            preview_of: None,
-            source_generation: 0,
-            live_bound: (0, PATTERN_SIZE),
-        }
-    }
-
-    /// Makes `img` the source (re-creating the texture only if the size changed).
-    fn set_source(&mut self, img: &RgbaImage) {
-        let (w, h) = img.dimensions();
-        if (self.source.width(), self.source.height()) != (w, h) {
-            let device = &self.render_state.device;
-            (self.source, self.source_view) = source_texture(device, w, h);
-            self.source_generation += 1;
-            self.preview_of = None;
-        }
-        self.write_source(img);
-    }
-
-    fn write_source(&self, img: &RgbaImage) {
-        let (w, h) = img.dimensions();
-        self.render_state.queue.write_texture(
-            self.source.as_image_copy(),
-            img.as_raw(),
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(w * 4),
-                rows_per_image: Some(h),
-            },
-            self.source.size(),
-        );
-    }
-
-    /// Renders (for the shader modes) and records a readback of what `mode` streams.
-    fn capture(
-        &mut self,
-        mode: StreamMode,
-        t: Duration,
-        seq: u64,
-    ) -> Result<bool, crate::gpu::GpuError> {
-        let device = &self.render_state.device;
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("texstream sender capture"),
-        });
-        let copied = match mode {
-            StreamMode::Image => {
-                self.readback
-                    .copy(device, &mut encoder, &self.source, seq, now_us())?
-            }
-            StreamMode::ImageEffect | StreamMode::Pattern => {
-                let size = if mode == StreamMode::Pattern {
-                    PATTERN_SIZE
-                } else {
-                    (self.source.width(), self.source.height())
-                };
-                if self.live_bound != (self.source_generation, size) {
-                    self.live
-                        .set_source(device, &self.source_view, size.0, size.1);
-                    self.live_bound = (self.source_generation, size);
-                    self.preview_of = None;
-                }
-                let live_mode = if mode == StreamMode::Pattern {
-                    LiveMode::Pattern
-                } else {
-                    LiveMode::Image
-                };
-                self.live.render(
-                    &self.render_state.queue,
-                    &mut encoder,
-                    t.as_secs_f32(),
-                    live_mode,
-                );
-                self.readback
-                    .copy(device, &mut encoder, self.live.target(), seq, now_us())?
-            }
-        };
-        self.render_state.queue.submit([encoder.finish()]);
-        self.readback.submitted();
-        Ok(copied)
-    }
-
-    /// The egui texture showing what is streamed, registered again only when that
-    /// texture changed.
-    fn preview(&mut self, mode: StreamMode) -> Option<(egui::TextureId, (u32, u32))> {
-        let live = mode != StreamMode::Image;
-        let texture = if live {
-            self.live.target()
-        } else {
-            &self.source
-        };
-        let size = (texture.width(), texture.height());
-        if self.preview_of != Some((live, size)) {
-            let view = texture.create_view(&wgpu::TextureViewDescriptor {
-                label: Some("texstream sender preview"),
-                ..Default::default()
-            });
-            self.preview.set(&self.render_state, &view);
-            self.preview_of = Some((live, size));
-        }
-        self.preview.id().map(|id| (id, size))
-    }
-}
-
-fn source_texture(
-    device: &wgpu::Device,
-    width: u32,
-    height: u32,
-) -> (wgpu::Texture, wgpu::TextureView) {
-    crate::gpu::texture_2d(
-        device,
-        "texstream sender source",
-        (width, height),
-        wgpu::TextureFormat::Rgba8Unorm,
-        wgpu::TextureUsages::TEXTURE_BINDING
-            | wgpu::TextureUsages::COPY_DST
-            | wgpu::TextureUsages::COPY_SRC,
-    )
 }

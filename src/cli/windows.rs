@@ -36,6 +36,10 @@ pub struct ViewArgs {
     /// Where to put the window, X,Y in screen pixels (a hint to the window manager).
     #[arg(long, value_name = "X,Y", value_parser = parse_position)]
     pub position: Option<[f32; 2]>,
+    /// Exit when standard input closes (the demo ties its viewer to the sender's
+    /// process this way, so the viewer never outlives it).
+    #[arg(long, hide = true)]
+    pub exit_with_stdin: bool,
     /// Folder for snapshots (default: the current folder).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub snapshot_dir: PathBuf,
@@ -100,6 +104,14 @@ pub fn run_send(args: SendArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_view(args: ViewArgs) -> anyhow::Result<()> {
+    if args.exit_with_stdin {
+        std::thread::Builder::new()
+            .name("texstream parent watch".into())
+            .spawn(|| {
+                let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                std::process::exit(0);
+            })?;
+    }
     let mut config = args.link.node_config(Role::Viewer, false)?;
     config.files_dir = Some(args.files_dir.unwrap_or_else(default_files_dir));
     let snapshot_dir = args.snapshot_dir;
@@ -133,8 +145,11 @@ pub fn run_demo(name: &str, image: image::RgbaImage) -> anyhow::Result<()> {
             let mut app = SenderApp::new(cc, config, None)?;
             app.show_image(&name, image);
             if let Some(addr) = app.node().local_addr() {
+                // The pipe on the viewer's stdin closes when this process ends, however
+                // it ends, and the viewer then exits too.
                 let child = std::process::Command::new(exe)
-                    .args(["view", "--connect", &addr.to_string()])
+                    .args(["view", "--exit-with-stdin", "--connect", &addr.to_string()])
+                    .stdin(std::process::Stdio::piped())
                     .spawn()?;
                 app.attach_companion(child);
             }

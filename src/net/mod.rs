@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use backoff::Backoff;
 pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
-pub use node::{Event, Node, NodeConfig, Waker};
+pub use node::{Event, Node, NodeConfig, Publisher, Waker};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
 
 use crate::protocol::{GoodbyeCode, ProtocolError};

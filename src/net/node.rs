@@ -426,6 +426,30 @@ fn offer_newest<T>(
     }
 }
 
+/// Publishes frames on a node from any thread; see [`Node::publisher`].
+#[derive(Clone)]
+pub struct Publisher {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Publisher {
+    /// Whether the node is still running.
+    pub fn alive(&self) -> bool {
+        self.shared.strong_count() > 0
+    }
+
+    /// As [`Node::publish`]; returns `false` once the node is gone.
+    pub fn publish(&self, frame: &Frame) -> bool {
+        match self.shared.upgrade() {
+            Some(shared) => {
+                shared.publish(frame);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// One texstream endpoint. Dropping it shuts it down (goodbye to every peer).
 pub struct Node {
     shared: Arc<Shared>,
@@ -506,6 +530,14 @@ impl Node {
     /// for that peer). The pixels are shared, not copied.
     pub fn publish(&self, frame: &Frame) {
         self.shared.publish(frame);
+    }
+
+    /// A handle that publishes frames on this node from another thread (a capture
+    /// thread, say). Cheap to clone; it does not keep the node running.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            shared: Arc::downgrade(&self.shared),
+        }
     }
 
     /// Sends a text message to every peer. Never blocks.

@@ -1,0 +1,377 @@
+//! The sender's capture thread: it owns the GPU side of streaming — the picture in a
+//! texture (animations advanced at their own timing), the live shader, the readback ring
+//! — and at the chosen rate reads the streamed texture back and publishes the frame. The
+//! window only sends it commands, so the UI's frame rate (vsync, a slow software
+//! renderer) never limits the stream and the capture never stalls the UI.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use image::RgbaImage;
+
+use crate::frame::FramePool;
+use crate::gpu::{texture_2d, GpuError, LiveMode, LiveShader, Readback};
+use crate::net::{now_us, Publisher};
+
+/// Size of the generated pattern.
+pub const PATTERN_SIZE: (u32, u32) = (1280, 720);
+
+/// What is streamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamMode {
+    /// The picked image (or animation) as it is.
+    Image,
+    /// The picked image through the live shader's moving effect.
+    ImageEffect,
+    /// The live shader's generated pattern.
+    Pattern,
+}
+
+impl StreamMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamMode::Image => "Image",
+            StreamMode::ImageEffect => "Image + shader effect",
+            StreamMode::Pattern => "Shader pattern",
+        }
+    }
+}
+
+/// How often the capture thread streams a frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    Fps(f32),
+    /// Once per UI pass (the window sends [`Command::UiFrame`]).
+    EveryUiFrame,
+}
+
+/// A picture to stream: a still image, or an animation's frames with their delays.
+pub enum Picture {
+    Still(RgbaImage),
+    Animation {
+        frames: Vec<(RgbaImage, Duration)>,
+        total: Duration,
+    },
+}
+
+impl Picture {
+    pub fn size(&self) -> (u32, u32) {
+        self.first().dimensions()
+    }
+
+    fn first(&self) -> &RgbaImage {
+        match self {
+            Picture::Still(img) => img,
+            Picture::Animation { frames, .. } => &frames[0].0,
+        }
+    }
+}
+
+/// What the window asks of the capture thread.
+pub enum Command {
+    Picture(Picture),
+    Mode(StreamMode),
+    Rate(Rate),
+    /// A UI pass happened (used by [`Rate::EveryUiFrame`]).
+    UiFrame,
+}
+
+/// The texture being streamed, for the window's preview.
+#[derive(Clone)]
+pub struct Preview {
+    pub view: wgpu::TextureView,
+    pub size: (u32, u32),
+    /// Changes whenever the texture itself changes (the window re-registers it then).
+    pub generation: u64,
+}
+
+/// What the capture thread reports to the window.
+#[derive(Default)]
+pub struct CaptureStatus {
+    pub published: AtomicU64,
+    /// Captures skipped because every staging buffer was still in flight.
+    pub gpu_busy: AtomicU64,
+    pub preview: Mutex<Option<Preview>>,
+    pub error: Mutex<Option<String>>,
+}
+
+/// Starts the capture thread. It ends when `commands`' sender is dropped.
+pub fn spawn(
+    render_state: &egui_wgpu::RenderState,
+    publisher: Publisher,
+    ctx: egui::Context,
+    status: Arc<CaptureStatus>,
+    commands: flume::Receiver<Command>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let device = render_state.device.clone();
+    let queue = render_state.queue.clone();
+    std::thread::Builder::new()
+        .name("texstream capture".into())
+        .spawn(move || {
+            let mut capture = Capture::new(device, queue, publisher, ctx, status);
+            capture.run(&commands);
+        })
+}
+
+/// The source generation and target size the live shader is bound to.
+type LiveBinding = (u64, (u32, u32));
+
+struct Capture {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    publisher: Publisher,
+    ctx: egui::Context,
+    status: Arc<CaptureStatus>,
+    source: wgpu::Texture,
+    source_view: wgpu::TextureView,
+    source_generation: u64,
+    live: LiveShader,
+    live_bound: LiveBinding,
+    readback: Readback,
+    pool: FramePool,
+    picture: Option<Picture>,
+    shown: usize,
+    mode: StreamMode,
+    rate: Rate,
+    started: Instant,
+    next_capture: Instant,
+    seq: u64,
+    /// (streams the live target?, source generation, live binding) the preview shows.
+    preview_of: Option<(bool, u64, LiveBinding)>,
+    preview_generation: u64,
+}
+
+impl Capture {
+    fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        publisher: Publisher,
+        ctx: egui::Context,
+        status: Arc<CaptureStatus>,
+    ) -> Capture {
+        let (source, source_view) = source_texture(&device, (1, 1));
+        let live = LiveShader::new(&device, &source_view, PATTERN_SIZE.0, PATTERN_SIZE.1);
+        let now = Instant::now();
+        Capture {
+            device,
+            queue,
+            publisher,
+            ctx,
+            status,
+            source,
+            source_view,
+            source_generation: 0,
+            live,
+            live_bound: (0, PATTERN_SIZE),
+            readback: Readback::new(3),
+            pool: FramePool::new(6),
+            picture: None,
+            shown: usize::MAX,
+            mode: StreamMode::Pattern,
+            rate: Rate::Fps(30.0),
+            started: now,
+            next_capture: now,
+            seq: 0,
+            preview_of: None,
+            preview_generation: 0,
+        }
+    }
+
+    fn streaming(&self) -> bool {
+        self.mode == StreamMode::Pattern || self.picture.is_some()
+    }
+
+    fn run(&mut self, commands: &flume::Receiver<Command>) {
+        loop {
+            let deadline = match self.rate {
+                Rate::Fps(_) if self.streaming() => Some(self.next_capture),
+                _ => None,
+            };
+            let command = match deadline {
+                Some(at) => commands.recv_deadline(at),
+                None => commands
+                    .recv()
+                    .map_err(|_| flume::RecvTimeoutError::Disconnected),
+            };
+            match command {
+                Ok(command) => {
+                    if !self.apply(command) {
+                        continue;
+                    }
+                }
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => return,
+            }
+            if !self.streaming() {
+                continue;
+            }
+            let now = Instant::now();
+            if let Rate::Fps(fps) = self.rate {
+                let interval = Duration::from_secs_f32(1.0 / fps.clamp(1.0, 240.0));
+                self.next_capture = (self.next_capture + interval).max(now);
+            }
+            if let Err(e) = self.capture_and_publish(now) {
+                *lock(&self.status.error) = Some(e.to_string());
+            }
+            if self.publisher_gone() {
+                return;
+            }
+        }
+    }
+
+    fn publisher_gone(&self) -> bool {
+        !self.publisher.alive()
+    }
+
+    /// Applies a command; returns whether to capture right away.
+    fn apply(&mut self, command: Command) -> bool {
+        match command {
+            Command::Picture(picture) => {
+                let size = picture.size();
+                if (self.source.width(), self.source.height()) != size {
+                    (self.source, self.source_view) = source_texture(&self.device, size);
+                    self.source_generation += 1;
+                }
+                write_texture(&self.queue, &self.source, picture.first());
+                self.shown = 0;
+                self.picture = Some(picture);
+                self.update_preview();
+                false
+            }
+            Command::Mode(mode) => {
+                self.mode = mode;
+                self.update_preview();
+                false
+            }
+            Command::Rate(rate) => {
+                self.rate = rate;
+                self.next_capture = Instant::now();
+                false
+            }
+            Command::UiFrame => self.rate == Rate::EveryUiFrame,
+        }
+    }
+
+    fn capture_and_publish(&mut self, now: Instant) -> Result<(), GpuError> {
+        let t = now.duration_since(self.started);
+        if let Some(Picture::Animation { frames, total }) = &self.picture {
+            let index = frame_at(frames, *total, t);
+            if index != self.shown {
+                write_texture(&self.queue, &self.source, &frames[index].0);
+                self.shown = index;
+            }
+        }
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("texstream capture"),
+            });
+        let copied = if self.mode == StreamMode::Image {
+            self.readback
+                .copy(&self.device, &mut encoder, &self.source, self.seq, now_us())?
+        } else {
+            let (size, live_mode) = if self.mode == StreamMode::Pattern {
+                (PATTERN_SIZE, LiveMode::Pattern)
+            } else {
+                ((self.source.width(), self.source.height()), LiveMode::Image)
+            };
+            if self.live_bound != (self.source_generation, size) {
+                self.live
+                    .set_source(&self.device, &self.source_view, size.0, size.1);
+                self.live_bound = (self.source_generation, size);
+                self.update_preview();
+            }
+            self.live
+                .render(&self.queue, &mut encoder, t.as_secs_f32(), live_mode);
+            self.readback.copy(
+                &self.device,
+                &mut encoder,
+                self.live.target(),
+                self.seq,
+                now_us(),
+            )?
+        };
+        self.queue.submit([encoder.finish()]);
+        self.readback.submitted();
+        if copied {
+            self.seq += 1;
+        } else {
+            self.status.gpu_busy.fetch_add(1, Relaxed);
+        }
+        // This thread may wait for the GPU: the window does not.
+        if let Some(frame) = self.readback.wait_frame(&self.device, &self.pool)? {
+            self.publisher.publish(&frame);
+            self.status.published.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Tells the window which texture to show, when that changed.
+    fn update_preview(&mut self) {
+        let live = self.mode != StreamMode::Image;
+        let key = (live, self.source_generation, self.live_bound);
+        if self.preview_of == Some(key) {
+            return;
+        }
+        self.preview_of = Some(key);
+        self.preview_generation += 1;
+        let texture = if live {
+            self.live.target()
+        } else {
+            &self.source
+        };
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            label: Some("texstream sender preview"),
+            ..Default::default()
+        });
+        *lock(&self.status.preview) = Some(Preview {
+            view,
+            size: (texture.width(), texture.height()),
+            generation: self.preview_generation,
+        });
+        self.ctx.request_repaint();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Index of the animation frame shown at time `t` (looping).
+fn frame_at(frames: &[(RgbaImage, Duration)], total: Duration, t: Duration) -> usize {
+    let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos().max(1)) as u64);
+    for (i, (_, delay)) in frames.iter().enumerate() {
+        if at < *delay {
+            return i;
+        }
+        at -= *delay;
+    }
+    frames.len() - 1
+}
+
+fn write_texture(queue: &wgpu::Queue, texture: &wgpu::Texture, img: &RgbaImage) {
+    let (w, h) = img.dimensions();
+    queue.write_texture(
+        texture.as_image_copy(),
+        img.as_raw(),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(w * 4),
+            rows_per_image: Some(h),
+        },
+        texture.size(),
+    );
+}
+
+fn source_texture(device: &wgpu::Device, size: (u32, u32)) -> (wgpu::Texture, wgpu::TextureView) {
+    texture_2d(
+        device,
+        "texstream sender source",
+        size,
+        wgpu::TextureFormat::Rgba8Unorm,
+        wgpu::TextureUsages::TEXTURE_BINDING
+            | wgpu::TextureUsages::COPY_DST
+            | wgpu::TextureUsages::COPY_SRC,
+    )
+}
