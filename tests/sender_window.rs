@@ -358,3 +358,24 @@ fn four_stalled_viewers_never_stop_the_window() {
     assert!(skipped > 0, "stalled viewers should be skipping frames");
     drop(stalled);
 }
+
+#[test]
+fn an_image_too_large_to_stream_is_a_clear_message() {
+    if !gpu_present("too large") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let wide = tmp.path().join("wide.png");
+    image::RgbaImage::new(16385, 1).save(&wide).unwrap();
+    let (small, small_img) = write_png(tmp.path(), "small.png", 33, 17);
+    let mut harness = sender_harness(Some(small));
+    let viewer = viewer_node(harness.state());
+    frame_of_size(&mut harness, &viewer, (33, 17));
+    drop_file(&mut harness, &wide);
+    step_until(&mut harness, "the size message", |h| {
+        h.state()
+            .message()
+            .is_some_and(|(m, error)| error && m.contains("16385x1"))
+    });
+    assert_frame_is(&frame_of_size(&mut harness, &viewer, (33, 17)), &small_img);
+}
