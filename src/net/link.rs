@@ -4,7 +4,10 @@
 
 use std::io::{BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,8 @@ use crate::protocol::{
 /// Work for a link's writer thread, besides frames (which come through the frame slot).
 pub(crate) enum Outgoing {
     Msg(Message),
+    /// A frame is waiting in the [`FrameSlot`].
+    Wake,
     FileChunk {
         id: u64,
         offset: u64,
@@ -38,6 +43,39 @@ pub(crate) enum Outgoing {
 
 /// Capacity of a link's queue of outgoing messages and file chunks.
 pub(crate) const OUT_QUEUE: usize = 64;
+
+/// A link's one-frame slot: the newest frame waiting for the writer. Publishing replaces
+/// a frame still waiting (that one is skipped) and wakes the writer through its outgoing
+/// queue — at most one wake-up in flight, so wakes never crowd out control messages.
+/// The writer re-arms the wake-up (and looks at the slot once more) before it sleeps, so
+/// a frame is never left waiting for a writer that missed it.
+#[derive(Default)]
+pub(crate) struct FrameSlot {
+    frame: std::sync::Mutex<Option<Frame>>,
+    wake_pending: std::sync::atomic::AtomicBool,
+}
+
+impl FrameSlot {
+    /// Puts `frame` in the slot; returns whether it replaced one not yet taken.
+    pub fn offer(&self, frame: Frame, out: &flume::Sender<Outgoing>) -> bool {
+        let replaced = lock(&self.frame).replace(frame).is_some();
+        if !self.wake_pending.swap(true, SeqCst) {
+            // A full queue means the writer is busy: it takes the slot in its loop.
+            let _ = out.try_send(Outgoing::Wake);
+        }
+        replaced
+    }
+
+    fn take(&self) -> Option<Frame> {
+        lock(&self.frame).take()
+    }
+
+    /// Re-arms the wake-up; returns whether a frame is waiting after all.
+    fn arm(&self) -> bool {
+        self.wake_pending.store(false, SeqCst);
+        lock(&self.frame).is_some()
+    }
+}
 
 /// Exchanges preambles and hellos. The whole exchange must finish by `timeout`: a
 /// silent or byte-dribbling peer is dropped when it runs out.
@@ -146,14 +184,13 @@ fn run_link_inner(
     let clone = || stream.try_clone().map_err(setup);
     let (writer_stream, reader_stream, slot_stream) = (clone()?, clone()?, clone()?);
 
-    let (frame_tx, frame_rx) = flume::bounded::<Frame>(1);
+    let frame_slot = Arc::new(FrameSlot::default());
     let (out_tx, out_rx) = flume::bounded::<Outgoing>(OUT_QUEUE);
     let epoch = Instant::now();
     let last_rx_us = Arc::new(AtomicU64::new(0));
     let caps = hello.capabilities;
     *lock(&slot.link) = Some(LinkTx {
-        frame_tx,
-        frame_evict: frame_rx.clone(),
+        frame_slot: frame_slot.clone(),
         out_tx: out_tx.clone(),
         stream: slot_stream,
         wants_frames: caps.has(Capabilities::FRAMES_IN),
@@ -186,7 +223,14 @@ fn run_link_inner(
             .spawn(move || {
                 let _g = span.enter();
                 let mut w = w;
-                let result = w.run(frame_rx, out_rx, keepalive, chunk_bytes, epoch, &last_rx_us);
+                let result = w.run(
+                    &frame_slot,
+                    out_rx,
+                    keepalive,
+                    chunk_bytes,
+                    epoch,
+                    &last_rx_us,
+                );
                 let _ = w.stream.shutdown(Shutdown::Both);
                 let _ = done_tx.send(result);
             })
@@ -273,15 +317,10 @@ enum WriterEnd {
     Dropped,
 }
 
-enum Wake {
-    Out(Result<Outgoing, flume::RecvError>),
-    Frame(Result<Frame, flume::RecvError>),
-}
-
 impl Writer {
     fn run(
         &mut self,
-        frames: flume::Receiver<Frame>,
+        frames: &FrameSlot,
         out: flume::Receiver<Outgoing>,
         keepalive: super::KeepaliveConfig,
         chunk_bytes: usize,
@@ -291,7 +330,6 @@ impl Writer {
         let mut ka = Keepalive::new(keepalive, epoch);
         let mut current: Option<(Frame, usize)> = None;
         let mut next_out: Option<Outgoing> = None;
-        let mut next_frame: Option<Frame> = None;
         loop {
             let now = Instant::now();
             ka.on_receive(epoch + Duration::from_micros(last_rx_us.load(Relaxed)));
@@ -323,6 +361,8 @@ impl Writer {
                 busy = true;
                 match item {
                     Outgoing::Msg(m) => self.msg(&m)?,
+                    // The frame is taken from the slot below.
+                    Outgoing::Wake => busy = false,
                     Outgoing::FileChunk {
                         id,
                         offset,
@@ -348,7 +388,7 @@ impl Writer {
                 }
             }
             if current.is_none() {
-                if let Some(frame) = next_frame.take().or_else(|| frames.try_recv().ok()) {
+                if let Some(frame) = frames.take() {
                     self.msg(&Message::FrameStart(frame.meta().start_message()))?;
                     current = Some((frame, 0));
                 }
@@ -376,25 +416,18 @@ impl Writer {
             }
 
             self.flush()?;
+            if frames.arm() {
+                continue;
+            }
             let timeout = wait_until.saturating_duration_since(Instant::now());
-            let woke = flume::Selector::new()
-                .recv(&out, Wake::Out)
-                .recv(&frames, Wake::Frame)
-                .wait_timeout(timeout);
-            match woke {
-                Ok(Wake::Out(Ok(item))) => next_out = Some(item),
-                Ok(Wake::Frame(Ok(frame))) => next_frame = Some(frame),
+            match out.recv_timeout(timeout) {
+                Ok(item) => next_out = Some(item),
+                Err(flume::RecvTimeoutError::Timeout) => {}
                 // Every sender is gone: the node is being dropped.
-                Ok(Wake::Out(Err(_)) | Wake::Frame(Err(_))) => {
-                    // A goodbye may still be queued behind the disconnect: send it.
-                    if let Ok(item) = out.try_recv() {
-                        next_out = Some(item);
-                        continue;
-                    }
+                Err(flume::RecvTimeoutError::Disconnected) => {
                     self.flush()?;
                     return Ok(WriterEnd::Dropped);
                 }
-                Err(_) => {}
             }
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::backoff::Backoff;
 use super::files::OutgoingFile;
 use super::keepalive::KeepaliveConfig;
-use super::link::{handshake, lock, run_link, Outgoing};
+use super::link::{handshake, lock, run_link, FrameSlot, Outgoing};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
@@ -166,9 +166,7 @@ pub enum Event {
 
 /// What publishing and sending reach: the live link of one peer.
 pub(crate) struct LinkTx {
-    pub frame_tx: flume::Sender<Frame>,
-    /// A receiver on the same one-frame slot, to evict a frame not yet taken.
-    pub frame_evict: flume::Receiver<Frame>,
+    pub frame_slot: Arc<FrameSlot>,
     pub out_tx: flume::Sender<Outgoing>,
     pub stream: TcpStream,
     pub wants_frames: bool,
@@ -310,9 +308,9 @@ impl Shared {
             let Some(link) = link.as_ref().filter(|l| l.wants_frames) else {
                 continue;
             };
-            offer_newest(&link.frame_tx, &link.frame_evict, frame.clone(), || {
+            if link.frame_slot.offer(frame.clone(), &link.out_tx) {
                 slot.counters.frames_skipped.fetch_add(1, Relaxed);
-            });
+            }
         }
     }
 
