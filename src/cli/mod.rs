@@ -1,6 +1,8 @@
-//! The `texstream` command line: argument definitions (clap) and the subcommands that
-//! run without a window (`serve`, `record`), plus the no-argument demo.
+//! The `texstream` command line: argument definitions (clap) and the subcommands — the
+//! windows (`send`, `view`), the headless sender and viewer (`serve`, `record`), the
+//! demo (what runs with no subcommand) and the benchmark (`bench`).
 
+mod bench;
 mod demo;
 mod record;
 mod serve;
@@ -23,7 +25,7 @@ pub use signals::{ControlSignal, Signals};
     name = "texstream",
     version,
     about = "Stream raw RGBA frames over TCP to any number of viewers, with text and files on the same connection.",
-    long_about = "Stream raw RGBA frames over TCP to any number of viewers, with text and files on the same connection.\n\nWith no subcommand, runs the demo: a sender streaming the bundled image to a viewer over loopback.\n\nLogging: set RUST_LOG (e.g. RUST_LOG=texstream=debug)."
+    long_about = "Stream raw RGBA frames over TCP to any number of viewers, with text and files on the same connection.\n\nWith no subcommand, runs the demo: a sender window streaming the bundled image to a viewer window over loopback (in the terminal where no display is available).\n\nLogging: set RUST_LOG (e.g. RUST_LOG=texstream=debug)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,6 +45,9 @@ pub enum Command {
     /// The demo (what runs with no subcommand): sender and viewer windows over loopback
     /// (`--headless`: both in this process, figures printed once a second).
     Demo(demo::DemoArgs),
+    /// Benchmark: the real sender and viewers over loopback TCP with synthetic frames;
+    /// throughput, frame rate, latency, CPU time and peak memory of each side.
+    Bench(bench::BenchArgs),
 }
 
 /// Where to listen and whom to dial; every face takes both.
@@ -137,6 +142,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::View(args)) => windows::run_view(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Record(args)) => record::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

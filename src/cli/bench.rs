@@ -1,0 +1,1155 @@
+//! `texstream bench`: the real sender and viewer endpoints over real loopback TCP with
+//! synthetic frames, each side in a process of its own so that its CPU time and peak
+//! memory can be reported; prints a table or, with `--json`, one JSON object.
+//!
+//! The parent process starts the sender (`bench sender-worker`, hidden), reads the
+//! address it listens on, starts one process per viewer (`bench viewer-worker`,
+//! hidden) and, with `--slow-viewer`, reads slowly from one more connection on a thread
+//! of its own. Each worker prints one JSON line when it is done; the parent combines
+//! them. Viewers acknowledge every frame with a short text message; with `--fps max`
+//! the sender copies frame `n` ahead and publishes it once every viewer has frame
+//! `n - in_flight` (default 1), so the newest-wins slots do not evict frames merely
+//! because the producer outran the wire (frames skipped anyway are counted and
+//! reported). Latency then includes the time a prepared frame waits for the wire.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use crate::frame::{Frame, FrameGeometry, FramePool};
+use crate::net::{now_us, Event, Node, NodeConfig, PeerId};
+use crate::protocol::{
+    encode, encode_preamble, Capabilities, Hello, Limits, Message, Ping, Role, DEFAULT_CHUNK_BYTES,
+};
+
+/// Name prefix of the honest viewers; the sender waits for their acknowledgements.
+const VIEWER_NAME: &str = "bench viewer";
+/// Name of the viewer that reads slowly; nobody waits for it.
+const SLOW_VIEWER_NAME: &str = "bench slow viewer";
+/// The sender gives up when the viewers make no progress for this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Linux reports process CPU times in clock ticks of 1/100 s (USER_HZ).
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    worker: Option<Worker>,
+    #[command(flatten)]
+    params: BenchParams,
+    /// Add one more viewer that reads slowly (about 26 Mb/s), to show that it changes
+    /// nobody else's figures.
+    #[arg(long)]
+    slow_viewer: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The internal endpoints the parent process starts.
+#[derive(Subcommand, Debug)]
+enum Worker {
+    /// Internal: the sending endpoint of a benchmark.
+    #[command(name = "sender-worker", hide = true)]
+    Sender(SenderWorkerArgs),
+    /// Internal: one viewing endpoint of a benchmark.
+    #[command(name = "viewer-worker", hide = true)]
+    Viewer(ViewerWorkerArgs),
+}
+
+/// What the parent passes on to the sender.
+#[derive(Args, Debug, Clone)]
+struct BenchParams {
+    /// Frame width in pixels (RGBA, 4 bytes per pixel).
+    #[arg(long, default_value_t = 1920, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    width: u32,
+    /// Frame height in pixels.
+    #[arg(long, default_value_t = 1080, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    height: u32,
+    /// Publish this many frames, then stop (default: run for --seconds).
+    #[arg(long, value_name = "N", conflicts_with = "seconds", value_parser = clap::value_parser!(u64).range(1..))]
+    frames: Option<u64>,
+    /// Publish for this many seconds (default 5 when --frames is not given).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    seconds: Option<f64>,
+    /// Viewers, each in its own process.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    viewers: u32,
+    /// Frames per second to publish (1 to 1000), or `max`: as fast as the viewers take
+    /// them, with at most --in-flight frames on the way to each.
+    #[arg(long, value_name = "F|max", default_value = "max", value_parser = parse_pace)]
+    fps: Pace,
+    /// With --fps max: frames on their way to each viewer at most (published but not
+    /// yet acknowledged); the next frame is copied meanwhile. More than 1 lets more frames
+    /// be on their way, but the sender's one-frame slot per viewer then replaces frames the
+    /// writer has not started yet (counted as skipped).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    in_flight: u64,
+    /// Payload bytes per frame chunk on the wire.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_BYTES as u64, value_parser = parse_chunk)]
+    chunk: u64,
+}
+
+#[derive(Args, Debug)]
+struct SenderWorkerArgs {
+    #[command(flatten)]
+    params: BenchParams,
+    /// Wait for a slow viewer besides the --viewers honest ones.
+    #[arg(long)]
+    slow_viewer: bool,
+}
+
+#[derive(Args, Debug)]
+struct ViewerWorkerArgs {
+    /// The sender's address.
+    #[arg(long, value_name = "ADDR")]
+    connect: String,
+    /// Our name in the hello (the sender tells its viewers apart by it).
+    #[arg(long)]
+    name: String,
+}
+
+/// How fast the sender publishes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pace {
+    Max,
+    Fps(f64),
+}
+
+impl Pace {
+    fn fps(self) -> Option<f64> {
+        match self {
+            Pace::Max => None,
+            Pace::Fps(f) => Some(f),
+        }
+    }
+}
+
+impl std::fmt::Display for Pace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pace::Max => f.write_str("max"),
+            Pace::Fps(fps) => write!(f, "{fps}"),
+        }
+    }
+}
+
+fn parse_pace(s: &str) -> Result<Pace, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Pace::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && (1.0..=1000.0).contains(&f) => Ok(Pace::Fps(f)),
+        _ => Err(format!(
+            "expected frames per second between 1 and 1000, or `max`; got {s:?}"
+        )),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "expected a positive number of seconds (at most 86400), got {s:?}"
+        )),
+    }
+}
+
+fn parse_chunk(s: &str) -> Result<u64, String> {
+    let max = u64::from(Limits::default().max_chunk_bytes);
+    match s.parse::<u64>() {
+        Ok(v) if (1..=max).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a chunk size between 1 and {max} bytes, got {s:?}"
+        )),
+    }
+}
+
+impl BenchParams {
+    fn geometry(&self) -> FrameGeometry {
+        FrameGeometry::rgba8(self.width, self.height)
+    }
+
+    /// The command-line arguments that reproduce these parameters in a worker.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--width".to_owned(),
+            self.width.to_string(),
+            "--height".to_owned(),
+            self.height.to_string(),
+            "--viewers".to_owned(),
+            self.viewers.to_string(),
+            "--fps".to_owned(),
+            self.fps.to_string(),
+            "--in-flight".to_owned(),
+            self.in_flight.to_string(),
+            "--chunk".to_owned(),
+            self.chunk.to_string(),
+        ];
+        if let Some(frames) = self.frames {
+            args.extend(["--frames".to_owned(), frames.to_string()]);
+        }
+        if let Some(seconds) = self.seconds {
+            args.extend(["--seconds".to_owned(), seconds.to_string()]);
+        }
+        args
+    }
+
+    /// When the run should end: a number of frames, or a time.
+    fn stop(&self) -> Stop {
+        match (self.frames, self.seconds) {
+            (Some(n), _) => Stop::Frames(n),
+            (None, Some(s)) => Stop::After(Duration::from_secs_f64(s)),
+            (None, None) => Stop::After(Duration::from_secs(5)),
+        }
+    }
+
+    /// A generous bound on the whole run, after which the parent kills its workers.
+    fn watchdog(&self) -> Duration {
+        let publishing = match (self.stop(), self.fps) {
+            (Stop::After(d), _) => d.as_secs_f64(),
+            (Stop::Frames(n), Pace::Fps(f)) => n as f64 / f,
+            // At 100 MB/s, far below what any machine does on loopback.
+            (Stop::Frames(n), Pace::Max) => {
+                n as f64 * self.geometry().total_len() as f64 * f64::from(self.viewers) / 1e8
+            }
+        };
+        Duration::from_secs_f64(90.0 + publishing.min(1e6))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Frames(u64),
+    After(Duration),
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.worker {
+        Some(Worker::Sender(worker)) => run_sender(&worker),
+        Some(Worker::Viewer(worker)) => run_viewer(&worker),
+        None => run_parent(&args.params, args.slow_viewer, args.json),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// What the workers report (one JSON line each on standard output).
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+struct SenderReport {
+    frames_published: u64,
+    /// First publish → last acknowledgement from every honest viewer.
+    elapsed_secs: f64,
+    /// Time spent in `Frame::copied` (copy from the source buffer and XXH3).
+    copy_secs: f64,
+    cpu_secs: f64,
+    peak_rss_mib: f64,
+    /// Whether every honest viewer acknowledged the last frame before the sender gave up.
+    all_acknowledged: bool,
+    peers: Vec<SenderPeer>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+struct SenderPeer {
+    name: String,
+    frames_sent: u64,
+    frames_skipped: u64,
+    bytes_sent: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+struct ViewerReport {
+    name: String,
+    frames_received: u64,
+    /// Frames the node replaced before this process took them.
+    frames_dropped: u64,
+    checksum_failures: u64,
+    protocol_errors: u64,
+    bytes_payload: u64,
+    /// Wall clock (µs since the epoch): the first frame's capture, the last frame's arrival.
+    first_capture_us: u64,
+    last_receive_us: u64,
+    /// Capture → verified frame handed to us, one per frame, in microseconds.
+    latencies_us: Vec<u64>,
+    cpu_secs: f64,
+    peak_rss_mib: f64,
+}
+
+// ---------------------------------------------------------------------------------
+// /proc readings (the crate denies unsafe code: no libc).
+
+/// User + system CPU seconds of this process so far.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    match (field(11), field(12)) {
+        (Some(utime), Some(stime)) => (utime + stime) as f64 / CLOCK_TICKS_PER_SEC,
+        _ => 0.0,
+    }
+}
+
+/// Peak resident set size of this process so far (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let kib = line.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?;
+                kib.trim().parse::<u64>().ok()
+            })
+        })
+        .map_or(0.0, |kib| kib as f64 / 1024.0)
+}
+
+fn print_json_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let line = serde_json::to_string(value)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// The sender worker.
+
+/// A synthetic picture: a cheap pattern that is not all one value.
+fn synthetic_pixels(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|i| {
+            if i % 4096 == 0 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+            }
+            (state >> ((i % 8) * 8)) as u8 ^ (i >> 12) as u8
+        })
+        .collect()
+}
+
+/// What the sender knows of one honest viewer.
+struct Acks {
+    name: String,
+    /// The newest frame it has acknowledged.
+    newest: Option<u64>,
+}
+
+fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
+    let params = &args.params;
+    let geometry = params.geometry();
+    let source = synthetic_pixels(geometry.total_len());
+    let mut config = NodeConfig::new(Role::Sender);
+    config.name = "bench sender".to_owned();
+    config.listen = Some("127.0.0.1:0".to_owned());
+    config.chunk_bytes = params.chunk as usize;
+    config.forward_text = false;
+    config.event_queue = 4096;
+    let node = Node::start(config)?;
+    let addr = node
+        .local_addr()
+        .context("the benchmark sender has no listen address")?;
+    print_json_line(&serde_json::json!({ "listening": addr.to_string() }))?;
+
+    // Wait for every viewer.
+    let expected = params.viewers as usize + usize::from(args.slow_viewer);
+    let mut viewers: HashMap<PeerId, Acks> = HashMap::new();
+    let mut slow: Option<PeerId> = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while viewers.len() + usize::from(slow.is_some()) < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node.events().recv_timeout(left) {
+            Ok(Event::PeerConnected { peer, name, .. }) if name == SLOW_VIEWER_NAME => {
+                slow = Some(peer);
+            }
+            Ok(Event::PeerConnected { peer, name, .. }) => {
+                viewers.insert(peer, Acks { name, newest: None });
+            }
+            Ok(_) => {}
+            Err(_) => bail!(
+                "only {} of {expected} viewers connected within 30 s",
+                viewers.len() + usize::from(slow.is_some())
+            ),
+        }
+    }
+
+    let pool = FramePool::new(expected + 2 * params.in_flight as usize + 4);
+    let stop = params.stop();
+    let cpu_start = cpu_secs();
+    let start = Instant::now();
+    let interval = params.fps.fps().map(|f| Duration::from_secs_f64(1.0 / f));
+    let mut next_due = start;
+    let mut copy_time = Duration::ZERO;
+    let mut seq = 0u64;
+    let mut last_progress = Instant::now();
+    let mut all_acknowledged = true;
+    // With --fps max: the next frame, copied ahead.
+    let mut prepared: Option<Frame> = None;
+    loop {
+        let now = Instant::now();
+        let done = match stop {
+            Stop::Frames(n) => seq >= n,
+            Stop::After(d) => seq > 0 && now.duration_since(start) >= d,
+        };
+        let wait = if done {
+            let last = seq - 1;
+            if viewers
+                .values()
+                .all(|v| v.newest.is_some_and(|n| n >= last))
+            {
+                break;
+            }
+            None
+        } else {
+            let mut copy = |seq: u64| {
+                let copy_start = Instant::now();
+                let frame = Frame::copied(geometry, seq, now_us(), &source, &pool);
+                copy_time += copy_start.elapsed();
+                frame
+            };
+            let due = match interval {
+                Some(_) => next_due <= now,
+                None => {
+                    // Copy the next frame while the previous ones are on the wire.
+                    if prepared.is_none() {
+                        prepared = Some(copy(seq));
+                    }
+                    viewers
+                        .values()
+                        .all(|v| v.newest.map_or(0, |n| n + 1) + params.in_flight > seq)
+                }
+            };
+            if due {
+                let frame = prepared.take().unwrap_or_else(|| copy(seq));
+                node.publish(&frame);
+                drop(frame);
+                seq += 1;
+                if let Some(interval) = interval {
+                    next_due = (next_due + interval).max(now);
+                }
+                continue;
+            }
+            interval.map(|_| next_due.saturating_duration_since(now))
+        };
+        // Paced publishing goes on whatever the viewers do; waiting on them is bounded.
+        let stall_left = if done || interval.is_none() {
+            (last_progress + STALL_TIMEOUT).saturating_duration_since(now)
+        } else {
+            STALL_TIMEOUT
+        };
+        if stall_left.is_zero() {
+            if done {
+                tracing::warn!("not every viewer acknowledged the last frame; reporting anyway");
+                all_acknowledged = false;
+                break;
+            }
+            let newest: Vec<String> = viewers
+                .values()
+                .map(|v| format!("{}: {:?}", v.name, v.newest))
+                .collect();
+            bail!(
+                "the viewers made no progress for {} s (newest frame each has: {})",
+                STALL_TIMEOUT.as_secs(),
+                newest.join(", ")
+            );
+        }
+        let timeout = wait.map_or(stall_left, |w| w.min(stall_left));
+        let event = match node.events().recv_timeout(timeout) {
+            Ok(event) => event,
+            Err(flume::RecvTimeoutError::Timeout) => continue,
+            Err(flume::RecvTimeoutError::Disconnected) => bail!("the sender node stopped"),
+        };
+        for event in std::iter::once(event).chain(node.events().try_iter()) {
+            match event {
+                Event::Text { peer, text } => {
+                    let acked = text.body.strip_prefix("ack ").and_then(|n| n.parse().ok());
+                    if let (Some(v), Some(n)) = (viewers.get_mut(&peer), acked) {
+                        if v.newest.is_none_or(|old| n > old) {
+                            v.newest = Some(n);
+                            last_progress = Instant::now();
+                        }
+                    }
+                }
+                Event::PeerDisconnected { peer, reason, .. } if viewers.contains_key(&peer) => {
+                    bail!("a viewer left during the benchmark: {reason}");
+                }
+                _ => {}
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_secs() - cpu_start;
+    node.send_text(&format!("end {seq}"));
+    let peers = node
+        .peers()
+        .into_iter()
+        .map(|p| SenderPeer {
+            name: p.name.unwrap_or_default(),
+            frames_sent: p.frames_sent,
+            frames_skipped: p.frames_skipped,
+            bytes_sent: p.bytes_sent,
+        })
+        .collect();
+    print_json_line(&SenderReport {
+        frames_published: seq,
+        elapsed_secs: elapsed.as_secs_f64(),
+        copy_secs: copy_time.as_secs_f64(),
+        cpu_secs: cpu,
+        peak_rss_mib: peak_rss_mib(),
+        all_acknowledged,
+        peers,
+    })?;
+    // Let the viewers take the "end" before the goodbye closes their links.
+    std::thread::sleep(Duration::from_millis(100));
+    node.shutdown();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// The viewer worker.
+
+enum Wake {
+    Frame(Result<Frame, flume::RecvError>),
+    Event(Result<Event, flume::RecvError>),
+}
+
+fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
+    let mut config = NodeConfig::new(Role::Viewer);
+    config.name = args.name.clone();
+    config.connect = vec![args.connect.clone()];
+    let node = Node::start(config)?;
+    let mut report = ViewerReport {
+        name: args.name.clone(),
+        frames_received: 0,
+        frames_dropped: 0,
+        checksum_failures: 0,
+        protocol_errors: 0,
+        bytes_payload: 0,
+        first_capture_us: 0,
+        last_receive_us: 0,
+        latencies_us: Vec::with_capacity(1 << 14),
+        cpu_secs: 0.0,
+        peak_rss_mib: 0.0,
+    };
+    let mut cpu_start = None;
+    let mut newest: Option<u64> = None;
+    // Set by the sender's "end N": the last frame is N - 1.
+    let mut end: Option<(u64, Instant)> = None;
+    let idle = Duration::from_secs(30);
+    let mut last_activity = Instant::now();
+    loop {
+        if let Some((published, at)) = end {
+            let complete = published == 0 || newest.is_some_and(|n| n + 1 >= published);
+            if complete || at.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+        }
+        if last_activity.elapsed() > idle {
+            bail!(
+                "no frame or message from the sender for {} s",
+                idle.as_secs()
+            );
+        }
+        let woke = flume::Selector::new()
+            .recv(node.frames(), Wake::Frame)
+            .recv(node.events(), Wake::Event)
+            .wait_timeout(Duration::from_millis(200));
+        match woke {
+            Ok(Wake::Frame(Ok(frame))) => {
+                let now = now_us();
+                last_activity = Instant::now();
+                let meta = *frame.meta();
+                if cpu_start.is_none() {
+                    cpu_start = Some(cpu_secs());
+                    report.first_capture_us = meta.capture_us;
+                }
+                report.last_receive_us = now;
+                report.frames_received += 1;
+                report.bytes_payload += frame.pixels().len() as u64;
+                report
+                    .latencies_us
+                    .push(now.saturating_sub(meta.capture_us));
+                newest = Some(meta.seq);
+                drop(frame);
+                node.send_text(&format!("ack {}", meta.seq));
+            }
+            Ok(Wake::Event(Ok(event))) => {
+                last_activity = Instant::now();
+                match event {
+                    Event::Text { text, .. } => {
+                        if let Some(n) = text.body.strip_prefix("end ").and_then(|n| n.parse().ok())
+                        {
+                            end = Some((n, Instant::now()));
+                        }
+                    }
+                    Event::PeerDisconnected { reason, .. } => {
+                        if end.is_none() {
+                            bail!("the sender went away before the end: {reason}");
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Wake::Frame(Err(_)) | Wake::Event(Err(_))) => bail!("the viewer node stopped"),
+            Err(_) => {}
+        }
+    }
+    report.cpu_secs = cpu_start.map_or(0.0, |c| cpu_secs() - c);
+    report.peak_rss_mib = peak_rss_mib();
+    let stats = node.stats();
+    report.frames_dropped = stats.frames_dropped;
+    report.checksum_failures = stats.checksum_failures;
+    report.protocol_errors = stats.protocol_errors;
+    print_json_line(&report)?;
+    node.shutdown();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// The slow viewer: a bare connection that reads a little at a time.
+
+/// Bytes the slow viewer reads per step, and the pause after each step.
+const SLOW_READ_BYTES: usize = 64 << 10;
+const SLOW_READ_PAUSE: Duration = Duration::from_millis(20);
+
+fn slow_viewer(addr: SocketAddr, stop: &AtomicBool) -> anyhow::Result<u64> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("the slow viewer cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut hello = encode_preamble().to_vec();
+    encode(
+        &Message::Hello(Hello {
+            role: Role::Viewer,
+            capabilities: Capabilities(Capabilities::FRAMES_IN | Capabilities::TEXT),
+            name: SLOW_VIEWER_NAME.to_owned(),
+            auth: Vec::new(),
+        }),
+        &mut hello,
+    );
+    stream.write_all(&hello)?;
+    let mut buf = vec![0u8; SLOW_READ_BYTES];
+    let mut bytes = 0u64;
+    let mut last_ping = Instant::now();
+    let mut nonce = 0u64;
+    while !stop.load(Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes += n as u64,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
+        }
+        // Something now and then, so that the sender's keepalive keeps us.
+        if last_ping.elapsed() > Duration::from_secs(2) {
+            last_ping = Instant::now();
+            nonce += 1;
+            let mut ping = Vec::new();
+            encode(
+                &Message::Ping(Ping {
+                    nonce,
+                    sent_us: now_us(),
+                }),
+                &mut ping,
+            );
+            if stream.write_all(&ping).is_err() {
+                break;
+            }
+        }
+        std::thread::sleep(SLOW_READ_PAUSE);
+    }
+    Ok(bytes)
+}
+
+// ---------------------------------------------------------------------------------
+// The parent: starts the workers, combines their reports.
+
+/// Child processes, killed if still running when this is dropped.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn worker_command(exe: &std::path::Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "texstream=warn,warn");
+    }
+    cmd
+}
+
+/// Reads a child's standard output to the end on a thread.
+fn collect_stdout(child: &mut Child) -> anyhow::Result<flume::Receiver<String>> {
+    let stdout = child
+        .stdout
+        .take()
+        .context("a worker has no standard output")?;
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("texstream bench output".into())
+        .spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stdout).read_to_string(&mut text);
+            let _ = tx.send(text);
+        })?;
+    Ok(rx)
+}
+
+/// The last line of a worker's output that parses as `T`.
+fn last_json<T: serde::de::DeserializeOwned>(output: &str) -> Option<T> {
+    output
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(serde::Serialize, Debug, Clone, Copy, Default)]
+struct LatencyMs {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl LatencyMs {
+    fn of(samples_us: &mut [u64]) -> LatencyMs {
+        samples_us.sort_unstable();
+        let at = |p: f64| -> f64 {
+            if samples_us.is_empty() {
+                return 0.0;
+            }
+            let rank = (p / 100.0 * samples_us.len() as f64).ceil() as usize;
+            samples_us[rank.clamp(1, samples_us.len()) - 1] as f64 / 1e3
+        };
+        LatencyMs {
+            p50: at(50.0),
+            p90: at(90.0),
+            p99: at(99.0),
+            max: at(100.0),
+        }
+    }
+}
+
+#[derive(serde::Serialize, Debug)]
+struct ViewerFigures {
+    name: String,
+    frames_received: u64,
+    frames_skipped: u64,
+    frames_dropped: u64,
+    checksum_failures: u64,
+    gbps: f64,
+    fps: f64,
+    latency_ms: LatencyMs,
+    cpu_secs: f64,
+    peak_rss_mib: f64,
+}
+
+#[derive(serde::Serialize, Debug)]
+struct SideFigures {
+    /// Sum over the processes of this side.
+    cpu_secs: f64,
+    /// The largest over the processes of this side.
+    peak_rss_mib: f64,
+}
+
+#[derive(serde::Serialize, Debug)]
+struct SlowFigures {
+    frames_sent: u64,
+    frames_skipped: u64,
+    bytes_read: u64,
+}
+
+/// The benchmark's result, printed by `--json` as one object.
+#[derive(serde::Serialize, Debug)]
+struct BenchReport {
+    width: u32,
+    height: u32,
+    frame_bytes: u64,
+    viewers: u32,
+    /// Frames per second asked for; `null` for `--fps max`.
+    fps_limit: Option<f64>,
+    in_flight: u64,
+    chunk_bytes: u64,
+    frames_limit: Option<u64>,
+    seconds_limit: Option<f64>,
+    slow_viewer: bool,
+    /// Frames the sender published.
+    frames_sent: u64,
+    /// Whole, verified frames delivered, summed over the honest viewers.
+    frames_received: u64,
+    /// Frames the sender skipped for an honest viewer (newest wins), summed.
+    frames_skipped: u64,
+    /// Frames a viewer's node replaced before the viewer took them, summed.
+    frames_dropped: u64,
+    checksum_failures: u64,
+    protocol_errors: u64,
+    /// First publish → last frame acknowledged by every honest viewer.
+    elapsed_secs: f64,
+    /// Frames the sender published per second.
+    sender_fps: f64,
+    /// Payload (pixel bytes) per second delivered to each viewer, the mean over viewers.
+    gbps_per_viewer: f64,
+    /// Payload per second delivered, summed over the viewers.
+    gbps_total: f64,
+    fps_per_viewer: f64,
+    /// Capture (frame handed to the sender) → whole verified frame at the viewer, over
+    /// every frame of every honest viewer.
+    latency_ms: LatencyMs,
+    /// The same over the first and over the last tenth of each viewer's frames: does
+    /// latency grow during a long run?
+    latency_ms_first_tenth: LatencyMs,
+    latency_ms_last_tenth: LatencyMs,
+    sender: SideFigures,
+    /// Time in the sender's `Frame::copied` (source → frame buffer, hashed).
+    sender_copy_secs: f64,
+    viewer: SideFigures,
+    per_viewer: Vec<ViewerFigures>,
+    slow: Option<SlowFigures>,
+}
+
+fn run_parent(params: &BenchParams, slow: bool, json: bool) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the texstream executable")?;
+    let watchdog = Instant::now() + params.watchdog();
+    let mut children = Children(Vec::new());
+
+    let mut sender_args = vec!["sender-worker".to_owned()];
+    sender_args.extend(params.to_args());
+    if slow {
+        sender_args.push("--slow-viewer".to_owned());
+    }
+    let mut sender = worker_command(&exe, &sender_args)
+        .spawn()
+        .context("cannot start the benchmark sender")?;
+    let mut sender_out = BufReader::new(
+        sender
+            .stdout
+            .take()
+            .context("the benchmark sender has no standard output")?,
+    );
+    children.0.push(sender);
+    let mut first = String::new();
+    sender_out
+        .read_line(&mut first)
+        .context("cannot read the benchmark sender's address")?;
+    let addr: SocketAddr = serde_json::from_str::<serde_json::Value>(&first)
+        .ok()
+        .and_then(|v| v.get("listening")?.as_str()?.parse().ok())
+        .context("the benchmark sender did not start (see its error above)")?;
+    let (sender_tx, sender_rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("texstream bench output".into())
+        .spawn(move || {
+            let mut text = String::new();
+            let _ = sender_out.read_to_string(&mut text);
+            let _ = sender_tx.send(text);
+        })?;
+
+    let mut viewer_outputs = Vec::new();
+    for i in 1..=params.viewers {
+        let args = [
+            "viewer-worker".to_owned(),
+            "--connect".to_owned(),
+            addr.to_string(),
+            "--name".to_owned(),
+            format!("{VIEWER_NAME} {i}"),
+        ];
+        let mut viewer = worker_command(&exe, &args)
+            .spawn()
+            .context("cannot start a benchmark viewer")?;
+        viewer_outputs.push(collect_stdout(&mut viewer)?);
+        children.0.push(viewer);
+    }
+    let stop_slow = Arc::new(AtomicBool::new(false));
+    let slow_thread = if slow {
+        let stop = stop_slow.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("texstream bench slow viewer".into())
+                .spawn(move || slow_viewer(addr, &stop))?,
+        )
+    } else {
+        None
+    };
+
+    // Wait for every worker, within the watchdog.
+    let mut statuses = vec![None; children.0.len()];
+    while statuses.iter().any(Option::is_none) {
+        for (child, status) in children.0.iter_mut().zip(statuses.iter_mut()) {
+            if status.is_none() {
+                *status = child.try_wait()?;
+            }
+        }
+        if let Some(Some(s)) = statuses.first() {
+            // The sender is done: the slow viewer may stop.
+            stop_slow.store(true, Relaxed);
+            if !s.success() {
+                bail!("the benchmark sender failed ({s}); see its error above");
+            }
+        }
+        if Instant::now() > watchdog {
+            bail!(
+                "the benchmark did not finish within {:.0} s; stopped it",
+                params.watchdog().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop_slow.store(true, Relaxed);
+    for (i, status) in statuses.iter().enumerate().skip(1) {
+        if let Some(s) = status.filter(|s| !s.success()) {
+            bail!("benchmark viewer {i} failed ({s}); see its error above");
+        }
+    }
+    let sender_report: SenderReport =
+        last_json(&sender_rx.recv()?).context("the benchmark sender printed no report")?;
+    let mut viewer_reports = Vec::new();
+    for (i, rx) in viewer_outputs.iter().enumerate() {
+        let report: ViewerReport = last_json(&rx.recv()?)
+            .with_context(|| format!("benchmark viewer {} printed no report", i + 1))?;
+        viewer_reports.push(report);
+    }
+    let slow_bytes = match slow_thread {
+        Some(t) => Some(
+            t.join()
+                .map_err(|_| anyhow::anyhow!("the slow viewer thread panicked"))??,
+        ),
+        None => None,
+    };
+
+    let report = combine(params, slow, &sender_report, viewer_reports, slow_bytes);
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    if report.checksum_failures > 0 || report.protocol_errors > 0 {
+        bail!(
+            "{} checksum failures and {} protocol errors during the benchmark",
+            report.checksum_failures,
+            report.protocol_errors
+        );
+    }
+    if !sender_report.all_acknowledged {
+        bail!("not every viewer received the last frame");
+    }
+    Ok(())
+}
+
+fn combine(
+    params: &BenchParams,
+    slow: bool,
+    sender: &SenderReport,
+    viewers: Vec<ViewerReport>,
+    slow_bytes: Option<u64>,
+) -> BenchReport {
+    let frame_bytes = params.geometry().total_len() as u64;
+    let peer = |name: &str| sender.peers.iter().find(|p| p.name == name);
+    let mut all_latencies = Vec::new();
+    let (mut first_tenth, mut last_tenth) = (Vec::new(), Vec::new());
+    let mut per_viewer = Vec::new();
+    for mut v in viewers {
+        let secs = (v.last_receive_us.saturating_sub(v.first_capture_us) as f64 / 1e6).max(1e-9);
+        all_latencies.extend_from_slice(&v.latencies_us);
+        let tenth = v.latencies_us.len() / 10;
+        first_tenth.extend_from_slice(&v.latencies_us[..tenth]);
+        last_tenth.extend_from_slice(&v.latencies_us[v.latencies_us.len() - tenth..]);
+        per_viewer.push(ViewerFigures {
+            frames_received: v.frames_received,
+            frames_skipped: peer(&v.name).map_or(0, |p| p.frames_skipped),
+            frames_dropped: v.frames_dropped,
+            checksum_failures: v.checksum_failures,
+            gbps: v.bytes_payload as f64 * 8.0 / secs / 1e9,
+            fps: v.frames_received as f64 / secs,
+            latency_ms: LatencyMs::of(&mut v.latencies_us),
+            cpu_secs: v.cpu_secs,
+            peak_rss_mib: v.peak_rss_mib,
+            name: v.name,
+        });
+    }
+    let n = per_viewer.len().max(1) as f64;
+    let sum = |f: fn(&ViewerFigures) -> f64| per_viewer.iter().map(f).sum::<f64>();
+    let count = |f: fn(&ViewerFigures) -> u64| per_viewer.iter().map(f).sum::<u64>();
+    BenchReport {
+        width: params.width,
+        height: params.height,
+        frame_bytes,
+        viewers: params.viewers,
+        fps_limit: params.fps.fps(),
+        in_flight: params.in_flight,
+        chunk_bytes: params.chunk,
+        frames_limit: params.frames,
+        seconds_limit: match params.stop() {
+            Stop::After(d) => Some(d.as_secs_f64()),
+            Stop::Frames(_) => None,
+        },
+        slow_viewer: slow,
+        frames_sent: sender.frames_published,
+        frames_received: count(|v| v.frames_received),
+        frames_skipped: count(|v| v.frames_skipped),
+        frames_dropped: count(|v| v.frames_dropped),
+        checksum_failures: count(|v| v.checksum_failures),
+        protocol_errors: 0,
+        elapsed_secs: sender.elapsed_secs,
+        sender_fps: sender.frames_published as f64 / sender.elapsed_secs.max(1e-9),
+        gbps_per_viewer: sum(|v| v.gbps) / n,
+        gbps_total: sum(|v| v.gbps),
+        fps_per_viewer: sum(|v| v.fps) / n,
+        latency_ms: LatencyMs::of(&mut all_latencies),
+        latency_ms_first_tenth: LatencyMs::of(&mut first_tenth),
+        latency_ms_last_tenth: LatencyMs::of(&mut last_tenth),
+        sender: SideFigures {
+            cpu_secs: sender.cpu_secs,
+            peak_rss_mib: sender.peak_rss_mib,
+        },
+        sender_copy_secs: sender.copy_secs,
+        viewer: SideFigures {
+            cpu_secs: sum(|v| v.cpu_secs),
+            peak_rss_mib: per_viewer
+                .iter()
+                .map(|v| v.peak_rss_mib)
+                .fold(0.0, f64::max),
+        },
+        per_viewer,
+        slow: slow_bytes.map(|bytes_read| {
+            let p = peer(SLOW_VIEWER_NAME);
+            SlowFigures {
+                frames_sent: p.map_or(0, |p| p.frames_sent),
+                frames_skipped: p.map_or(0, |p| p.frames_skipped),
+                bytes_read,
+            }
+        }),
+    }
+}
+
+fn print_table(r: &BenchReport) {
+    let pace = r.fps_limit.map_or_else(
+        || format!("max, {} in flight", r.in_flight),
+        |f| format!("{f} fps"),
+    );
+    println!(
+        "texstream bench: {}x{} RGBA ({:.2} MiB a frame), {} viewer(s){}, pace {pace}, chunk {} B, {:.2} s",
+        r.width,
+        r.height,
+        r.frame_bytes as f64 / (1 << 20) as f64,
+        r.viewers,
+        if r.slow_viewer { " + 1 slow" } else { "" },
+        r.chunk_bytes,
+        r.elapsed_secs,
+    );
+    println!(
+        "{:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "", "frames", "skipped", "dropped", "Gb/s", "fps", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    let row = |name: &str,
+               frames: u64,
+               skipped: u64,
+               dropped: u64,
+               gbps: f64,
+               fps: f64,
+               l: &LatencyMs| {
+        println!(
+            "{name:<16} {frames:>8} {skipped:>8} {dropped:>8} {gbps:>8.2} {fps:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            l.p50, l.p90, l.p99, l.max
+        );
+    };
+    for v in &r.per_viewer {
+        row(
+            &v.name,
+            v.frames_received,
+            v.frames_skipped,
+            v.frames_dropped,
+            v.gbps,
+            v.fps,
+            &v.latency_ms,
+        );
+    }
+    if r.per_viewer.len() > 1 {
+        row(
+            "all viewers",
+            r.frames_received,
+            r.frames_skipped,
+            r.frames_dropped,
+            r.gbps_total,
+            r.fps_per_viewer,
+            &r.latency_ms,
+        );
+    }
+    println!(
+        "sender: {} frames published ({:.1} fps), {:.2} s copying+hashing; CPU {:.2} s, peak RSS {:.1} MiB",
+        r.frames_sent, r.sender_fps, r.sender_copy_secs, r.sender.cpu_secs, r.sender.peak_rss_mib
+    );
+    println!(
+        "viewers: CPU {:.2} s in all, peak RSS {:.1} MiB (largest); checksum failures {}",
+        r.viewer.cpu_secs, r.viewer.peak_rss_mib, r.checksum_failures
+    );
+    let (first, last) = (&r.latency_ms_first_tenth, &r.latency_ms_last_tenth);
+    println!(
+        "latency, first tenth of the frames: p50 {:.2} ms, p99 {:.2} ms; last tenth: p50 {:.2} ms, p99 {:.2} ms",
+        first.p50, first.p99, last.p50, last.p99
+    );
+    if let Some(s) = &r.slow {
+        println!(
+            "slow viewer: {} frames sent to it, {} skipped for it, {:.1} MiB read",
+            s.frames_sent,
+            s.frames_skipped,
+            s.bytes_read as f64 / (1 << 20) as f64
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_and_limits_parse() {
+        assert_eq!(parse_pace("max"), Ok(Pace::Max));
+        assert_eq!(parse_pace("60"), Ok(Pace::Fps(60.0)));
+        assert!(parse_pace("0").is_err());
+        assert!(parse_pace("fast").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_chunk("0").is_err());
+        assert_eq!(parse_chunk("1048576"), Ok(1 << 20));
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let mut samples: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        let l = LatencyMs::of(&mut samples);
+        assert_eq!((l.p50, l.p90, l.p99, l.max), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(LatencyMs::of(&mut []).max, 0.0);
+    }
+}
