@@ -2,7 +2,7 @@
 //! file chunks interleaved; keepalive pings), and the reader loop (reassembly straight
 //! from the socket into the frame's buffer, text, files, pongs).
 
-use std::io::{BufReader, IoSlice, Read, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{
     AtomicU64,
@@ -541,7 +541,7 @@ impl Reader {
                 let len = env.bulk_payload_len();
                 if env.kind == Kind::FrameChunk {
                     // Straight from the socket into the frame's buffer.
-                    read_rest(&mut r, frames.chunk_dest(head, len)?, env.kind)?;
+                    read_payload(&mut r, frames.chunk_dest(head, len)?, env.kind)?;
                     if let Assembled::Complete(frame) = frames.chunk_filled()? {
                         self.frame_complete(frame);
                     }
@@ -724,6 +724,16 @@ fn read_first(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, NetError> {
         }
     }
     Ok(true)
+}
+
+/// Reads a bulk payload into `dst`: what the buffered reader already holds is copied,
+/// the rest is read from the socket straight into `dst` (the reader never buffers it
+/// first, which would copy it twice).
+fn read_payload(r: &mut BufReader<TcpStream>, dst: &mut [u8], kind: Kind) -> Result<(), NetError> {
+    let buffered = r.buffer().len().min(dst.len());
+    dst[..buffered].copy_from_slice(&r.buffer()[..buffered]);
+    r.consume(buffered);
+    read_rest(r.get_mut(), &mut dst[buffered..], kind)
 }
 
 /// Reads the rest of a message whose envelope has arrived: an end of stream here means
