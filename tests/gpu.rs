@@ -131,21 +131,20 @@ fn round_trip(width: u32, height: u32) {
     let mut viewer_config = NodeConfig::new(Role::Viewer);
     viewer_config.connect = vec![sender.local_addr().unwrap().to_string()];
     let viewer = Node::start(viewer_config).unwrap();
-    loop {
-        match viewer
-            .events()
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap()
-        {
-            Event::PeerConnected { .. } => break,
-            other => eprintln!("waiting for the link: {other:?}"),
+    // Publish until the frame arrives: the viewer may see the link up a moment before
+    // the sender has registered it, and a frame published then reaches nobody.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let received = loop {
+        sender.publish(&frame);
+        if let Ok(received) = viewer.frames().recv_timeout(Duration::from_millis(200)) {
+            break received;
         }
-    }
-    sender.publish(&frame);
-    let received = viewer
-        .frames()
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frame never arrived; viewer events: {:?}",
+            viewer.events().try_iter().collect::<Vec<Event>>()
+        );
+    };
     assert_eq!(received.meta(), frame.meta());
     assert!(
         received.pixels() == frame.pixels(),
