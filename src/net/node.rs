@@ -303,7 +303,9 @@ impl Shared {
     }
 
     pub fn publish(&self, frame: &Frame) {
-        for slot in self.slots() {
+        // Under the peers lock, not over a clone of the list: nothing is allocated per
+        // frame. Lock order is always peers, then a link.
+        for slot in lock(&self.peers).iter() {
             let link = lock(&slot.link);
             let Some(link) = link.as_ref().filter(|l| l.wants_frames) else {
                 continue;
