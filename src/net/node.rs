@@ -192,6 +192,9 @@ pub(crate) struct PeerSlot {
     pub counters: LinkCounters,
     pub link: Mutex<Option<LinkTx>>,
     pub outgoing_files: Mutex<HashMap<u64, OutgoingFile>>,
+    /// The peer has sent us frames: frames never flow back to it (a relay chain or a
+    /// bridge never echoes a stream upstream).
+    pub sends_frames: AtomicBool,
 }
 
 impl PeerSlot {
@@ -306,6 +309,9 @@ impl Shared {
         // Under the peers lock, not over a clone of the list: nothing is allocated per
         // frame. Lock order is always peers, then a link.
         for slot in lock(&self.peers).iter() {
+            if slot.sends_frames.load(Relaxed) {
+                continue;
+            }
             let link = lock(&slot.link);
             let Some(link) = link.as_ref().filter(|l| l.wants_frames) else {
                 continue;
@@ -360,6 +366,7 @@ impl Shared {
             counters: LinkCounters::default(),
             link: Mutex::new(None),
             outgoing_files: Mutex::new(HashMap::new()),
+            sends_frames: AtomicBool::new(false),
         })
     }
 
@@ -557,6 +564,12 @@ impl Node {
     /// Offers a file to every connected peer that takes files; returns how many. The
     /// transfers run on their own threads; [`Event::FileSent`] reports each result.
     pub fn send_file(&self, path: &Path) -> Result<usize, NetError> {
+        self.send_file_except(path, None)
+    }
+
+    /// As [`Node::send_file`], to every peer but `except` (a relay passes a file on to
+    /// everyone but the peer it came from).
+    pub fn send_file_except(&self, path: &Path, except: Option<PeerId>) -> Result<usize, NetError> {
         let meta = std::fs::metadata(path).map_err(|e| NetError::io("cannot read the file", e))?;
         if !meta.is_file() {
             return Err(NetError::Refused(format!(
@@ -570,6 +583,9 @@ impl Node {
             .unwrap_or_else(|| "file".to_owned());
         let mut offered = 0;
         for slot in self.shared.slots() {
+            if Some(slot.id) == except {
+                continue;
+            }
             let link = lock(&slot.link);
             let Some(link) = link.as_ref().filter(|l| l.takes_files) else {
                 continue;
