@@ -48,13 +48,15 @@ fn golden_table() -> Vec<(Message, Vec<u8>)> {
                 capabilities: Capabilities(Capabilities::FRAMES_IN | Capabilities::TEXT),
                 name: "cam".to_owned(),
                 auth: vec![0xaa, 0xbb],
+                instance: 0x0102_0304_0506_0708,
             }),
             hex(concat!(
-                "01 0d000000", // hello, body 13 bytes
-                "02",          // role: viewer
-                "06000000",    // capabilities: FRAMES_IN | TEXT
-                "03 63616d",   // name: str8 "cam"
-                "0200 aabb",   // auth: bytes16
+                "01 15000000",      // hello, body 21 bytes
+                "02",               // role: viewer
+                "06000000",         // capabilities: FRAMES_IN | TEXT
+                "03 63616d",        // name: str8 "cam"
+                "0200 aabb",        // auth: bytes16
+                "0807060504030201", // instance: u64
             )),
         ),
         (
@@ -382,7 +384,7 @@ fn an_oversized_body_length_fails_on_the_five_envelope_bytes() {
 fn body_limits_are_the_documented_ones() {
     let lim = limits();
     let expected: [(Kind, u64); 14] = [
-        (Kind::Hello, 775),
+        (Kind::Hello, 783),
         (Kind::Goodbye, 1027),
         (Kind::Ping, 16),
         (Kind::Pong, 24),
@@ -557,7 +559,9 @@ fn a_body_shorter_than_its_fields_is_truncated() {
 #[test]
 fn bytes_after_the_last_field_are_refused() {
     assert_eq!(
-        decode_err(&hex("01 0e000000 02 06000000 03 63616d 0200 aabb 00")),
+        decode_err(&hex(
+            "01 16000000 02 06000000 03 63616d 0200 aabb 0807060504030201 00"
+        )),
         ProtocolError::TrailingBytes {
             kind: "hello",
             extra: 1

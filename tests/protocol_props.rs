@@ -102,13 +102,15 @@ fn message() -> impl Strategy<Value = Message> {
             role(),
             any::<u32>(),
             text(100, MAX_NAME_BYTES),
-            bytes(MAX_AUTH_BYTES)
+            bytes(MAX_AUTH_BYTES),
+            any::<u64>()
         )
-            .prop_map(|(role, caps, name, auth)| Message::Hello(Hello {
+            .prop_map(|(role, caps, name, auth, instance)| Message::Hello(Hello {
                 role,
                 capabilities: Capabilities(caps),
                 name,
                 auth,
+                instance,
             })),
         (goodbye_code(), text(300, MAX_REASON_BYTES))
             .prop_map(|(code, reason)| Message::Goodbye { code, reason }),

@@ -331,6 +331,7 @@ fn four_stalled_viewers_never_stop_the_window() {
                     ),
                     name: format!("stalled {i}"),
                     auth: Vec::new(),
+                    instance: 0,
                 }),
                 &mut hello,
             );

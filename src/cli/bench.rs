@@ -638,6 +638,7 @@ fn slow_viewer(addr: SocketAddr, stop: &AtomicBool) -> anyhow::Result<u64> {
             capabilities: Capabilities(Capabilities::FRAMES_IN | Capabilities::TEXT),
             name: SLOW_VIEWER_NAME.to_owned(),
             auth: Vec::new(),
+            instance: 0,
         }),
         &mut hello,
     );

@@ -1,17 +1,22 @@
 //! Files over a live link: the receiving side (clean names, temporary files renamed only
-//! after the checksum matched, never overwriting) and the sending side (a thread that
-//! streams a file through a fixed-size buffer, with back-pressure from the link).
+//! after the checksum matched, never overwriting), the sending side (a thread that
+//! streams a file through a fixed-size buffer, with back-pressure from the link), and
+//! the shelf where both keep a transfer cut by a dropped connection until the same peer
+//! is back and it resumes.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::link::Outgoing;
+use super::link::{lock, Outgoing};
+use super::status::PeerId;
+use super::transfers::{Direction, Transfer, TransferState, Transfers};
 use super::NetError;
 use crate::frame::FramePool;
 use crate::protocol::{
@@ -24,6 +29,8 @@ pub const FILE_CHUNK_BYTES: usize = 256 << 10;
 pub const MAX_INCOMING_PER_PEER: usize = 16;
 /// Longest cleaned file name, in bytes.
 const MAX_CLEAN_NAME_BYTES: usize = 200;
+/// How long an interrupted transfer waits for its peer to come back.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(600);
 
 /// Makes a peer's file name safe to create inside the receive folder: the last path
 /// component only, no control characters, no `..`, no reserved device names, at most
@@ -90,12 +97,14 @@ fn place_without_overwrite(tmp: &Path, dir: &Path, name: &str) -> std::io::Resul
 }
 
 struct Incoming {
+    wire_id: u64,
     name: String,
     tmp_path: PathBuf,
     file: BufWriter<File>,
     size: u64,
     received: u64,
     hasher: Xxh3,
+    transfer: Arc<Transfer>,
 }
 
 /// What a finished or failed incoming transfer means for the application.
@@ -111,28 +120,217 @@ pub(crate) enum FileOutcome {
     },
 }
 
+/// An incoming transfer whose connection dropped: the partial file stays open with its
+/// running checksum until the same peer offers it again.
+struct ParkedIncoming {
+    peer_instance: u64,
+    since: Instant,
+    incoming: Incoming,
+}
+
+/// An outgoing transfer whose connection dropped, to offer again to the same peer.
+struct ParkedOutgoing {
+    peer_instance: u64,
+    since: Instant,
+    wire_id: u64,
+    file: OutgoingFile,
+}
+
+/// A node's file state beyond any one link: the transfer registry and the transfers
+/// waiting to resume.
+pub(crate) struct FileShelf {
+    pub transfers: Transfers,
+    incoming: Mutex<Vec<ParkedIncoming>>,
+    outgoing: Mutex<Vec<ParkedOutgoing>>,
+    next_tmp: AtomicU64,
+}
+
+impl Default for FileShelf {
+    fn default() -> FileShelf {
+        FileShelf {
+            transfers: Transfers::default(),
+            incoming: Mutex::new(Vec::new()),
+            outgoing: Mutex::new(Vec::new()),
+            next_tmp: AtomicU64::new(1),
+        }
+    }
+}
+
+impl FileShelf {
+    /// Keeps an outgoing transfer cut by a dropped connection, for the same peer.
+    pub fn park_outgoing(&self, peer_instance: u64, wire_id: u64, file: OutgoingFile) {
+        file.stop.store(true, Relaxed);
+        if peer_instance == 0 {
+            // A peer without an identity cannot be recognised when it comes back.
+            file.transfer
+                .finish_failed("the connection dropped (the peer cannot resume)");
+            return;
+        }
+        file.transfer
+            .set_paused("the connection dropped; resumes when the peer is back");
+        lock(&self.outgoing).push(ParkedOutgoing {
+            peer_instance,
+            since: Instant::now(),
+            wire_id,
+            file,
+        });
+    }
+
+    /// The outgoing transfers parked for a peer that is back, to offer again.
+    pub fn unpark_outgoing(&self, peer_instance: u64) -> Vec<(u64, OutgoingFile)> {
+        self.expire(Instant::now());
+        if peer_instance == 0 {
+            return Vec::new();
+        }
+        let mut parked = lock(&self.outgoing);
+        let (back, keep): (Vec<_>, Vec<_>) = parked
+            .drain(..)
+            .partition(|p| p.peer_instance == peer_instance);
+        *parked = keep;
+        back.into_iter()
+            .map(|p| {
+                p.file.stop.store(false, Relaxed);
+                (p.wire_id, p.file)
+            })
+            .collect()
+    }
+
+    fn park_incoming(&self, peer_instance: u64, mut incoming: Incoming) {
+        let flushed = incoming.file.flush();
+        match flushed {
+            Ok(()) if peer_instance != 0 => {
+                incoming
+                    .transfer
+                    .set_paused("the connection dropped; resumes when the peer is back");
+                lock(&self.incoming).push(ParkedIncoming {
+                    peer_instance,
+                    since: Instant::now(),
+                    incoming,
+                });
+            }
+            Ok(()) => discard(incoming, "the connection dropped (the peer cannot resume)"),
+            Err(e) => {
+                let reason = format!("cannot write {}: {e}", incoming.tmp_path.display());
+                discard(incoming, &reason);
+            }
+        }
+    }
+
+    /// A parked incoming transfer matching a new offer (same peer, id, size and name).
+    fn unpark_incoming(&self, peer_instance: u64, offer: &FileOffer) -> Option<Incoming> {
+        self.expire(Instant::now());
+        if peer_instance == 0 {
+            return None;
+        }
+        let mut parked = lock(&self.incoming);
+        let i = parked.iter().position(|p| {
+            p.peer_instance == peer_instance
+                && p.incoming.wire_id == offer.id
+                && p.incoming.size == offer.size
+                && p.incoming.transfer.name == offer.name
+        })?;
+        Some(parked.swap_remove(i).incoming)
+    }
+
+    /// Gives up transfers that waited longer than [`RESUME_WINDOW`], and those the
+    /// application cancelled while they waited.
+    pub fn expire(&self, now: Instant) {
+        let too_old = |since: Instant| now.duration_since(since) > RESUME_WINDOW;
+        let gone: Vec<_> = {
+            let mut parked = lock(&self.incoming);
+            let (gone, keep) = parked
+                .drain(..)
+                .partition(|p| too_old(p.since) || p.incoming.transfer.cancelled());
+            *parked = keep;
+            gone
+        };
+        for p in gone {
+            let reason = if p.incoming.transfer.cancelled() {
+                "cancelled"
+            } else {
+                "the peer did not come back within 10 minutes"
+            };
+            discard(p.incoming, reason);
+        }
+        let mut parked = lock(&self.outgoing);
+        parked.retain(|p| {
+            let cancelled = p.file.transfer.cancelled();
+            if cancelled || too_old(p.since) {
+                p.file.transfer.finish_failed(if cancelled {
+                    "cancelled"
+                } else {
+                    "the peer did not come back within 10 minutes"
+                });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// The node is ending: parked transfers fail and their partial files go.
+    pub fn discard_all(&self) {
+        for p in std::mem::take(&mut *lock(&self.incoming)) {
+            discard(
+                p.incoming,
+                "texstream stopped before the transfer could resume",
+            );
+        }
+        for p in std::mem::take(&mut *lock(&self.outgoing)) {
+            p.file
+                .transfer
+                .finish_failed("texstream stopped before the transfer could resume");
+        }
+    }
+}
+
+/// Fails an incoming transfer and deletes its partial file.
+fn discard(incoming: Incoming, reason: &str) {
+    let Incoming {
+        tmp_path,
+        file,
+        transfer,
+        ..
+    } = incoming;
+    drop(file);
+    let _ = std::fs::remove_file(&tmp_path);
+    transfer.finish_failed(reason);
+}
+
+/// Who is on the other end of a link, as the file code needs to know.
+pub(crate) struct PeerRef {
+    pub id: PeerId,
+    pub name: String,
+    pub instance: u64,
+}
+
 /// One link's incoming transfers.
 pub(crate) struct IncomingFiles {
     dir: Option<PathBuf>,
+    shelf: Arc<FileShelf>,
+    peer: PeerRef,
     active: HashMap<u64, Incoming>,
 }
 
 impl IncomingFiles {
-    pub fn new(dir: Option<PathBuf>) -> IncomingFiles {
+    pub fn new(dir: Option<PathBuf>, shelf: Arc<FileShelf>, peer: PeerRef) -> IncomingFiles {
         IncomingFiles {
             dir,
+            shelf,
+            peer,
             active: HashMap::new(),
         }
     }
 
-    /// Answers an offer with an accept, or a failed result saying why not. (Cancels
-    /// flow only from a file's sender, results only from its receiver, so a transfer id
-    /// is never ambiguous.)
+    /// Answers an offer with an accept (from the bytes already held, when the offer
+    /// resumes a transfer this peer started before its connection dropped), or a failed
+    /// result saying why not. (Cancels flow only from a file's sender, results only from
+    /// its receiver, so a transfer id is never ambiguous.)
     pub fn on_offer(&mut self, offer: &FileOffer) -> Message {
         match self.try_accept(offer) {
-            Ok(()) => Message::FileAccept(FileAccept {
+            Ok(offset) => Message::FileAccept(FileAccept {
                 id: offer.id,
-                offset: 0,
+                offset,
             }),
             Err(message) => Message::FileResult(FileResult {
                 id: offer.id,
@@ -142,7 +340,7 @@ impl IncomingFiles {
         }
     }
 
-    fn try_accept(&mut self, offer: &FileOffer) -> Result<(), String> {
+    fn try_accept(&mut self, offer: &FileOffer) -> Result<u64, String> {
         let Some(dir) = &self.dir else {
             return Err("this peer does not take files".to_owned());
         };
@@ -154,28 +352,55 @@ impl IncomingFiles {
         if self.active.contains_key(&offer.id) {
             return Err(format!("transfer id {} is already in use", offer.id));
         }
+        if let Some(incoming) = self.shelf.unpark_incoming(self.peer.instance, offer) {
+            let offset = incoming.received;
+            incoming.transfer.set_waiting(self.peer.id, &self.peer.name);
+            incoming.transfer.set_running(offset);
+            tracing::info!(
+                "resuming {} at byte {offset} of {}",
+                incoming.name,
+                incoming.size
+            );
+            self.active.insert(offer.id, incoming);
+            return Ok(offset);
+        }
         let name = clean_file_name(&offer.name)?;
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create receive folder {}: {e}", dir.display()))?;
         let tmp_path = dir.join(format!(
             ".texstream-{}-{}.part",
             std::process::id(),
-            offer.id
+            self.shelf.next_tmp.fetch_add(1, Relaxed)
         ));
-        let file = File::create(&tmp_path)
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
             .map_err(|e| format!("cannot create {}: {e}", tmp_path.display()))?;
+        let transfer = self.shelf.transfers.add(
+            Direction::Incoming,
+            &offer.name,
+            offer.size,
+            self.peer.id,
+            &self.peer.name,
+            None,
+            TransferState::Running,
+        );
+        transfer.set_running(0);
         self.active.insert(
             offer.id,
             Incoming {
+                wire_id: offer.id,
                 name,
                 tmp_path,
                 file: BufWriter::with_capacity(FILE_CHUNK_BYTES, file),
                 size: offer.size,
                 received: 0,
                 hasher: Xxh3::new(),
+                transfer,
             },
         );
-        Ok(())
+        Ok(0)
     }
 
     /// Consumes a file chunk's `len` payload bytes from `src` (always, so the stream
@@ -209,7 +434,22 @@ impl IncomingFiles {
         }
         t.hasher.update(scratch);
         t.received += len as u64;
+        t.transfer.add_done(len as u64);
         Ok(None)
+    }
+
+    /// Transfers the application cancelled: each fails, and its result goes to the
+    /// file's sender so that it stops.
+    pub fn take_cancelled(&mut self) -> Vec<(Message, FileOutcome)> {
+        let ids: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(_, t)| t.transfer.cancelled())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .map(|id| self.fail(id, "cancelled by the receiver".to_owned()))
+            .collect()
     }
 
     /// The sender says the file is complete: verify, place it, answer with a result.
@@ -222,9 +462,12 @@ impl IncomingFiles {
             size,
             received,
             hasher,
+            transfer,
+            ..
         } = t;
         let fail = |reason: String| {
             let _ = std::fs::remove_file(&tmp_path);
+            transfer.finish_failed(&reason);
             Some(result(end.id, Err((name.clone(), reason))))
         };
         if received != size {
@@ -246,7 +489,13 @@ impl IncomingFiles {
         }
         let dir = self.dir.clone().unwrap_or_default();
         match place_without_overwrite(&tmp_path, &dir, &name) {
-            Ok(path) => Some(result(end.id, Ok((name, path, size)))),
+            Ok(path) => {
+                let (reply, outcome) = result(end.id, Ok((name, path.clone(), size)));
+                if let Message::FileResult(r) = &reply {
+                    transfer.finish_ok(&r.message, Some(path));
+                }
+                Some((reply, outcome))
+            }
             Err(e) => fail(format!("cannot store {name} in {}: {e}", dir.display())),
         }
     }
@@ -254,18 +503,18 @@ impl IncomingFiles {
     /// The sender gave up on a transfer.
     pub fn on_cancel(&mut self, cancel: &FileCancel) -> Option<FileOutcome> {
         let t = self.active.remove(&cancel.id)?;
-        let _ = std::fs::remove_file(&t.tmp_path);
-        Some(FileOutcome::Failed {
-            name: t.name,
-            reason: format!("cancelled by the sender: {}", cancel.reason),
-        })
+        let name = t.name.clone();
+        let reason = format!("cancelled by the sender: {}", cancel.reason);
+        discard(t, &reason);
+        Some(FileOutcome::Failed { name, reason })
     }
 
     fn fail(&mut self, id: u64, reason: String) -> (Message, FileOutcome) {
         let name = match self.active.remove(&id) {
             Some(t) => {
-                let _ = std::fs::remove_file(&t.tmp_path);
-                t.name
+                let name = t.name.clone();
+                discard(t, &reason);
+                name
             }
             None => String::new(),
         };
@@ -302,9 +551,10 @@ fn result(
 
 impl Drop for IncomingFiles {
     fn drop(&mut self) {
-        // The link is gone: unfinished transfers leave nothing behind.
-        for t in self.active.values() {
-            let _ = std::fs::remove_file(&t.tmp_path);
+        // The link is gone: unfinished transfers wait on the shelf for the peer to come
+        // back (or leave nothing behind when it cannot).
+        for (_, t) in self.active.drain() {
+            self.shelf.park_incoming(self.peer.instance, t);
         }
     }
 }
@@ -315,46 +565,68 @@ pub(crate) struct OutgoingFile {
     pub path: PathBuf,
     pub name: String,
     pub size: u64,
-    pub cancel: Arc<AtomicBool>,
+    /// Stops the streaming thread (the receiver answered, or the link went away).
+    pub stop: Arc<AtomicBool>,
+    pub transfer: Arc<Transfer>,
+}
+
+/// Why streaming a file stopped early.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    /// The connection closed: the transfer waits to resume.
+    LinkClosed,
+    /// The receiver answered already, or the transfer was parked.
+    Stopped,
+    /// The application cancelled it.
+    Cancelled,
+    /// Reading the file failed, or it changed: the reason.
+    Failed(String),
 }
 
 /// Streams `file` from `offset` to a peer's link through buffers of the pool, then sends
 /// its checksum. Blocks on the link's bounded queue (back-pressure); ends early if the
-/// link closes or the transfer is cancelled. Returns the reason on failure.
+/// link closes or the transfer is stopped or cancelled.
 pub(crate) fn stream_file(
     id: u64,
     offset: u64,
     file: &OutgoingFile,
     out: &flume::Sender<Outgoing>,
     pool: &FramePool,
-) -> Result<(), String> {
-    let mut f =
-        File::open(&file.path).map_err(|e| format!("cannot open {}: {e}", file.path.display()))?;
+) -> Result<(), StreamError> {
+    let failed = |e: std::io::Error| {
+        StreamError::Failed(format!("cannot read {}: {e}", file.path.display()))
+    };
+    let mut f = File::open(&file.path)
+        .map_err(|e| StreamError::Failed(format!("cannot open {}: {e}", file.path.display())))?;
     let mut hasher = Xxh3::new();
     // The checksum covers the whole file, also when resuming from an offset.
     let mut pos = 0u64;
     let mut buf = pool.take(FILE_CHUNK_BYTES);
     while pos < offset {
         let want = (offset - pos).min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..want])
-            .map_err(|e| format!("cannot read {}: {e}", file.path.display()))?;
+        f.read_exact(&mut buf[..want]).map_err(failed)?;
         hasher.update(&buf[..want]);
         pos += want as u64;
     }
-    f.seek(SeekFrom::Start(offset))
-        .map_err(|e| format!("cannot read {}: {e}", file.path.display()))?;
+    f.seek(SeekFrom::Start(offset)).map_err(failed)?;
+    file.transfer.set_running(offset);
     loop {
-        if file.cancel.load(Relaxed) {
-            return Err("cancelled".to_owned());
+        if file.stop.load(Relaxed) {
+            return Err(StreamError::Stopped);
+        }
+        if file.transfer.cancelled() {
+            return Err(StreamError::Cancelled);
         }
         let mut buf = pool.take(FILE_CHUNK_BYTES);
-        let n = read_up_to(&mut f, &mut buf)
-            .map_err(|e| format!("cannot read {}: {e}", file.path.display()))?;
+        let n = read_up_to(&mut f, &mut buf).map_err(failed)?;
         if n == 0 {
             break;
         }
         if pos + n as u64 > file.size {
-            return Err(format!("{} grew while being sent", file.path.display()));
+            return Err(StreamError::Failed(format!(
+                "{} grew while being sent",
+                file.path.display()
+            )));
         }
         hasher.update(&buf[..n]);
         out.send(Outgoing::FileChunk {
@@ -363,21 +635,22 @@ pub(crate) fn stream_file(
             data: buf,
             len: n,
         })
-        .map_err(|_| "the connection closed".to_owned())?;
+        .map_err(|_| StreamError::LinkClosed)?;
         pos += n as u64;
+        file.transfer.add_done(n as u64);
     }
     if pos != file.size {
-        return Err(format!(
+        return Err(StreamError::Failed(format!(
             "{} shrank while being sent ({pos} of {} bytes)",
             file.path.display(),
             file.size
-        ));
+        )));
     }
     out.send(Outgoing::Msg(Message::FileEnd(FileEnd {
         id,
         checksum: hasher.digest(),
     })))
-    .map_err(|_| "the connection closed".to_owned())
+    .map_err(|_| StreamError::LinkClosed)
 }
 
 /// Reads until `buf` is full or the file ends.

@@ -11,7 +11,7 @@ use std::sync::atomic::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::files::{stream_file, FileOutcome, IncomingFiles};
+use super::files::{stream_file, FileOutcome, IncomingFiles, PeerRef, StreamError};
 use super::keepalive::{Keepalive, KeepaliveAction};
 use super::node::{Event, LinkTx, PeerSlot, Shared};
 use super::status::PeerState;
@@ -205,6 +205,7 @@ fn run_link_inner(
         name: hello.name.clone(),
         role: hello.role,
     });
+    resume_outgoing_files(shared, slot, &hello, &out_tx);
 
     let (done_tx, done_rx) = flume::bounded(1);
     let writer = {
@@ -244,6 +245,11 @@ fn run_link_inner(
         epoch,
         last_rx_us,
         addr,
+        peer: PeerRef {
+            id: slot.id,
+            name: hello.name.clone(),
+            instance: hello.instance,
+        },
     };
     let read_result = reader.run(reader_stream);
     drop(reader);
@@ -272,6 +278,11 @@ fn run_link_inner(
     }
     *lock(&slot.link) = None;
     drop(out_tx);
+    // Files we were sending wait for this peer to come back.
+    let unfinished: Vec<_> = lock(&slot.outgoing_files).drain().collect();
+    for (wire_id, file) in unfinished {
+        shared.files.park_outgoing(hello.instance, wire_id, file);
+    }
     let write_result = match done_rx.recv_timeout(Duration::from_millis(500)) {
         Ok(r) => r,
         Err(_) => {
@@ -515,6 +526,8 @@ struct Reader {
     epoch: Instant,
     last_rx_us: Arc<AtomicU64>,
     addr: SocketAddr,
+    /// Who is on the other end (taken by the file code at the start of `run`).
+    peer: PeerRef,
 }
 
 impl Reader {
@@ -524,9 +537,30 @@ impl Reader {
         let limits = self.shared.config.limits;
         let mut r = BufReader::with_capacity(256 << 10, stream);
         let mut frames = FrameAssembler::new(self.shared.pool.clone());
-        let mut files = IncomingFiles::new(self.shared.config.files_dir.clone());
+        let peer = std::mem::replace(
+            &mut self.peer,
+            PeerRef {
+                id: self.slot.id,
+                name: String::new(),
+                instance: 0,
+            },
+        );
+        let mut files = IncomingFiles::new(
+            self.shared.config.files_dir.clone(),
+            self.shared.files.clone(),
+            peer,
+        );
         let mut scratch = Vec::new();
+        let mut cancels_seen = 0;
         loop {
+            let cancels = self.shared.files.transfers.cancel_generation();
+            if cancels != cancels_seen {
+                cancels_seen = cancels;
+                for (reply, outcome) in files.take_cancelled() {
+                    self.send(reply);
+                    self.file_outcome(outcome);
+                }
+            }
             let mut env = [0u8; ENVELOPE_LEN];
             if !read_first(&mut r, &mut env)? {
                 return Ok("connection closed by the peer".to_owned());
@@ -596,7 +630,12 @@ impl Reader {
                 }
                 Message::FileResult(result) => {
                     if let Some(file) = lock(&self.slot.outgoing_files).remove(&result.id) {
-                        file.cancel.store(true, Relaxed);
+                        file.stop.store(true, Relaxed);
+                        if result.ok {
+                            file.transfer.finish_ok(&result.message, None);
+                        } else {
+                            file.transfer.finish_failed(&result.message);
+                        }
                         self.shared.emit(Event::FileSent {
                             peer: self.slot.id,
                             name: file.name,
@@ -685,19 +724,26 @@ impl Reader {
         let spawned = std::thread::Builder::new()
             .name(format!("texstream file {id}"))
             .spawn(move || {
-                if let Err(reason) = stream_file(id, offset, &file, &out, &pool) {
-                    let _ = out.try_send(Outgoing::Msg(Message::FileCancel(FileCancel {
-                        id,
-                        reason: reason.clone(),
-                    })));
-                    if lock(&slot.outgoing_files).remove(&id).is_some() {
-                        shared.emit(Event::FileSent {
-                            peer: slot.id,
-                            name: file.name,
-                            ok: false,
-                            message: reason,
-                        });
-                    }
+                let reason = match stream_file(id, offset, &file, &out, &pool) {
+                    // Sent; the receiver's verdict comes as a FileResult. A closed link
+                    // parks the transfer; a stopped one was answered already.
+                    Ok(()) | Err(StreamError::LinkClosed | StreamError::Stopped) => return,
+                    Err(StreamError::Cancelled) => "cancelled by the sender".to_owned(),
+                    Err(StreamError::Failed(reason)) => reason,
+                };
+                let _ = out.try_send(Outgoing::Msg(Message::FileCancel(FileCancel {
+                    id,
+                    reason: reason.clone(),
+                })));
+                if lock(&slot.outgoing_files).remove(&id).is_some() {
+                    tracing::warn!("sending {} failed: {reason}", file.name);
+                    file.transfer.finish_failed(&reason);
+                    shared.emit(Event::FileSent {
+                        peer: slot.id,
+                        name: file.name,
+                        ok: false,
+                        message: reason,
+                    });
                 }
             });
         if let Err(e) = spawned {
@@ -755,9 +801,38 @@ fn read_rest(r: &mut impl Read, buf: &mut [u8], kind: Kind) -> Result<(), NetErr
 impl PeerSlot {
     fn set_connected(&self, addr: SocketAddr, hello: &Hello) {
         let mut info = lock(&self.info);
+        info.instance = hello.instance;
         info.state = PeerState::Connected;
         info.addr = Some(addr);
         info.name = Some(hello.name.clone());
         info.role = Some(hello.role);
+    }
+}
+
+/// Offers again, with the same ids, the files this peer's previous connection was
+/// receiving when it dropped; the peer answers with where to resume.
+fn resume_outgoing_files(
+    shared: &Shared,
+    slot: &PeerSlot,
+    hello: &Hello,
+    out: &flume::Sender<Outgoing>,
+) {
+    for (wire_id, file) in shared.files.unpark_outgoing(hello.instance) {
+        if !hello.capabilities.has(Capabilities::FILES_IN) {
+            file.transfer
+                .finish_failed("the peer came back without taking files");
+            continue;
+        }
+        tracing::info!("offering {} again to resume it", file.name);
+        file.transfer.set_waiting(slot.id, &hello.name);
+        let offer = Message::FileOffer(crate::protocol::FileOffer {
+            id: wire_id,
+            size: file.size,
+            name: file.name.clone(),
+        });
+        lock(&slot.outgoing_files).insert(wire_id, file);
+        if out.try_send(Outgoing::Msg(offer)).is_err() {
+            tracing::warn!("a resumed file offer did not fit the peer's queue");
+        }
     }
 }

@@ -14,14 +14,16 @@ mod keepalive;
 mod link;
 mod node;
 mod status;
+mod transfers;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backoff::Backoff;
-pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER};
+pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 pub use node::{Event, Node, NodeConfig, Publisher, Waker};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
+pub use transfers::{Direction, TransferId, TransferState, TransferStatus};
 
 use crate::protocol::{GoodbyeCode, ProtocolError};
 

@@ -10,10 +10,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
-use super::files::OutgoingFile;
+use super::files::{FileShelf, OutgoingFile};
 use super::keepalive::KeepaliveConfig;
 use super::link::{handshake, lock, run_link, FrameSlot, Outgoing};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
+use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
 use crate::protocol::{
@@ -179,6 +180,8 @@ pub(crate) struct SlotInfo {
     pub addr: Option<SocketAddr>,
     pub name: Option<String>,
     pub role: Option<Role>,
+    /// The peer's process, from its hello (0: unknown).
+    pub instance: u64,
     pub last_error: Option<String>,
 }
 
@@ -234,6 +237,10 @@ pub(crate) struct Shared {
     pub pool: FramePool,
     /// Buffers for outgoing file chunks.
     pub file_pool: FramePool,
+    /// File transfers, and those waiting to resume.
+    pub files: Arc<FileShelf>,
+    /// Ours, sent in the hello: peers recognise us when we come back.
+    pub instance: u64,
     peers: Mutex<Vec<Arc<PeerSlot>>>,
     next_peer: AtomicU64,
     next_file: AtomicU64,
@@ -361,6 +368,7 @@ impl Shared {
                 addr: None,
                 name: None,
                 role: None,
+                instance: 0,
                 last_error: None,
             }),
             counters: LinkCounters::default(),
@@ -392,6 +400,7 @@ impl Shared {
             capabilities: self.config.capabilities(),
             name: self.config.name.clone(),
             auth: Vec::new(),
+            instance: self.instance,
         }
     }
 
@@ -489,9 +498,12 @@ impl Node {
             counters: NodeCounters::default(),
             pool: FramePool::new(pool_size),
             file_pool: FramePool::new(2 * super::link::OUT_QUEUE),
+            files: Arc::new(FileShelf::default()),
+            instance: random_u64().max(1),
             peers: Mutex::new(Vec::new()),
             next_peer: AtomicU64::new(1),
-            next_file: AtomicU64::new(1),
+            // Random, so that ids do not repeat across restarts.
+            next_file: AtomicU64::new(random_u64() >> 16),
             shutting_down: AtomicBool::new(false),
             wake_tx: Mutex::new(Some(wake_tx)),
             wake_rx,
@@ -562,15 +574,28 @@ impl Node {
     }
 
     /// Offers a file to every connected peer that takes files; returns how many. The
-    /// transfers run on their own threads; [`Event::FileSent`] reports each result.
+    /// transfers run on their own threads; [`Node::transfers`] shows their progress and
+    /// [`Event::FileSent`] reports each result.
     pub fn send_file(&self, path: &Path) -> Result<usize, NetError> {
-        self.send_file_except(path, None)
+        self.offer_file(path, None).map(|ids| ids.len())
     }
 
     /// As [`Node::send_file`], to every peer but `except` (a relay passes a file on to
     /// everyone but the peer it came from).
     pub fn send_file_except(&self, path: &Path, except: Option<PeerId>) -> Result<usize, NetError> {
-        let meta = std::fs::metadata(path).map_err(|e| NetError::io("cannot read the file", e))?;
+        self.offer_file(path, except).map(|ids| ids.len())
+    }
+
+    /// Offers a file to every connected peer that takes files, but `except`; returns
+    /// one transfer per peer. The file is read only while it is sent, through a
+    /// fixed-size buffer.
+    pub fn offer_file(
+        &self,
+        path: &Path,
+        except: Option<PeerId>,
+    ) -> Result<Vec<TransferId>, NetError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| NetError::Refused(format!("cannot read {}: {e}", path.display())))?;
         if !meta.is_file() {
             return Err(NetError::Refused(format!(
                 "not a regular file: {}",
@@ -581,7 +606,7 @@ impl Node {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".to_owned());
-        let mut offered = 0;
+        let mut offered = Vec::new();
         for slot in self.shared.slots() {
             if Some(slot.id) == except {
                 continue;
@@ -590,12 +615,23 @@ impl Node {
             let Some(link) = link.as_ref().filter(|l| l.takes_files) else {
                 continue;
             };
+            let peer_name = lock(&slot.info).name.clone().unwrap_or_default();
             let id = self.shared.next_file.fetch_add(1, Relaxed);
+            let transfer = self.shared.files.transfers.add(
+                Direction::Outgoing,
+                &name,
+                meta.len(),
+                slot.id,
+                &peer_name,
+                Some(path.to_owned()),
+                TransferState::Waiting,
+            );
             let file = OutgoingFile {
                 path: path.to_owned(),
                 name: name.clone(),
                 size: meta.len(),
-                cancel: Arc::new(AtomicBool::new(false)),
+                stop: Arc::new(AtomicBool::new(false)),
+                transfer: transfer.clone(),
             };
             lock(&slot.outgoing_files).insert(id, file);
             let offer = Message::FileOffer(FileOffer {
@@ -604,13 +640,63 @@ impl Node {
                 name: name.clone(),
             });
             if link.out_tx.try_send(Outgoing::Msg(offer)).is_ok() {
-                offered += 1;
+                offered.push(transfer.id);
             } else {
                 lock(&slot.outgoing_files).remove(&id);
+                transfer.finish_failed("the peer's queue is full");
                 tracing::warn!(peer = %slot.id, "file not offered: the peer's queue is full");
             }
         }
         Ok(offered)
+    }
+
+    /// Every file transfer in and out (the last 100 finished ones too), with progress.
+    pub fn transfers(&self) -> Vec<TransferStatus> {
+        self.shared.files.expire(Instant::now());
+        self.shared.files.transfers.snapshot()
+    }
+
+    /// Stops a transfer: an outgoing one sends the peer a cancel, an incoming one tells
+    /// the file's sender it failed; a partial file is deleted either way.
+    pub fn cancel_transfer(&self, id: TransferId) {
+        let files = &self.shared.files;
+        let Some(transfer) = files.transfers.get(id) else {
+            return;
+        };
+        if transfer.is_finished() {
+            return;
+        }
+        files.transfers.request_cancel(&transfer);
+        // Waiting for the peer's answer: nothing streams it, so cancel it here. (A
+        // streaming thread, or a reader for an incoming file, sees the flag itself.)
+        if transfer.direction == Direction::Outgoing && !transfer.is_running() {
+            for slot in self.shared.slots() {
+                let mut outgoing = lock(&slot.outgoing_files);
+                let found = outgoing
+                    .iter()
+                    .find(|(_, f)| f.transfer.id == id)
+                    .map(|(wire_id, _)| *wire_id);
+                if let Some(wire_id) = found {
+                    outgoing.remove(&wire_id);
+                    drop(outgoing);
+                    transfer.finish_failed("cancelled");
+                    if let Some(link) = lock(&slot.link).as_ref() {
+                        let _ = link.out_tx.try_send(Outgoing::Msg(Message::FileCancel(
+                            crate::protocol::FileCancel {
+                                id: wire_id,
+                                reason: "cancelled".to_owned(),
+                            },
+                        )));
+                    }
+                }
+            }
+        }
+        files.expire(Instant::now());
+    }
+
+    /// Forgets finished transfers (the windows' "clear" button).
+    pub fn clear_finished_transfers(&self) {
+        self.shared.files.transfers.clear_finished();
     }
 
     /// Complete, verified frames from peers. Keeps only the newest few: take them
@@ -677,6 +763,8 @@ impl Node {
         for t in threads {
             let _ = t.join();
         }
+        // No peer comes back now: transfers waiting to resume fail, partial files go.
+        self.shared.files.discard_all();
     }
 }
 
@@ -844,4 +932,14 @@ fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Hello, SocketAddr),
             Err(e)
         }
     }
+}
+
+/// A random number (not for secrets): std's per-process hash seed, mixed with the
+/// clock and the process id.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(super::now_us());
+    h.write_u32(std::process::id());
+    h.finish()
 }

@@ -94,7 +94,7 @@ pub fn max_body_len(kind: Kind, limits: &Limits) -> u64 {
     let str8 = 1 + MAX_NAME_BYTES as u64;
     let reason = 2 + MAX_REASON_BYTES as u64;
     match kind {
-        Kind::Hello => 1 + 4 + str8 + 2 + MAX_AUTH_BYTES as u64,
+        Kind::Hello => 1 + 4 + str8 + 2 + MAX_AUTH_BYTES as u64 + 8,
         Kind::Goodbye => 1 + reason,
         Kind::Ping => 16,
         Kind::Pong => 24,
@@ -155,6 +155,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
             put_u32(out, h.capabilities.0);
             put_str8(out, &h.name);
             put_bytes16(out, &h.auth[..h.auth.len().min(MAX_AUTH_BYTES)]);
+            put_u64(out, h.instance);
         }
         Message::Goodbye { code, reason } => {
             out.push(*code as u8);
@@ -252,11 +253,13 @@ pub fn decode_body(kind: Kind, body: &[u8], limits: &Limits) -> Result<Message, 
             let capabilities = Capabilities(r.u32("capabilities")?);
             let name = r.str8("name")?;
             let auth = r.bytes16("auth", MAX_AUTH_BYTES)?.to_vec();
+            let instance = r.u64("instance")?;
             Message::Hello(Hello {
                 role,
                 capabilities,
                 name,
                 auth,
+                instance,
             })
         }
         Kind::Goodbye => Message::Goodbye {

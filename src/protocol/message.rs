@@ -126,6 +126,9 @@ pub struct Hello {
     pub name: String,
     /// Opaque authentication data, at most [`super::MAX_AUTH_BYTES`]; empty when unused.
     pub auth: Vec<u8>,
+    /// A random number fixed for the life of the peer's process: a peer that comes back
+    /// with the same instance is the same peer, and interrupted file transfers resume.
+    pub instance: u64,
 }
 
 /// Why a peer ends the connection.

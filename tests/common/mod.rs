@@ -251,6 +251,7 @@ pub fn raw_hello(role: Role, capabilities: u32, name: &str) -> Hello {
         capabilities: Capabilities(capabilities),
         name: name.to_owned(),
         auth: Vec::new(),
+        instance: 0,
     }
 }
 
