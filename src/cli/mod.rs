@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod record;
+mod relay;
 mod serve;
 mod signals;
 mod windows;
@@ -42,6 +43,18 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Headless viewer: save received frames as PNG, text to a log, files to a folder.
     Record(record::RecordArgs),
+    /// Headless relay: join a sender (or another relay) and serve the same stream, text
+    /// and files to its own viewers.
+    ///
+    /// Frames are passed on as they arrive, checksum-verified and never decoded: the same
+    /// pixels, frame numbers and capture timestamps, so a viewer's latency counts from
+    /// the original capture across every hop. Text goes to every other peer. Files are
+    /// stored and forwarded: each is written to --files-dir, and once it is whole and
+    /// verified it is offered to every peer but the one it came from. Every --connect
+    /// reconnects by itself, so a chain (sender → relay → relay → viewers) heals hop by
+    /// hop. Two --connect and no --listen bridge two endpoints that cannot reach each
+    /// other (e.g. `serve --listen` and `record --listen` behind different firewalls).
+    Relay(relay::RelayArgs),
     /// The demo (what runs with no subcommand): sender and viewer windows over loopback
     /// (`--headless`: both in this process, figures printed once a second).
     Demo(demo::DemoArgs),
@@ -142,6 +155,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::View(args)) => windows::run_view(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Record(args)) => record::run(args),
+        Some(Command::Relay(args)) => relay::run(args),
         Some(Command::Bench(args)) => bench::run(args),
     };
     match result {

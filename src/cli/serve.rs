@@ -1,6 +1,9 @@
 //! `texstream serve`: the headless sender. Plays a source at a steady rate and
-//! publishes each frame to every viewer; logs peers and chat; obeys the signals.
+//! publishes each frame to every viewer; logs peers, per-viewer figures and chat; obeys
+//! the signals. Also home to what the headless commands share: [`log_event`] and
+//! [`PeerReport`].
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -8,7 +11,7 @@ use clap::Args;
 
 use super::{forward_stdin_lines, parse_size, print_peers, ControlSignal, LinkArgs, Signals};
 use crate::frame::FramePool;
-use crate::net::{now_us, Event, Node};
+use crate::net::{now_us, Event, Node, PeerId, PeerStatus};
 use crate::protocol::Role;
 use crate::source::Source;
 
@@ -41,6 +44,9 @@ pub struct ServeArgs {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub seconds: Option<f64>,
+    /// Log per-viewer figures (frames, skips, Mb/s, round-trip time) this often.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub report_secs: f64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -51,6 +57,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.chunk_bytes == 0 || args.chunk_bytes > max_chunk {
         anyhow::bail!("--chunk-bytes must be between 1 and {max_chunk}");
     }
+    let report_every = report_interval(args.report_secs)?;
     let slide = Duration::from_secs_f64(args.slide_secs.max(0.01));
     let mut source = Source::open(&args.source, args.size, slide)?;
     let signals = Signals::install()?;
@@ -75,6 +82,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut next = start;
     let mut seq = 0u64;
     let mut last_report = start;
+    let mut report = PeerReport::new(start);
     loop {
         let now = Instant::now();
         if stop_at.is_some_and(|t| now >= t) {
@@ -96,10 +104,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         for event in node.events().try_iter() {
             log_event(&event);
         }
-        if now.duration_since(last_report) >= Duration::from_secs(10) {
+        if now.duration_since(last_report) >= report_every {
             last_report = now;
-            let peers = node.peers();
-            tracing::info!("{} frames published, {} peers", seq, peers.len());
+            tracing::info!("{seq} frames published");
+            report.log(&node.peers(), now);
         }
         let wait = next
             .saturating_duration_since(Instant::now())
@@ -110,7 +118,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::info!("SIGUSR1: dropping all peers");
                 node.drop_all_peers();
             }
-            Ok(ControlSignal::ListPeers) => print_peers(&node.peers()),
+            Ok(ControlSignal::ListPeers) => {
+                let peers = node.peers();
+                print_peers(&peers);
+                report.log(&peers, Instant::now());
+            }
             Err(_) => {}
         }
     }
@@ -140,5 +152,178 @@ pub(super) fn log_event(event: &Event) {
         Event::PeerConnected { .. }
         | Event::PeerDisconnected { .. }
         | Event::HandshakeFailed { .. } => {}
+    }
+}
+
+/// Checks a `--report-secs` value.
+pub(super) fn report_interval(secs: f64) -> anyhow::Result<Duration> {
+    if !(secs.is_finite() && secs > 0.0) {
+        anyhow::bail!("--report-secs must be a positive number of seconds, got {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs.max(0.1)))
+}
+
+/// Per-peer figures over the time since the previous report: frames out (and skipped)
+/// and in, Mb/s each way, round-trip time. `serve` and `relay` log it every
+/// `--report-secs` and on SIGUSR2.
+pub(super) struct PeerReport {
+    since: Instant,
+    last: HashMap<PeerId, Totals>,
+}
+
+/// The counters of one peer that a report turns into differences.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    frames_sent: u64,
+    frames_skipped: u64,
+    frames_received: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+impl Totals {
+    fn of(p: &PeerStatus) -> Totals {
+        Totals {
+            frames_sent: p.frames_sent,
+            frames_skipped: p.frames_skipped,
+            frames_received: p.frames_received,
+            bytes_sent: p.bytes_sent,
+            bytes_received: p.bytes_received,
+        }
+    }
+
+    fn minus(self, before: Totals) -> Totals {
+        Totals {
+            frames_sent: self.frames_sent.saturating_sub(before.frames_sent),
+            frames_skipped: self.frames_skipped.saturating_sub(before.frames_skipped),
+            frames_received: self.frames_received.saturating_sub(before.frames_received),
+            bytes_sent: self.bytes_sent.saturating_sub(before.bytes_sent),
+            bytes_received: self.bytes_received.saturating_sub(before.bytes_received),
+        }
+    }
+}
+
+impl PeerReport {
+    pub fn new(now: Instant) -> PeerReport {
+        PeerReport {
+            since: now,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Logs one line per peer (at `info`) and starts the next interval.
+    pub fn log(&mut self, peers: &[PeerStatus], now: Instant) {
+        let secs = now.duration_since(self.since).as_secs_f64();
+        tracing::info!("{} peer(s), figures over the last {secs:.1} s", peers.len());
+        for line in self.lines(peers, now) {
+            tracing::info!("  {line}");
+        }
+    }
+
+    /// One line per peer: what changed since the last call (a peer that arrived since
+    /// then counts from zero), then starts the next interval.
+    fn lines(&mut self, peers: &[PeerStatus], now: Instant) -> Vec<String> {
+        let secs = now.duration_since(self.since).as_secs_f64().max(1e-3);
+        let mbps = |bytes: u64| bytes as f64 * 8.0 / secs / 1e6;
+        let mut next = HashMap::with_capacity(peers.len());
+        let lines = peers
+            .iter()
+            .map(|p| {
+                let totals = Totals::of(p);
+                let d = totals.minus(self.last.get(&p.id).copied().unwrap_or_default());
+                next.insert(p.id, totals);
+                let addr = p.addr.map_or_else(|| p.target.clone(), |a| a.to_string());
+                let rtt = p.rtt.map_or_else(
+                    || "-".to_owned(),
+                    |r| format!("{:.2} ms", r.as_secs_f64() * 1e3),
+                );
+                format!(
+                    "{} {addr} {} {:?} {}: out {} frames ({} skipped) {:.1} Mb/s, \
+                     in {} frames {:.1} Mb/s, rtt {rtt}",
+                    p.id,
+                    p.role.map_or("-", |r| r.name()),
+                    p.name.as_deref().unwrap_or("-"),
+                    p.state,
+                    d.frames_sent,
+                    d.frames_skipped,
+                    mbps(d.bytes_sent),
+                    d.frames_received,
+                    mbps(d.bytes_received),
+                )
+            })
+            .collect();
+        self.last = next;
+        self.since = now;
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{Origin, PeerState};
+    use crate::protocol::Role;
+
+    fn peer(id: u64, frames_sent: u64, bytes_sent: u64) -> PeerStatus {
+        PeerStatus {
+            id: PeerId(id),
+            origin: Origin::Accepted,
+            target: format!("127.0.0.1:{}", 5000 + id),
+            addr: None,
+            state: PeerState::Connected,
+            name: Some("v\u{1b}[31m".to_owned()),
+            role: Some(Role::Viewer),
+            frames_sent,
+            frames_skipped: frames_sent / 10,
+            frames_received: 0,
+            bytes_sent,
+            bytes_received: 100,
+            rtt: Some(Duration::from_micros(1500)),
+            last_error: None,
+            reconnects: 0,
+        }
+    }
+
+    #[test]
+    fn peer_report_gives_figures_since_the_last_report() {
+        let t0 = Instant::now();
+        let mut report = PeerReport::new(t0);
+        // 1_000_000 bytes in 2 s = 4 Mb/s.
+        let first = report.lines(&[peer(1, 20, 1_000_000)], t0 + Duration::from_secs(2));
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].contains("out 20 frames (2 skipped) 4.0 Mb/s"),
+            "{}",
+            first[0]
+        );
+        assert!(first[0].contains("rtt 1.50 ms"), "{}", first[0]);
+        assert!(first[0].contains("127.0.0.1:5001 viewer"), "{}", first[0]);
+        // The peer's name is escaped, never passed raw to the terminal.
+        assert!(!first[0].contains('\u{1b}'), "{}", first[0]);
+
+        // One second later: 10 more frames, 500_000 more bytes (4 Mb/s), and a new peer
+        // counted from zero; the first interval's peers are forgotten once gone.
+        let second = report.lines(
+            &[peer(1, 30, 1_500_000), peer(2, 5, 250_000)],
+            t0 + Duration::from_secs(3),
+        );
+        assert!(
+            second[0].contains("out 10 frames (1 skipped) 4.0 Mb/s"),
+            "{}",
+            second[0]
+        );
+        assert!(
+            second[1].contains("out 5 frames (0 skipped) 2.0 Mb/s"),
+            "{}",
+            second[1]
+        );
+        let third = report.lines(&[peer(2, 5, 250_000)], t0 + Duration::from_secs(4));
+        assert_eq!(third.len(), 1);
+        assert!(
+            third[0].contains("out 0 frames (0 skipped) 0.0 Mb/s"),
+            "{}",
+            third[0]
+        );
+        assert_eq!(report.last.len(), 1);
     }
 }
