@@ -339,9 +339,15 @@ fn a_full_node_says_so_and_keeps_serving_its_peers() {
 
     let mut third = RawPeer::connect(addr);
     let third_addr = third.local_addr();
-    // Preamble and hello both ways, then the goodbye.
-    let theirs = third.handshake(raw_hello(Role::Viewer, VIEWER_CAPS, "third"));
-    assert_eq!(theirs.role, Role::Sender);
+    // Our preamble and hello; the node answers with its preamble and a goodbye in place
+    // of its hello.
+    let mut out = texstream::protocol::encode_preamble().to_vec();
+    texstream::protocol::encode(
+        &Message::Hello(raw_hello(Role::Viewer, VIEWER_CAPS, "third")),
+        &mut out,
+    );
+    third.send(&out);
+    third.read_preamble();
     match third.read_message() {
         Message::Goodbye { code, reason } => {
             assert_eq!(code, GoodbyeCode::Full);
@@ -358,6 +364,22 @@ fn a_full_node_says_so_and_keeps_serving_its_peers() {
 
     lockstep(&sender, &[&a, &b], FrameGeometry::rgba8(320, 240), 1..=10);
     assert_eq!(sender.peers().len(), 2);
+
+    // A refused node that dials sees a failed handshake and backs off (20 ms doubling
+    // to 200 ms here) instead of reconnecting at once: a handful of tries in a second.
+    let d = dialing_viewer("viewer D", addr);
+    let mut refusals = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if let Ok(Event::HandshakeFailed { reason, .. }) =
+            d.events().recv_timeout(Duration::from_millis(50))
+        {
+            assert!(reason.contains("full"), "reason: {reason}");
+            refusals += 1;
+        }
+    }
+    assert!((1..=12).contains(&refusals), "{refusals} tries in a second");
+    assert_eq!(d.stats().reconnects, 0, "a refusal is not a connection");
 }
 
 #[test]

@@ -304,7 +304,7 @@ fn cpu_secs() -> f64 {
 }
 
 /// Peak resident set size of this process so far (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
+pub(super) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod record;
 mod relay;
+mod sendfile;
 mod serve;
 mod signals;
 mod windows;
@@ -55,6 +56,14 @@ pub enum Command {
     /// hop. Two --connect and no --listen bridge two endpoints that cannot reach each
     /// other (e.g. `serve --listen` and `record --listen` behind different firewalls).
     Relay(relay::RelayArgs),
+    /// Send files to a peer (a viewer window, `record`, `serve --files-dir`, a relay)
+    /// with a progress bar; exits 0 only when the receiver confirmed every checksum.
+    ///
+    /// Files are read through a fixed-size buffer, so any size works. A transfer cut by
+    /// a dropped connection resumes where it stopped once the connection is back.
+    /// Exit codes: 0 all delivered, 4 a file cannot be read, 5 a transfer failed or was
+    /// refused (the reason is printed), 6 no peer taking files within --timeout-secs.
+    SendFile(sendfile::SendFileArgs),
     /// The demo (what runs with no subcommand): sender and viewer windows over loopback
     /// (`--headless`: both in this process, figures printed once a second).
     Demo(demo::DemoArgs),
@@ -142,8 +151,13 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The listen address could not be bound.
     pub const LISTEN: u8 = 3;
-    /// The source could not be opened or is not an image.
+    /// The source could not be opened or is not an image (`send-file`: a file cannot be
+    /// read).
     pub const SOURCE: u8 = 4;
+    /// `send-file`: a transfer failed or the receiver refused it.
+    pub const TRANSFER: u8 = 5;
+    /// `send-file`: no peer that takes files was reached in time.
+    pub const UNREACHABLE: u8 = 6;
 }
 
 /// Runs the parsed command line; prints the error and maps it to an exit code.
@@ -156,13 +170,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Record(args)) => record::run(args),
         Some(Command::Relay(args)) => relay::run(args),
+        Some(Command::SendFile(args)) => sendfile::run(args),
         Some(Command::Bench(args)) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("texstream: error: {e:#}");
-            let code = if e.downcast_ref::<SourceError>().is_some() {
+            let code = if let Some(e) = e.downcast_ref::<sendfile::SendFileError>() {
+                e.exit_code()
+            } else if e.downcast_ref::<SourceError>().is_some() {
                 exit::SOURCE
             } else if matches!(e.downcast_ref::<NetError>(), Some(NetError::Listen { .. })) {
                 exit::LISTEN

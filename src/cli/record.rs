@@ -52,6 +52,8 @@ pub struct RecordSummary {
     pub files_failed: u64,
     pub save_errors: u64,
     pub elapsed_secs: f64,
+    /// Peak resident memory of this process.
+    pub peak_rss_mib: f64,
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -162,6 +164,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     summary.reconnects = stats.reconnects;
     summary.save_errors = save_errors.load(Relaxed);
     summary.elapsed_secs = start.elapsed().as_secs_f64();
+    summary.peak_rss_mib = super::bench::peak_rss_mib();
     println!("{}", serde_json::to_string(&summary)?);
     if summary.save_errors > 0 {
         anyhow::bail!("{} frames could not be saved", summary.save_errors);

@@ -142,6 +142,9 @@ pub(crate) struct FileShelf {
     pub transfers: Transfers,
     incoming: Mutex<Vec<ParkedIncoming>>,
     outgoing: Mutex<Vec<ParkedOutgoing>>,
+    /// Incoming transfers on live links, by (peer instance, wire id): an offer that
+    /// resumes one of these waits for its old link to let go of it.
+    receiving: Mutex<std::collections::HashSet<(u64, u64)>>,
     next_tmp: AtomicU64,
 }
 
@@ -151,6 +154,7 @@ impl Default for FileShelf {
             transfers: Transfers::default(),
             incoming: Mutex::new(Vec::new()),
             outgoing: Mutex::new(Vec::new()),
+            receiving: Mutex::new(std::collections::HashSet::new()),
             next_tmp: AtomicU64::new(1),
         }
     }
@@ -197,6 +201,7 @@ impl FileShelf {
 
     fn park_incoming(&self, peer_instance: u64, mut incoming: Incoming) {
         let flushed = incoming.file.flush();
+        let key = (peer_instance, incoming.wire_id);
         match flushed {
             Ok(()) if peer_instance != 0 => {
                 incoming
@@ -207,6 +212,8 @@ impl FileShelf {
                     since: Instant::now(),
                     incoming,
                 });
+                lock(&self.receiving).remove(&key);
+                return;
             }
             Ok(()) => discard(incoming, "the connection dropped (the peer cannot resume)"),
             Err(e) => {
@@ -214,13 +221,21 @@ impl FileShelf {
                 discard(incoming, &reason);
             }
         }
+        lock(&self.receiving).remove(&key);
     }
 
     /// A parked incoming transfer matching a new offer (same peer, id, size and name).
+    /// When the old connection that received it has not noticed yet that it dropped
+    /// (the peer redialed first), waits up to 2 s for it to let go.
     fn unpark_incoming(&self, peer_instance: u64, offer: &FileOffer) -> Option<Incoming> {
         self.expire(Instant::now());
         if peer_instance == 0 {
             return None;
+        }
+        let key = (peer_instance, offer.id);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while lock(&self.receiving).contains(&key) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
         let mut parked = lock(&self.incoming);
         let i = parked.iter().position(|p| {
@@ -362,6 +377,7 @@ impl IncomingFiles {
                 incoming.size
             );
             self.active.insert(offer.id, incoming);
+            self.receiving(offer.id, true);
             return Ok(offset);
         }
         let name = clean_file_name(&offer.name)?;
@@ -400,7 +416,19 @@ impl IncomingFiles {
                 transfer,
             },
         );
+        self.receiving(offer.id, true);
         Ok(0)
+    }
+
+    /// Tracks which of this peer's transfers a live link holds (see `unpark_incoming`).
+    fn receiving(&self, wire_id: u64, live: bool) {
+        let key = (self.peer.instance, wire_id);
+        let mut set = lock(&self.shelf.receiving);
+        if live {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
     }
 
     /// Consumes a file chunk's `len` payload bytes from `src` (always, so the stream
@@ -455,6 +483,7 @@ impl IncomingFiles {
     /// The sender says the file is complete: verify, place it, answer with a result.
     pub fn on_end(&mut self, end: &FileEnd) -> Option<(Message, FileOutcome)> {
         let t = self.active.remove(&end.id)?;
+        self.receiving(end.id, false);
         let Incoming {
             name,
             tmp_path,
@@ -503,6 +532,7 @@ impl IncomingFiles {
     /// The sender gave up on a transfer.
     pub fn on_cancel(&mut self, cancel: &FileCancel) -> Option<FileOutcome> {
         let t = self.active.remove(&cancel.id)?;
+        self.receiving(cancel.id, false);
         let name = t.name.clone();
         let reason = format!("cancelled by the sender: {}", cancel.reason);
         discard(t, &reason);
@@ -510,6 +540,7 @@ impl IncomingFiles {
     }
 
     fn fail(&mut self, id: u64, reason: String) -> (Message, FileOutcome) {
+        self.receiving(id, false);
         let name = match self.active.remove(&id) {
             Some(t) => {
                 let name = t.name.clone();

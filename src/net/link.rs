@@ -120,6 +120,36 @@ pub(crate) fn handshake(
     }
 }
 
+/// Turns a peer away during the handshake: reads its preamble and hello (so that our
+/// close does not reset the connection under the reply), then answers with our preamble
+/// and `goodbye` instead of a hello. The dialer sees a failed handshake and backs off.
+pub(crate) fn refuse_in_handshake(
+    stream: &mut TcpStream,
+    goodbye: &Message,
+    limits: &Limits,
+    timeout: Duration,
+) -> Result<(), NetError> {
+    let deadline = Instant::now() + timeout;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| NetError::io("configuring the socket", e))?;
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    read_by(stream, &mut preamble, deadline, timeout, "peer")?;
+    decode_preamble(&preamble)?;
+    let mut env = [0u8; ENVELOPE_LEN];
+    read_by(stream, &mut env, deadline, timeout, "peer")?;
+    let env = Envelope::parse(&env, limits)?;
+    let mut body = vec![0u8; env.body_len as usize];
+    read_by(stream, &mut body, deadline, timeout, "peer")?;
+    let mut out = encode_preamble().to_vec();
+    encode(goodbye, &mut out);
+    stream
+        .write_all(&out)
+        .map_err(|e| NetError::io("sending the goodbye", e))?;
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
 /// Fills `buf` before `deadline`, however the peer spreads its bytes.
 fn read_by(
     stream: &mut TcpStream,
@@ -205,7 +235,7 @@ fn run_link_inner(
         name: hello.name.clone(),
         role: hello.role,
     });
-    resume_outgoing_files(shared, slot, &hello, &out_tx);
+    resume_outgoing_files(shared, slot);
 
     let (done_tx, done_rx) = flume::bounded(1);
     let writer = {
@@ -282,6 +312,11 @@ fn run_link_inner(
     let unfinished: Vec<_> = lock(&slot.outgoing_files).drain().collect();
     for (wire_id, file) in unfinished {
         shared.files.park_outgoing(hello.instance, wire_id, file);
+    }
+    // The peer may be back already on a new connection (it redialed before this one
+    // was torn down): resume there.
+    if let Some(other) = shared.connected_slot_of(hello.instance) {
+        resume_outgoing_files(shared, &other);
     }
     let write_result = match done_rx.recv_timeout(Duration::from_millis(500)) {
         Ok(r) => r,
@@ -727,8 +762,11 @@ impl Reader {
                 let reason = match stream_file(id, offset, &file, &out, &pool) {
                     // Sent; the receiver's verdict comes as a FileResult. A closed link
                     // parks the transfer; a stopped one was answered already.
-                    Ok(()) | Err(StreamError::LinkClosed | StreamError::Stopped) => return,
-                    Err(StreamError::Cancelled) => "cancelled by the sender".to_owned(),
+                    // Cancelled: `Node::cancel_transfer` told the peer already.
+                    Ok(())
+                    | Err(
+                        StreamError::LinkClosed | StreamError::Stopped | StreamError::Cancelled,
+                    ) => return,
                     Err(StreamError::Failed(reason)) => reason,
                 };
                 let _ = out.try_send(Outgoing::Msg(Message::FileCancel(FileCancel {
@@ -811,20 +849,25 @@ impl PeerSlot {
 
 /// Offers again, with the same ids, the files this peer's previous connection was
 /// receiving when it dropped; the peer answers with where to resume.
-fn resume_outgoing_files(
-    shared: &Shared,
-    slot: &PeerSlot,
-    hello: &Hello,
-    out: &flume::Sender<Outgoing>,
-) {
-    for (wire_id, file) in shared.files.unpark_outgoing(hello.instance) {
-        if !hello.capabilities.has(Capabilities::FILES_IN) {
+fn resume_outgoing_files(shared: &Shared, slot: &PeerSlot) {
+    let (instance, name) = {
+        let info = lock(&slot.info);
+        (info.instance, info.name.clone().unwrap_or_default())
+    };
+    let Some((out, takes_files)) = lock(&slot.link)
+        .as_ref()
+        .map(|l| (l.out_tx.clone(), l.takes_files))
+    else {
+        return;
+    };
+    for (wire_id, file) in shared.files.unpark_outgoing(instance) {
+        if !takes_files {
             file.transfer
                 .finish_failed("the peer came back without taking files");
             continue;
         }
         tracing::info!("offering {} again to resume it", file.name);
-        file.transfer.set_waiting(slot.id, &hello.name);
+        file.transfer.set_waiting(slot.id, &name);
         let offer = Message::FileOffer(crate::protocol::FileOffer {
             id: wire_id,
             size: file.size,

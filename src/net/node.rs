@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::backoff::Backoff;
 use super::files::{FileShelf, OutgoingFile};
 use super::keepalive::KeepaliveConfig;
-use super::link::{handshake, lock, run_link, FrameSlot, Outgoing};
+use super::link::{handshake, lock, refuse_in_handshake, run_link, FrameSlot, Outgoing};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
@@ -333,10 +333,37 @@ impl Shared {
         lock(&self.peers).clone()
     }
 
+    /// A connected peer whose process is `instance` (0 matches nothing).
+    pub fn connected_slot_of(&self, instance: u64) -> Option<Arc<PeerSlot>> {
+        if instance == 0 {
+            return None;
+        }
+        lock(&self.peers)
+            .iter()
+            .find(|s| {
+                let info = lock(&s.info);
+                info.instance == instance && info.state == PeerState::Connected
+            })
+            .cloned()
+    }
+
     fn new_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
         let slot = self.make_slot(origin, target);
         lock(&self.peers).push(slot.clone());
         slot
+    }
+
+    /// Whether `max_peers` accepted peers are served already.
+    fn accepted_full(&self) -> bool {
+        let Some(max) = self.config.max_peers else {
+            return false;
+        };
+        let peers = lock(&self.peers);
+        peers
+            .iter()
+            .filter(|s| s.origin == Origin::Accepted)
+            .count()
+            >= max
     }
 
     /// A slot for a peer that dialed us, unless `max_peers` accepted peers are already
@@ -639,13 +666,9 @@ impl Node {
                 size: meta.len(),
                 name: name.clone(),
             });
-            if link.out_tx.try_send(Outgoing::Msg(offer)).is_ok() {
-                offered.push(transfer.id);
-            } else {
-                lock(&slot.outgoing_files).remove(&id);
-                transfer.finish_failed("the peer's queue is full");
-                tracing::warn!(peer = %slot.id, "file not offered: the peer's queue is full");
-            }
+            // Behind the chunks of a file already streaming, if need be.
+            send_soon(&link.out_tx, Outgoing::Msg(offer));
+            offered.push(transfer.id);
         }
         Ok(offered)
     }
@@ -667,28 +690,37 @@ impl Node {
             return;
         }
         files.transfers.request_cancel(&transfer);
-        // Waiting for the peer's answer: nothing streams it, so cancel it here. (A
-        // streaming thread, or a reader for an incoming file, sees the flag itself.)
-        if transfer.direction == Direction::Outgoing && !transfer.is_running() {
+        // An outgoing file is cancelled here, whether it is waiting for an answer,
+        // streaming, or sent and waiting for the verdict: the cancel goes behind the
+        // chunks already queued, and the receiver drops the partial file. (An incoming
+        // one is cancelled by its link's reader, which sees the flag.)
+        if transfer.direction == Direction::Outgoing {
             for slot in self.shared.slots() {
                 let mut outgoing = lock(&slot.outgoing_files);
                 let found = outgoing
                     .iter()
                     .find(|(_, f)| f.transfer.id == id)
                     .map(|(wire_id, _)| *wire_id);
-                if let Some(wire_id) = found {
-                    outgoing.remove(&wire_id);
-                    drop(outgoing);
-                    transfer.finish_failed("cancelled");
-                    if let Some(link) = lock(&slot.link).as_ref() {
-                        let _ = link.out_tx.try_send(Outgoing::Msg(Message::FileCancel(
-                            crate::protocol::FileCancel {
-                                id: wire_id,
-                                reason: "cancelled".to_owned(),
-                            },
-                        )));
-                    }
+                let Some(file) = found.and_then(|wire_id| outgoing.remove_entry(&wire_id)) else {
+                    continue;
+                };
+                drop(outgoing);
+                let (wire_id, file) = file;
+                file.stop.store(true, Relaxed);
+                transfer.finish_failed("cancelled");
+                if let Some(link) = lock(&slot.link).as_ref() {
+                    let cancel = Outgoing::Msg(Message::FileCancel(crate::protocol::FileCancel {
+                        id: wire_id,
+                        reason: "cancelled".to_owned(),
+                    }));
+                    send_soon(&link.out_tx, cancel);
                 }
+                self.shared.emit(Event::FileSent {
+                    peer: slot.id,
+                    name: file.name,
+                    ok: false,
+                    message: "cancelled".to_owned(),
+                });
             }
         }
         files.expire(Instant::now());
@@ -817,6 +849,22 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
     let span = tracing::info_span!("peer", %addr);
     let _g = span.enter();
     let config = &shared.config;
+    if shared.accepted_full() {
+        // Say so in the handshake: the dialer sees a failed handshake and backs off,
+        // instead of reconnecting at once after a short-lived link.
+        let max = config.max_peers.unwrap_or_default();
+        let reason = format!("this node is full: it serves at most {max} peers");
+        let bye = Message::Goodbye {
+            code: GoodbyeCode::Full,
+            reason: reason.clone(),
+        };
+        if refuse_in_handshake(&mut stream, &bye, &config.limits, config.handshake_timeout).is_ok()
+        {
+            tracing::warn!("refused {addr}: {reason}");
+            shared.emit(Event::HandshakeFailed { addr, reason });
+        }
+        return;
+    }
     let hello = match handshake(
         &mut stream,
         &shared.hello(),
@@ -930,6 +978,22 @@ fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Hello, SocketAddr),
         Err(e) => {
             shared.handshake_failed(addr, &e);
             Err(e)
+        }
+    }
+}
+
+/// Queues a message that must not be lost without blocking the caller: when the link's
+/// queue is full (a file streaming into it), a short-lived thread waits for room.
+fn send_soon(out: &flume::Sender<Outgoing>, item: Outgoing) {
+    if let Err(flume::TrySendError::Full(item)) = out.try_send(item) {
+        let out = out.clone();
+        let spawned = std::thread::Builder::new()
+            .name("texstream send".into())
+            .spawn(move || {
+                let _ = out.send_timeout(item, Duration::from_secs(10));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("a message to a peer was dropped: {e}");
         }
     }
 }

@@ -176,10 +176,6 @@ impl Transfer {
         lock(&self.inner).state.finished()
     }
 
-    pub fn is_running(&self) -> bool {
-        lock(&self.inner).state == TransferState::Running
-    }
-
     fn status(&self, now: Instant) -> TransferStatus {
         let inner = lock(&self.inner);
         let done_bytes = self.done.load(Relaxed).min(self.size);

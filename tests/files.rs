@@ -1,0 +1,736 @@
+//! Files over live links: a transfer cut by a dropped connection resumes, frames keep
+//! flowing beside a file, cancels in both directions, hostile names, a vanished file
+//! and an unusable receive folder; and through the binary, a 300 MB and a 0-byte file
+//! with frames streaming and peak memory far below the file size.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use texstream::net::{
+    Direction, Event, Node, PeerState, TransferId, TransferState, TransferStatus,
+};
+use texstream::protocol::{Capabilities, FileAccept, FileEnd, FileOffer, Message, Role};
+
+// ---------------------------------------------------------------------------------------
+// A TCP proxy that can be cut (the connection dies, both processes live on) and that
+// passes bytes at a set rate, so a cut lands in the middle of a transfer.
+// ---------------------------------------------------------------------------------------
+
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// Bytes passed from the target (the listening node) to the dialer.
+    to_dialer: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr, bytes_per_sec: u64) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let to_dialer = Arc::new(AtomicU64::new(0));
+        let (c, counter) = (conns.clone(), to_dialer.clone());
+        std::thread::spawn(move || {
+            for dialer in listener.incoming() {
+                let Ok(dialer) = dialer else { continue };
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    continue;
+                };
+                c.lock()
+                    .unwrap()
+                    .extend([dialer.try_clone().unwrap(), upstream.try_clone().unwrap()]);
+                let (d2, u2) = (dialer.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let down = counter.clone();
+                std::thread::spawn(move || pump(upstream, dialer, bytes_per_sec, &down));
+                let up = Arc::new(AtomicU64::new(0));
+                std::thread::spawn(move || pump(d2, u2, bytes_per_sec, &up));
+            }
+        });
+        Proxy {
+            addr,
+            conns,
+            to_dialer,
+        }
+    }
+
+    /// Kills every connection through the proxy (the proxy itself keeps accepting).
+    fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, bytes_per_sec: u64, counter: &AtomicU64) {
+    let start = Instant::now();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        total += n as u64;
+        counter.fetch_add(n as u64, Relaxed);
+        let due = Duration::from_secs_f64(total as f64 / bytes_per_sec as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A viewer that takes files into `dir` and dials `addr`.
+fn receiving_viewer(addr: SocketAddr, dir: &Path) -> Node {
+    let mut c = fast_config(Role::Viewer);
+    c.name = "receiver".into();
+    c.connect = vec![addr.to_string()];
+    c.files_dir = Some(dir.to_owned());
+    Node::start(c).unwrap()
+}
+
+fn transfer(node: &Node, direction: Direction) -> Option<TransferStatus> {
+    node.transfers()
+        .into_iter()
+        .find(|t| t.direction == direction)
+}
+
+/// Polls `node`'s transfers until `check` holds.
+fn wait_transfer(
+    node: &Node,
+    what: &str,
+    mut check: impl FnMut(&[TransferStatus]) -> bool,
+) -> Vec<TransferStatus> {
+    let deadline = Instant::now() + 3 * PATIENCE;
+    loop {
+        let all = node.transfers();
+        if check(&all) {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; transfers: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn file_sent(node: &Node) -> (bool, String) {
+    wait_event_for(node, 3 * PATIENCE, "the receiver's verdict", |e| match e {
+        Event::FileSent { ok, message, .. } => Some((*ok, message.clone())),
+        _ => None,
+    })
+}
+
+/// Names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------------------------------
+// Resume, frames beside files, cancels
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_transfer_cut_by_a_dropped_connection_resumes_and_completes() {
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    let content = random_bytes(24 << 20, 7);
+    let path = write_file(files.path(), "resume me.bin", &content);
+
+    let sender = listening_sender("file sender");
+    let proxy = Proxy::start(listen_addr(&sender), 40_000_000);
+    let viewer = receiving_viewer(proxy.addr, received.path());
+    wait_connected(&sender, "the receiver connects through the proxy");
+    wait_connected(&viewer, "the receiver is connected");
+
+    let ids = sender.offer_file(&path, None).unwrap();
+    assert_eq!(ids.len(), 1, "one peer takes files");
+    wait_transfer(&viewer, "a quarter of the file to arrive", |all| {
+        all.iter().any(|t| t.done_bytes >= content.len() as u64 / 4)
+    });
+    proxy.cut();
+
+    let (ok, message) = file_sent(&sender);
+    assert!(ok, "the file was confirmed after the resume: {message}");
+    let stored = wait_event_for(&viewer, PATIENCE, "the stored file", |e| match e {
+        Event::FileReceived { path, .. } => Some(path.clone()),
+        _ => None,
+    });
+    assert_eq!(stored, received.path().join("resume me.bin"));
+    assert!(std::fs::read(&stored).unwrap() == content, "bytes equal");
+
+    let incoming = transfer(&viewer, Direction::Incoming).unwrap();
+    let outgoing = transfer(&sender, Direction::Outgoing).unwrap();
+    assert!(matches!(incoming.state, TransferState::Done { .. }));
+    assert!(matches!(outgoing.state, TransferState::Done { .. }));
+    assert_eq!(incoming.resumes, 1, "the receiver resumed once");
+    assert_eq!(outgoing.resumes, 1, "the sender resumed once");
+    assert_eq!(incoming.path.as_deref(), Some(stored.as_path()));
+    // Started over, the file would have crossed the proxy more than once and a quarter.
+    let passed = proxy.to_dialer.load(Relaxed);
+    assert!(
+        passed < content.len() as u64 * 5 / 4,
+        "{passed} bytes crossed for a {} byte file: it resumed, not restarted",
+        content.len()
+    );
+    assert_eq!(
+        listing(received.path()),
+        ["resume me.bin"],
+        "no partial file left"
+    );
+}
+
+#[test]
+fn frames_keep_flowing_while_a_file_crosses_and_the_file_is_not_starved() {
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    let content = random_bytes(64 << 20, 3);
+    let path = write_file(files.path(), "beside.bin", &content);
+    let sender = listening_sender("sender");
+    let viewer = receiving_viewer(listen_addr(&sender), received.path());
+    wait_connected(&sender, "viewer connects");
+    wait_connected(&viewer, "viewer connected");
+
+    // The viewer sends the file upstream while the sender streams 1080p frames down.
+    let geometry = padded_geometry(1920, 1080);
+    let pool = texstream::frame::FramePool::new(4);
+    let ids = viewer.offer_file(&path, None).unwrap();
+    assert!(
+        ids.is_empty(),
+        "a sender without a files folder takes no files"
+    );
+
+    // The other way round: the sender sends a file to the viewer, frames flowing.
+    let ids = sender.offer_file(&path, None).unwrap();
+    assert_eq!(ids.len(), 1);
+    let mut seq = 0;
+    let mut frames_during = 0;
+    let start = Instant::now();
+    let done = loop {
+        sender.publish(&make_frame(&pool, geometry, seq));
+        seq += 1;
+        while let Ok(frame) = viewer.frames().try_recv() {
+            check_frame(&frame, geometry).unwrap();
+            frames_during += 1;
+        }
+        if let Ok(Event::FileSent { ok, message, .. }) = sender.events().try_recv() {
+            break (ok, message);
+        }
+        assert!(start.elapsed() < 3 * PATIENCE, "the file never finished");
+        std::thread::sleep(Duration::from_millis(4));
+    };
+    assert!(done.0, "file confirmed: {}", done.1);
+    assert!(
+        frames_during >= 5,
+        "only {frames_during} frames arrived while the file crossed"
+    );
+    let stored = std::fs::read(received.path().join("beside.bin")).unwrap();
+    assert!(stored == content, "bytes equal");
+}
+
+#[test]
+fn cancelling_either_side_stops_the_transfer_and_leaves_no_partial_file() {
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    // Larger than what the sender's queue and the sockets hold, so that it is still
+    // streaming when cancelled.
+    let content = random_bytes(64 << 20, 11);
+    let path = write_file(files.path(), "cancel me.bin", &content);
+    let sender = listening_sender("sender");
+    let proxy = Proxy::start(listen_addr(&sender), 20_000_000);
+    let viewer = receiving_viewer(proxy.addr, received.path());
+    wait_connected(&sender, "viewer connects");
+    wait_connected(&viewer, "viewer connected");
+
+    // The sender cancels.
+    sender.offer_file(&path, None).unwrap();
+    wait_transfer(&viewer, "bytes to arrive", |all| {
+        all.iter().any(|t| t.done_bytes > 1 << 20)
+    });
+    let id = transfer(&sender, Direction::Outgoing).unwrap().id;
+    sender.cancel_transfer(id);
+    let reason = wait_event_for(&viewer, PATIENCE, "the receiver hears", |e| match e {
+        Event::FileFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(reason.contains("cancelled by the sender"), "{reason}");
+    let (ok, message) = file_sent(&sender);
+    assert!(!ok && message.contains("cancelled"), "{message}");
+    assert!(listing(received.path()).is_empty(), "no partial file");
+
+    // The receiver cancels.
+    sender.clear_finished_transfers();
+    viewer.clear_finished_transfers();
+    sender.offer_file(&path, None).unwrap();
+    let incoming = wait_transfer(&viewer, "bytes to arrive again", |all| {
+        all.iter().any(|t| t.done_bytes > 1 << 20)
+    });
+    viewer.cancel_transfer(incoming[0].id);
+    let (ok, message) = file_sent(&sender);
+    assert!(!ok, "the sender hears it failed");
+    assert!(message.contains("cancelled by the receiver"), "{message}");
+    wait_transfer(&sender, "the sender's row to fail", |all| {
+        all.iter()
+            .all(|t| matches!(t.state, TransferState::Failed { .. }))
+    });
+    assert!(listing(received.path()).is_empty(), "no partial file");
+    // The link is still up and still carries files.
+    let small = write_file(files.path(), "after.txt", b"still here");
+    sender.offer_file(&small, None).unwrap();
+    let (ok, message) = file_sent(&sender);
+    assert!(ok, "{message}");
+    assert_eq!(listing(received.path()), ["after.txt"]);
+}
+
+#[test]
+fn a_transfer_waiting_to_resume_can_be_cancelled_and_shutdown_cleans_up() {
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    let path = write_file(files.path(), "paused.bin", &random_bytes(8 << 20, 5));
+    let sender = listening_sender("sender");
+    let proxy = Proxy::start(listen_addr(&sender), 4_000_000);
+    let viewer = receiving_viewer(proxy.addr, received.path());
+    wait_connected(&sender, "viewer connects");
+    sender.offer_file(&path, None).unwrap();
+    wait_transfer(&viewer, "bytes to arrive", |all| {
+        all.iter().any(|t| t.done_bytes > 0)
+    });
+    // The sender goes away: the receiver keeps the partial file, paused.
+    drop(proxy);
+    sender.shutdown();
+    let paused = wait_transfer(&viewer, "the receiver to pause", |all| {
+        all.iter()
+            .any(|t| matches!(t.state, TransferState::Paused { .. }))
+    });
+    assert_eq!(
+        listing(received.path()).len(),
+        1,
+        "the partial file is kept to resume"
+    );
+    viewer.cancel_transfer(paused[0].id);
+    let all = viewer.transfers();
+    assert!(
+        matches!(&all[0].state, TransferState::Failed { reason } if reason == "cancelled"),
+        "{all:?}"
+    );
+    assert!(listing(received.path()).is_empty(), "the partial file went");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile names, a vanished file, an unusable folder
+// ---------------------------------------------------------------------------------------
+
+/// A raw peer that sends files to a node taking them into `dir`.
+fn raw_file_sender(dir: &Path) -> (Node, RawPeer) {
+    let mut c = fast_config(Role::Sender);
+    c.listen = Some("127.0.0.1:0".into());
+    c.files_dir = Some(dir.to_owned());
+    let node = Node::start(c).unwrap();
+    let (peer, _) = RawPeer::handshaken(
+        listen_addr(&node),
+        raw_hello(Role::FileClient, Capabilities::TEXT, "raw files"),
+    );
+    (node, peer)
+}
+
+/// Skips pings and frames; returns the next file message.
+fn next_file_message(peer: &mut RawPeer) -> Message {
+    loop {
+        match peer.read_message() {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            m => return m,
+        }
+    }
+}
+
+#[test]
+fn hostile_names_land_inside_the_receive_folder_or_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("inbox");
+    std::fs::create_dir(&dir).unwrap();
+    let (node, mut peer) = raw_file_sender(&dir);
+    let long = "n".repeat(10_000);
+    let names: [(&str, &str); 6] = [
+        ("../../etc/x", "x"),
+        ("/abs", "abs"),
+        ("a/b", "b"),
+        ("CON", "_CON"),
+        ("line\nbreak.txt", "line_break.txt"),
+        // Cut to the wire limit (1024 bytes) by the encoder, then to 200 by the node.
+        (&long, ""),
+    ];
+    for (i, (name, expected)) in names.iter().enumerate() {
+        let id = 100 + i as u64;
+        let body = format!("file {i}").into_bytes();
+        peer.send_msg(&Message::FileOffer(FileOffer {
+            id,
+            size: body.len() as u64,
+            name: (*name).to_owned(),
+        }));
+        assert_eq!(
+            next_file_message(&mut peer),
+            Message::FileAccept(FileAccept { id, offset: 0 }),
+            "{name:?} is accepted"
+        );
+        peer.send_msg(&Message::FileChunk {
+            id,
+            offset: 0,
+            data: body.clone(),
+        });
+        peer.send_msg(&Message::FileEnd(FileEnd {
+            id,
+            checksum: xxhash_rust::xxh3::xxh3_64(&body),
+        }));
+        let Message::FileResult(result) = next_file_message(&mut peer) else {
+            panic!("a result for {name:?}");
+        };
+        assert!(result.ok, "{name:?}: {}", result.message);
+        let stored = if expected.is_empty() {
+            "n".repeat(200)
+        } else {
+            (*expected).to_owned()
+        };
+        assert_eq!(result.message, format!("stored as {stored}"));
+        assert_eq!(std::fs::read(dir.join(&stored)).unwrap(), body);
+    }
+    // Nothing was written outside the folder.
+    assert_eq!(listing(root.path()), ["inbox"]);
+    assert_eq!(listing(&dir).len(), names.len());
+    assert!(!Path::new("/abs").exists() && !root.path().join("etc").exists());
+
+    // A name longer than the wire allows is refused with a clear reason, and only this
+    // connection closes.
+    let mut raw = vec![0x40];
+    let name = "y".repeat(10_000);
+    let body_len = 8 + 8 + 2 + name.len();
+    raw.extend_from_slice(&(body_len as u32).to_le_bytes());
+    raw.extend_from_slice(&7u64.to_le_bytes());
+    raw.extend_from_slice(&1u64.to_le_bytes());
+    raw.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    raw.extend_from_slice(name.as_bytes());
+    peer.send(&raw);
+    let messages = peer.messages_until_closed(PATIENCE, "an over-long name");
+    let goodbye = messages
+        .iter()
+        .find_map(|m| match m {
+            Message::Goodbye { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("a goodbye with the reason");
+    assert!(
+        goodbye.contains("file-offer") || goodbye.contains("length"),
+        "{goodbye}"
+    );
+    assert_eq!(listing(&dir).len(), names.len(), "nothing more was written");
+    assert!(node.stats().protocol_errors >= 1);
+}
+
+#[test]
+fn a_file_that_vanished_before_sending_fails_with_a_clear_reason_and_the_link_lives() {
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(files.path(), "gone.bin", b"soon gone");
+    let sender = listening_sender("sender");
+    let (mut peer, _) = RawPeer::handshaken(
+        listen_addr(&sender),
+        raw_hello(
+            Role::Viewer,
+            Capabilities::FRAMES_IN | Capabilities::TEXT | Capabilities::FILES_IN,
+            "raw receiver",
+        ),
+    );
+    wait_connected(&sender, "the raw receiver");
+    sender.offer_file(&path, None).unwrap();
+    let Message::FileOffer(offer) = next_file_message(&mut peer) else {
+        panic!("an offer");
+    };
+    std::fs::remove_file(&path).unwrap();
+    peer.send_msg(&Message::FileAccept(FileAccept {
+        id: offer.id,
+        offset: 0,
+    }));
+    let Message::FileCancel(cancel) = next_file_message(&mut peer) else {
+        panic!("a cancel");
+    };
+    assert!(cancel.reason.contains("cannot open"), "{}", cancel.reason);
+    assert!(cancel.reason.contains("gone.bin"), "{}", cancel.reason);
+    let (ok, message) = file_sent(&sender);
+    assert!(!ok && message.contains("cannot open"), "{message}");
+    // The connection goes on: text still arrives.
+    sender.send_text("still here");
+    let Message::Text(text) = next_file_message(&mut peer) else {
+        panic!("text after the failure");
+    };
+    assert_eq!(text.body, "still here");
+    assert!(sender
+        .peers()
+        .iter()
+        .all(|p| p.state == PeerState::Connected));
+}
+
+#[test]
+fn an_unusable_receive_folder_fails_the_file_on_both_sides_and_the_stream_goes_on() {
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(files.path(), "doc.txt", b"hello");
+    // The "folder" is a regular file: it cannot be created, also not by root.
+    let not_a_dir = write_file(files.path(), "not a folder", b"");
+    let sender = listening_sender("sender");
+    let viewer = receiving_viewer(listen_addr(&sender), &not_a_dir);
+    wait_connected(&sender, "viewer connects");
+    wait_connected(&viewer, "viewer connected");
+    sender.offer_file(&path, None).unwrap();
+    let (ok, message) = file_sent(&sender);
+    assert!(!ok, "refused");
+    assert!(
+        message.contains("cannot create receive folder") && message.contains("not a folder"),
+        "{message}"
+    );
+    let out = transfer(&sender, Direction::Outgoing).unwrap();
+    assert!(matches!(out.state, TransferState::Failed { .. }));
+    lockstep(&sender, &[&viewer], padded_geometry(64, 48), 0..=2);
+}
+
+#[test]
+fn a_zero_byte_file_arrives_and_an_id_is_never_reused_for_another_transfer() {
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    let empty = write_file(files.path(), "empty", b"");
+    let sender = listening_sender("sender");
+    let _viewer = receiving_viewer(listen_addr(&sender), received.path());
+    wait_connected(&sender, "viewer connects");
+    let first = sender.offer_file(&empty, None).unwrap();
+    assert!(file_sent(&sender).0);
+    let second = sender.offer_file(&empty, None).unwrap();
+    assert!(file_sent(&sender).0);
+    assert_ne!(first, second);
+    assert_eq!(listing(received.path()), ["empty", "empty (1)"]);
+    assert_eq!(
+        std::fs::metadata(received.path().join("empty"))
+            .unwrap()
+            .len(),
+        0
+    );
+    let all: Vec<TransferId> = sender.transfers().iter().map(|t| t.id).collect();
+    assert_eq!(all.len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary: send-file, record, serve
+// ---------------------------------------------------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_texstream");
+
+/// Starts `texstream ARGS`; returns the child, the address it printed, and the rest of
+/// its standard output once it ends.
+fn spawn_listening(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected the listen address, got {line:?}"))
+        .parse()
+        .unwrap();
+    // Keep reading so the child never blocks on a full pipe; hand back the rest.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        let _ = tx.send(rest);
+    });
+    (child, addr, rx)
+}
+
+/// XXH3 of a file, read in pieces.
+fn file_hash(path: &Path) -> u64 {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return h.digest();
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+#[test]
+fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let big = dir.path().join("big.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        for i in 0..300u64 {
+            f.write_all(&random_bytes(1_000_000, i)).unwrap();
+        }
+    }
+    let empty = write_file(dir.path(), "empty.bin", b"");
+
+    let (mut serve, serve_addr, _) = spawn_listening(&[
+        "serve",
+        "pattern",
+        "--size",
+        "640x360",
+        "--fps",
+        "30",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let serve_addr = serve_addr.to_string();
+    let (mut record, record_addr, record_out) = spawn_listening(&[
+        "record",
+        "--connect",
+        &serve_addr,
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        out.to_str().unwrap(),
+        "--skip-while-busy",
+    ]);
+    let sent = Command::new(BIN)
+        .args(["send-file", "--json", "--connect", &record_addr.to_string()])
+        .arg(&big)
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "send-file failed: {stdout}\n{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let reports = summary["files"].as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r["ok"] == true), "{summary}");
+    let sender_rss = summary["peak_rss_mib"].as_f64().unwrap();
+
+    // send-file exits 0 only after the receiver confirmed: the files are in place.
+    assert_eq!(file_hash(&out.join("big.bin")), file_hash(&big));
+    assert_eq!(std::fs::metadata(out.join("empty.bin")).unwrap().len(), 0);
+
+    let pid = record.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(record.wait().unwrap().success());
+    let rest = record_out.recv().unwrap();
+    let rec: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(rec["files_received"], 2, "{rec}");
+    assert_eq!(rec["checksum_failures"], 0, "{rec}");
+    assert!(
+        rec["frames_received"].as_u64().unwrap() > 0,
+        "frames streamed: {rec}"
+    );
+    let receiver_rss = rec["peak_rss_mib"].as_f64().unwrap();
+    // Far below the 286 MiB file: both stream through fixed-size buffers.
+    assert!(sender_rss < 64.0, "send-file peaked at {sender_rss} MiB");
+    assert!(receiver_rss < 96.0, "record peaked at {receiver_rss} MiB");
+}
+
+#[test]
+fn send_file_says_why_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    // Missing file: 4, before dialing anything.
+    let missing = Command::new(BIN)
+        .args(["send-file", "/no/such/file", "--connect", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/file"));
+
+    // Nobody there: 6.
+    let file = write_file(dir.path(), "f.txt", b"x");
+    let nobody = Command::new(BIN)
+        .args([
+            "send-file",
+            "--timeout-secs",
+            "1",
+            "--connect",
+            "127.0.0.1:1",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no peer at 127.0.0.1:1"));
+
+    // A peer that takes no files (serve without --files-dir would take them into the
+    // default folder; a viewer node without a folder does not): 6 with the reason.
+    let mut c = fast_config(Role::Viewer);
+    c.listen = Some("127.0.0.1:0".into());
+    let viewer = Node::start(c).unwrap();
+    let refusing = Command::new(BIN)
+        .args(["send-file", "--timeout-secs", "2", "--connect"])
+        .arg(listen_addr(&viewer).to_string())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(refusing.status.code(), Some(6));
+    assert!(
+        String::from_utf8_lossy(&refusing.stderr).contains("does not take files"),
+        "{}",
+        String::from_utf8_lossy(&refusing.stderr)
+    );
+
+    // The receiver refuses (its folder is unusable): 5 with its reason.
+    let not_a_dir = write_file(dir.path(), "plain", b"");
+    let mut c = fast_config(Role::Viewer);
+    c.listen = Some("127.0.0.1:0".into());
+    c.files_dir = Some(not_a_dir);
+    let receiver = Node::start(c).unwrap();
+    let refused = Command::new(BIN)
+        .args(["send-file", "--connect"])
+        .arg(listen_addr(&receiver).to_string())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("cannot create receive folder"), "{stderr}");
+}
