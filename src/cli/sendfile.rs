@@ -301,6 +301,9 @@ fn progress_line(label: &str, t: &TransferStatus) -> String {
     let what = match &t.state {
         TransferState::Waiting => "waiting for the receiver".to_owned(),
         TransferState::Paused { .. } => "connection lost, waiting to resume".to_owned(),
+        TransferState::Running if t.done_bytes == t.size => {
+            "sent, the receiver is verifying".to_owned()
+        }
         _ => {
             let left = t.time_left.map_or_else(String::new, |d| {
                 let secs = d.as_secs();

@@ -38,7 +38,7 @@ pub struct ServeArgs {
     /// Serve at most this many peers at once; more get a "full" goodbye.
     #[arg(long, value_name = "N")]
     pub max_viewers: Option<usize>,
-    /// Take files that peers send into this folder (refused when not given).
+    /// Take files that peers send into this folder (default: ~/Downloads/texstream).
     #[arg(long, value_name = "DIR")]
     pub files_dir: Option<PathBuf>,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
@@ -64,7 +64,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = args.link.node_config(Role::Sender, true)?;
     config.chunk_bytes = args.chunk_bytes;
     config.max_peers = args.max_viewers;
-    config.files_dir = args.files_dir.clone();
+    config.files_dir = Some(
+        args.files_dir
+            .clone()
+            .unwrap_or_else(super::windows::default_files_dir),
+    );
     let node = Node::start(config)?;
     if let Some(addr) = node.local_addr() {
         println!("listening on {addr}");
