@@ -1,9 +1,13 @@
 //! The sender window driven through `egui_kittest` on a real wgpu device (lavapipe in
 //! CI): widgets found by label, a dropped image becomes the stream (checked byte-exact at
 //! a viewer), a corrupt file gives a clear message and changes nothing, the file picker
-//! loads a typed path, and chat typed in the sender window reaches the viewer window.
-//! Skips without a GPU unless TEXSTREAM_REQUIRE_GPU=1.
+//! loads a typed path, chat typed in the sender window reaches the viewer window, and a
+//! file received shows in the transfers panel until done (its folder opened on request)
+//! or cancelled (leaving nothing behind). Skips without a GPU unless
+//! TEXSTREAM_REQUIRE_GPU=1.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,9 +17,10 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use texstream::app::sender::{SenderApp, StreamMode};
 use texstream::app::viewer::ViewerApp;
+use texstream::app::FolderOpener;
 use texstream::frame::Frame;
-use texstream::net::{Node, NodeConfig};
-use texstream::protocol::Role;
+use texstream::net::{KeepaliveConfig, Node, NodeConfig, TransferState};
+use texstream::protocol::{Capabilities, FileOffer, Message, Role};
 
 fn gpu_present(test: &str) -> bool {
     match texstream::gpu::Gpu::headless() {
@@ -31,8 +36,17 @@ fn gpu_present(test: &str) -> bool {
 }
 
 fn sender_harness(image: Option<PathBuf>) -> Harness<'static, SenderApp> {
+    sender_harness_with(image, |_| {})
+}
+
+/// [`sender_harness`] with its node's config changed by `tweak` first.
+fn sender_harness_with(
+    image: Option<PathBuf>,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Harness<'static, SenderApp> {
     let mut config = NodeConfig::new(Role::Sender);
     config.listen = Some("127.0.0.1:0".into());
+    tweak(&mut config);
     Harness::builder()
         .with_size([1200.0, 720.0])
         .wgpu()
@@ -130,6 +144,8 @@ fn the_controls_are_there() {
         .query_by_label_contains("Listening on 127.0.0.1:")
         .is_some());
     assert_eq!(harness.state().mode(), StreamMode::Pattern);
+    // No transfer yet: no transfers panel.
+    assert!(harness.query_by_label("Transfers").is_none());
 }
 
 #[test]
@@ -379,4 +395,164 @@ fn an_image_too_large_to_stream_is_a_clear_message() {
             .is_some_and(|(m, error)| error && m.contains("16385x1"))
     });
     assert_frame_is(&frame_of_size(&mut harness, &viewer, (33, 17)), &small_img);
+}
+
+#[test]
+fn a_received_file_is_a_row_until_done_and_open_folder_opens_its_folder() {
+    if !gpu_present("received file") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let received = tmp.path().join("received");
+    let files_dir = received.clone();
+    let mut harness = sender_harness_with(Some(PathBuf::from("pattern")), move |c| {
+        c.files_dir = Some(files_dir);
+    });
+    let (opened_tx, opened) = flume::bounded(4);
+    harness
+        .state_mut()
+        .set_folder_opener(FolderOpener::new(move |dir| {
+            opened_tx.send(dir.to_owned()).unwrap();
+            Ok(())
+        }));
+    let mut config = NodeConfig::new(Role::Viewer);
+    config.name = "far viewer".to_owned();
+    config.connect = vec![harness.state().node().local_addr().unwrap().to_string()];
+    let viewer = Node::start(config).unwrap();
+    step_until(&mut harness, "the viewer to connect", |h| {
+        h.state().node().peers().iter().any(|p| p.name.is_some())
+    });
+
+    let path = tmp.path().join("report.bin");
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    assert_eq!(viewer.send_file(&path).unwrap(), 1);
+    step_until(&mut harness, "a receiving row", |h| {
+        h.query_by_label("receiving").is_some()
+    });
+    harness.get_by_label("report.bin");
+    harness.get_by_label("from far viewer");
+    step_until(&mut harness, "the row to say done", |h| {
+        h.query_by_label("done").is_some()
+    });
+    harness.get_by_label("3.0 MB / 3.0 MB");
+    let row = harness.state().transfers().rows()[0].clone();
+    assert!(matches!(row.state, TransferState::Done { .. }), "{row:?}");
+    let stored = row.path.clone().expect("a received file has a path");
+    assert_eq!(stored.parent(), Some(received.as_path()));
+    assert!(
+        std::fs::read(&stored).unwrap() == content,
+        "the file arrived changed"
+    );
+    assert!(harness.query_by_label("Cancel").is_none());
+
+    harness.get_by_label("Open folder").click();
+    harness.run_steps(1);
+    let dir = opened.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(dir, received);
+}
+
+#[test]
+fn cancelling_a_file_being_received_leaves_nothing_behind() {
+    if !gpu_present("cancel incoming") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let received = tmp.path().join("received");
+    let files_dir = received.clone();
+    let mut harness = sender_harness_with(Some(PathBuf::from("pattern")), move |c| {
+        c.files_dir = Some(files_dir);
+        // Long enough that the hand-driven peer never has to answer pings.
+        c.keepalive = KeepaliveConfig {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(120),
+        };
+    });
+    let addr = harness.state().node().local_addr().unwrap();
+    // A peer that offers a 1 GB file and sends it slowly, one chunk per window step.
+    let (mut peer, _) = common::RawPeer::handshaken(
+        addr,
+        common::raw_hello(Role::FileClient, Capabilities::TEXT, "slow uploader"),
+    );
+    let size = 1_000_000_000u64;
+    peer.send_msg(&Message::FileOffer(FileOffer {
+        id: 5,
+        size,
+        name: "huge.bin".to_owned(),
+    }));
+    loop {
+        match peer.read_message() {
+            Message::FileAccept(accept) => {
+                assert_eq!((accept.id, accept.offset), (5, 0));
+                break;
+            }
+            Message::FileResult(r) => panic!("the window refused the file: {}", r.message),
+            _ => continue,
+        }
+    }
+    let chunk = vec![7u8; 64 << 10];
+    let mut offset = 0u64;
+    let mut send_chunk = |peer: &mut common::RawPeer| {
+        peer.send_msg(&Message::FileChunk {
+            id: 5,
+            offset,
+            data: chunk.clone(),
+        });
+        offset += chunk.len() as u64;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.query_by_label("running").is_none() {
+        assert!(Instant::now() < deadline, "the row never said running");
+        send_chunk(&mut peer);
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.get_by_label("receiving");
+    harness.get_by_label("huge.bin");
+    harness.get_by_label("from slow uploader");
+    let part_files = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = part_files(&received);
+    assert!(
+        before.len() == 1 && before[0].ends_with(".part"),
+        "the file is written under a temporary name: {before:?}"
+    );
+
+    harness.get_by_label("Cancel").click();
+    harness.run_steps(2);
+    // The link's reader sees the cancel when the next message arrives; until then the
+    // row says it is under way.
+    harness.get_by_label("cancelling…");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness
+        .query_by_label("failed: cancelled by the receiver")
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the row never said cancelled");
+        send_chunk(&mut peer);
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(harness.query_by_label("Cancel").is_none());
+    assert!(harness.query_by_label("Open folder").is_none());
+    // The file's sender is told, and nothing is left in the folder: no partial file,
+    // nothing under the final name.
+    let result = loop {
+        if let Message::FileResult(r) = peer.read_message() {
+            break r;
+        }
+    };
+    assert_eq!(result.id, 5);
+    assert!(!result.ok);
+    assert!(result.message.contains("cancelled"), "{}", result.message);
+    let after = part_files(&received);
+    assert!(after.is_empty(), "left in the receive folder: {after:?}");
+    assert!(offset < size);
 }

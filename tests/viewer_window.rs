@@ -1,10 +1,14 @@
 //! The viewer window driven through `egui_kittest` on a headless wgpu device (Mesa's
 //! lavapipe in CI): a sender node on loopback streams an odd-sized frame that the window
 //! shows and holds byte for byte in its texture; chat both ways; a PNG snapshot equal to
-//! the frame; the connection state when nothing listens; a frame too large for the GPU.
+//! the frame; the connection state when nothing listens; a frame too large for the GPU;
+//! a dropped file as a row of the transfers panel until done, and one cancelled while
+//! its receiver is stalled.
 //! Without an adapter the tests skip with a message, unless TEXSTREAM_REQUIRE_GPU=1 (as
 //! in CI), where that is a failure.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,8 +19,10 @@ use egui_kittest::Harness;
 use texstream::app::viewer::ViewerApp;
 use texstream::frame::{Frame, FrameGeometry, FramePool};
 use texstream::gpu::{Gpu, Readback};
-use texstream::net::{now_us, Event, Node, NodeConfig};
-use texstream::protocol::Role;
+use texstream::net::{
+    now_us, Event, KeepaliveConfig, Node, NodeConfig, TransferState, TransferStatus,
+};
+use texstream::protocol::{Capabilities, FileAccept, Message, Role};
 
 /// How long any one expected outcome may take before a test gives up. It bounds a
 /// failing test; it does not measure speed.
@@ -53,10 +59,20 @@ fn sender() -> Node {
 /// A viewer window dialing `target`, saving snapshots into `dir`; also the wgpu state
 /// the harness gave it, to read its texture back.
 fn viewer(target: String, dir: &Path) -> (Harness<'static, ViewerApp>, egui_wgpu::RenderState) {
+    viewer_with(target, dir, |_| {})
+}
+
+/// [`viewer`] with its node's config changed by `tweak` first.
+fn viewer_with(
+    target: String,
+    dir: &Path,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> (Harness<'static, ViewerApp>, egui_wgpu::RenderState) {
     let mut config = NodeConfig::new(Role::Viewer);
     config.connect = vec![target];
     config.backoff_initial = Duration::from_millis(50);
     config.backoff_max = Duration::from_millis(500);
+    tweak(&mut config);
     let dir = dir.to_owned();
     let mut render_state = None;
     let harness = Harness::builder()
@@ -515,6 +531,12 @@ fn a_dropped_file_goes_to_the_sender() {
         &harness,
         "offered notes.txt to 1 peer"
     ));
+    // The transfers panel shows it at once, as one sending row.
+    harness.step();
+    assert_eq!(harness.state().transfers().rows().len(), 1);
+    harness.get_by_label("Transfers");
+    harness.get_by_label("sending");
+    harness.get_by_label("notes.txt");
 
     let deadline = Instant::now() + PATIENCE;
     let saved = loop {
@@ -538,6 +560,124 @@ fn a_dropped_file_goes_to_the_sender() {
     );
     step_until(&mut harness, None, "the delivery note", |h| {
         has_label_containing(h, "file notes.txt delivered")
+    });
+    step_until(&mut harness, None, "the row to say done", |h| {
+        h.query_by_label("done").is_some()
+    });
+    harness.get_by_label("300.0 KB / 300.0 KB");
+    let row = &harness.state().transfers().rows()[0];
+    assert!(matches!(row.state, TransferState::Done { .. }), "{row:?}");
+    assert_eq!(row.done_bytes, body.len() as u64);
+    // Nothing to cancel, and nothing to open for a file sent.
+    assert!(harness.query_by_label("Cancel").is_none());
+    assert!(harness.query_by_label("Open folder").is_none());
+}
+
+/// The one transfer of the viewer window, as its panel last read it.
+fn only_row(harness: &Harness<'static, ViewerApp>) -> Option<TransferStatus> {
+    match harness.state().transfers().rows() {
+        [row] => Some(row.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn cancel_stops_a_file_to_a_stalled_receiver() {
+    if !gpu_available("cancel_stops_a_file_to_a_stalled_receiver") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The viewer dials a hand-driven peer that takes files, accepts one, then stops
+    // reading: the file's bytes back up into the link.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let (mut harness, _rs) = viewer_with(target, &dir.path().join("snapshots"), |c| {
+        // Long enough that the stall never ends the link during the test.
+        c.keepalive = KeepaliveConfig {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(120),
+        };
+    });
+    let mut peer = common::RawPeer::accept(&listener);
+    peer.handshake(common::raw_hello(
+        Role::Sender,
+        Capabilities::FRAMES_OUT | Capabilities::TEXT | Capabilities::FILES_IN,
+        "stalled receiver",
+    ));
+    step_until(&mut harness, None, "the viewer to connect", |h| {
+        has_label_containing(h, "connected to")
+    });
+
+    // 200 MB, sparse: read from the page cache far faster than it could be taken.
+    let big = dir.path().join("big.bin");
+    let size = 200_000_000u64;
+    std::fs::File::create(&big).unwrap().set_len(size).unwrap();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(big)));
+    harness.step();
+    let id = loop {
+        match peer.read_message() {
+            Message::FileOffer(offer) => {
+                assert_eq!((offer.name.as_str(), offer.size), ("big.bin", size));
+                break offer.id;
+            }
+            _ => continue,
+        }
+    };
+    peer.send_msg(&Message::FileAccept(FileAccept { id, offset: 0 }));
+    step_until(&mut harness, None, "the row to be running", |h| {
+        only_row(h).is_some_and(|r| r.state == TransferState::Running && r.done_bytes > 0)
+    });
+    harness.get_by_label("running");
+    harness.get_by_label("big.bin");
+    harness.get_by_label("to stalled receiver");
+
+    harness.get_by_label("Cancel").click();
+    step_until(&mut harness, None, "the row to say it was cancelled", |h| {
+        has_label_containing(h, "failed: cancelled")
+    });
+    assert!(harness.query_by_label("Cancel").is_none());
+    let row = only_row(&harness).unwrap();
+    assert!(
+        matches!(&row.state, TransferState::Failed { reason } if reason.contains("cancelled")),
+        "{row:?}"
+    );
+    assert!(row.done_bytes < size, "{row:?}");
+
+    // The receiver reads again: the stream has stopped, and the cancel reaches it.
+    let drain = std::thread::spawn(move || {
+        let mut chunk_bytes = 0u64;
+        let mut last_chunk = Instant::now();
+        let mut cancel_reason = None;
+        while last_chunk.elapsed() < Duration::from_millis(1500) {
+            match peer.read_message() {
+                Message::FileChunk { id: i, data, .. } if i == id => {
+                    chunk_bytes += data.len() as u64;
+                    last_chunk = Instant::now();
+                }
+                Message::FileEnd(end) if end.id == id => panic!("the whole file went out"),
+                Message::FileCancel(cancel) if cancel.id == id => {
+                    cancel_reason = Some(cancel.reason);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        (chunk_bytes, cancel_reason)
+    });
+    let (chunk_bytes, cancel_reason) = drain.join().unwrap();
+    assert!(
+        chunk_bytes < size,
+        "the receiver got {chunk_bytes} of {size} bytes"
+    );
+    let reason = cancel_reason.expect("the receiver is told the file was cancelled");
+    assert!(reason.contains("cancelled"), "{reason}");
+    // Finished rows go with "Clear finished", and the panel with them.
+    harness.get_by_label("Clear finished").click();
+    step_until(&mut harness, None, "the panel to go", |h| {
+        h.query_by_label("Transfers").is_none()
     });
 }
 

@@ -1,16 +1,19 @@
 //! The windows (eframe/egui on wgpu): the sender and the viewer, and the panels both
-//! use. State lives in structs; drawing is in `*_ui` functions; the node comes in
-//! through constructors so tests can drive the windows with `egui_kittest`.
+//! use (peers, chat, transfers). State lives in structs; drawing is in `*_ui`
+//! functions; the node comes in through constructors so tests can drive the windows
+//! with `egui_kittest`.
 
 pub mod capture;
 mod chat;
 mod picker;
 pub mod sender;
 pub mod text;
+pub mod transfers;
 pub mod viewer;
 
 pub use chat::Chat;
 pub use picker::FilePicker;
+pub use transfers::{FolderOpener, TransferControl, TransfersView};
 
 use crate::net::{PeerStatus, Waker};
 

@@ -1,7 +1,8 @@
 //! The sender window: pick an image (file picker, command line or drag and drop), an
 //! animated GIF/APNG/WebP, or the WGSL live source; the capture thread
 //! ([`super::capture`]) keeps it in a GPU texture, reads it back and publishes it, while
-//! the window shows what is streamed, the viewers, the throughput and a chat.
+//! the window shows what is streamed, the viewers, the throughput, a chat and the file
+//! transfers in and out.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,7 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::capture::{self, CaptureStatus, Command, Picture, Rate, PATTERN_SIZE};
-use super::{dropped_paths, peers_ui, repaint_waker, Chat, EguiTexture, FilePicker};
+use super::{
+    dropped_paths, peers_ui, repaint_waker, Chat, EguiTexture, FilePicker, FolderOpener,
+    TransfersView,
+};
 use crate::gpu::check_texture_size;
 use crate::net::{now_us, Event, NetError, Node, NodeConfig};
 use crate::source::{looks_like_image, Source};
@@ -37,6 +41,7 @@ pub struct SenderApp {
     sent_rate: Option<Rate>,
     picker: FilePicker,
     chat: Chat,
+    transfers: TransfersView,
     message: Option<(String, bool)>,
     throughput: (Instant, u64, u64, f64, f64),
     companion: Option<std::process::Child>,
@@ -99,6 +104,7 @@ impl SenderApp {
             sent_rate: None,
             picker: FilePicker::default(),
             chat: Chat::default(),
+            transfers: TransfersView::default(),
             message,
             throughput: (now, 0, 0, 0.0, 0.0),
             companion: None,
@@ -154,6 +160,16 @@ impl SenderApp {
 
     pub fn chat(&self) -> &Chat {
         &self.chat
+    }
+
+    /// The transfers panel's state (its rows as last read from the node).
+    pub fn transfers(&self) -> &TransfersView {
+        &self.transfers
+    }
+
+    /// How "Open folder" opens a folder (the desktop's opener unless replaced).
+    pub fn set_folder_opener(&mut self, opener: FolderOpener) {
+        self.transfers.set_opener(opener);
     }
 
     fn command(&self, command: Command) {
@@ -233,6 +249,12 @@ impl SenderApp {
     /// Everything that is not drawing: network events, loads, drops, capture commands.
     fn step(&mut self, ctx: &egui::Context) {
         for event in self.node.events().try_iter() {
+            if matches!(
+                event,
+                Event::FileReceived { .. } | Event::FileFailed { .. } | Event::FileSent { .. }
+            ) {
+                self.transfers.mark_changed();
+            }
             match event {
                 Event::Text { text, .. } => self.chat.received(&text),
                 Event::FileSent {
@@ -257,6 +279,7 @@ impl SenderApp {
             self.dropped(ctx, &path);
         }
         self.take_loaded();
+        self.transfers.refresh(&self.node, Instant::now());
         if let Some(error) = self.status.error.lock().ok().and_then(|mut e| e.take()) {
             self.message = Some((error, true));
         }
@@ -292,6 +315,7 @@ impl SenderApp {
             return;
         }
         let name = path.display();
+        self.transfers.mark_changed();
         match self.node.send_file(path) {
             Ok(0) => self
                 .chat
@@ -414,6 +438,12 @@ impl eframe::App for SenderApp {
             self.load(&ctx, path);
         }
         egui::Panel::top("sender controls").show(ui, |ui| self.controls_ui(ui));
+        // The whole width, under the preview and the side panel, while there is a
+        // transfer to show.
+        if !self.transfers.is_empty() {
+            egui::Panel::bottom("sender transfers")
+                .show(ui, |ui| self.transfers.transfers_ui(ui, &self.node));
+        }
         egui::Panel::right("sender side")
             .resizable(true)
             .default_size(340.0)

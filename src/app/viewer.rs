@@ -2,13 +2,13 @@
 //! writes it into one persistent GPU texture (registered with egui once), and shows it
 //! fitted, 1:1 or zoomed and panned, with a status bar (rate, throughput, latency,
 //! drops, resolution, connection state), PNG snapshots saved off the UI thread, chat,
-//! peers, and files sent by dropping them on the window.
+//! peers, files sent by dropping them on the window, and the transfers in and out.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::text::human_bytes;
-use super::{dropped_paths, peers_ui, Chat, EguiTexture};
+use super::{dropped_paths, peers_ui, Chat, EguiTexture, FolderOpener, TransfersView};
 use crate::frame::Frame;
 use crate::gpu::UploadTexture;
 use crate::meter::FrameMeter;
@@ -67,6 +67,7 @@ pub struct ViewerApp {
     meter: FrameMeter,
     view: View,
     chat: Chat,
+    transfers: TransfersView,
     snapshot_dir: PathBuf,
     saving: Option<SavingSnapshot>,
     /// The last snapshot's outcome, shown in the toolbar.
@@ -95,6 +96,7 @@ impl ViewerApp {
             meter: FrameMeter::new(Duration::from_secs(1)),
             view: View::default(),
             chat: Chat::default(),
+            transfers: TransfersView::default(),
             snapshot_dir,
             saving: None,
             snapshot_note: None,
@@ -120,6 +122,16 @@ impl ViewerApp {
 
     pub fn chat(&self) -> &Chat {
         &self.chat
+    }
+
+    /// The transfers panel's state (its rows as last read from the node).
+    pub fn transfers(&self) -> &TransfersView {
+        &self.transfers
+    }
+
+    /// How "Open folder" opens a folder (the desktop's opener unless replaced).
+    pub fn set_folder_opener(&mut self, opener: FolderOpener) {
+        self.transfers.set_opener(opener);
     }
 
     /// The persistent texture frames are written into.
@@ -177,6 +189,12 @@ impl ViewerApp {
 
     fn on_event(&mut self, event: Event) {
         let now = now_us();
+        if matches!(
+            event,
+            Event::FileReceived { .. } | Event::FileFailed { .. } | Event::FileSent { .. }
+        ) {
+            self.transfers.mark_changed();
+        }
         match event {
             Event::Text { text, .. } => self.chat.received(&text),
             Event::FileReceived {
@@ -234,6 +252,7 @@ impl ViewerApp {
                 Err(e) => format!("cannot send {name}: {e}"),
             };
             self.chat.note(NOTE_FROM, &body, now_us());
+            self.transfers.mark_changed();
         }
     }
 
@@ -496,12 +515,18 @@ impl eframe::App for ViewerApp {
         self.take_from_network();
         self.poll_snapshot();
         self.send_dropped(ctx);
+        self.transfers.refresh(&self.node, Instant::now());
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let peers = self.node.peers();
         egui::Panel::top("viewer toolbar").show(ui, |ui| self.toolbar_ui(ui));
         egui::Panel::bottom("viewer status").show(ui, |ui| self.status_ui(ui, &peers));
+        // Above the status bar, the whole width, while there is a transfer to show.
+        if !self.transfers.is_empty() {
+            egui::Panel::bottom("viewer transfers")
+                .show(ui, |ui| self.transfers.transfers_ui(ui, &self.node));
+        }
         egui::Panel::right("viewer side")
             .resizable(true)
             .default_size(320.0)
