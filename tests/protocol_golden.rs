@@ -71,6 +71,13 @@ fn golden_table() -> Vec<(Message, Vec<u8>)> {
             )),
         ),
         (
+            Message::Auth { proof: [0xab; 32] },
+            hex(concat!(
+                "03 20000000", // auth, body 32 bytes
+                "abababababababababababababababababababababababababababababababab", // proof
+            )),
+        ),
+        (
             Message::Ping(Ping {
                 nonce: 0x0102_0304_0506_0708,
                 sent_us: 0x1122_3344_5566_7788,
@@ -315,7 +322,7 @@ fn goldens_back_to_back_decode_in_order() {
 
 #[test]
 fn unknown_kinds_are_refused_from_the_envelope_alone() {
-    for code in [0x00u8, 0x03, 0x12, 0x23, 0x31, 0x46, 0xff] {
+    for code in [0x00u8, 0x04, 0x12, 0x23, 0x31, 0x46, 0xff] {
         assert_eq!(
             decode(&[code, 0, 0, 0, 0], &limits()),
             Err(ProtocolError::UnknownKind(code))
@@ -383,9 +390,10 @@ fn an_oversized_body_length_fails_on_the_five_envelope_bytes() {
 #[test]
 fn body_limits_are_the_documented_ones() {
     let lim = limits();
-    let expected: [(Kind, u64); 14] = [
+    let expected: [(Kind, u64); 15] = [
         (Kind::Hello, 783),
         (Kind::Goodbye, 1027),
+        (Kind::Auth, 32),
         (Kind::Ping, 16),
         (Kind::Pong, 24),
         (Kind::FrameStart, 45),

@@ -114,6 +114,7 @@ fn message() -> impl Strategy<Value = Message> {
             })),
         (goodbye_code(), text(300, MAX_REASON_BYTES))
             .prop_map(|(code, reason)| Message::Goodbye { code, reason }),
+        any::<[u8; 32]>().prop_map(|proof| Message::Auth { proof }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(nonce, sent_us)| Message::Ping(Ping { nonce, sent_us })),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(nonce, ping_sent_us, sent_us)| {

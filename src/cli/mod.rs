@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::net::{NetError, NodeConfig, PeerStatus, DEFAULT_PORT};
+use crate::net::{NetError, NodeConfig, PeerStatus, Token, DEFAULT_PORT};
 use crate::protocol::Role;
 use crate::source::SourceError;
 
@@ -84,9 +84,32 @@ pub struct LinkArgs {
     /// Our name, shown to peers and on our text messages.
     #[arg(long)]
     pub name: Option<String>,
-    /// Drop a peer silent for this long; pings go out at a quarter of it.
+    /// Drop a peer silent for this long (the idle deadline); pings go out at a quarter
+    /// of it.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub keepalive_secs: f64,
+    /// Shared token: peers must prove they know it, and we prove it to them (HMAC
+    /// challenge-response; the token never crosses the wire). Both ends need the same.
+    #[arg(
+        long,
+        env = "TEXSTREAM_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the token from the first line of this file.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// A peer must finish its handshake within this long, or it is dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub handshake_secs: f64,
+    /// Connections accepted at once (handshakes included); more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Accepted connections not yet through their handshake (not yet authenticated) at
+    /// once; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_handshaking: usize,
 }
 
 impl LinkArgs {
@@ -112,8 +135,22 @@ impl LinkArgs {
         }
         config.keepalive.timeout = Duration::from_secs_f64(self.keepalive_secs);
         config.keepalive.interval = config.keepalive.timeout / 4;
+        if !(self.handshake_secs.is_finite() && self.handshake_secs > 0.0) {
+            anyhow::bail!("--handshake-secs must be a positive number of seconds");
+        }
+        config.handshake_timeout = Duration::from_secs_f64(self.handshake_secs);
+        if self.max_connections == 0 || self.max_handshaking == 0 {
+            anyhow::bail!("--max-connections and --max-handshaking must be at least 1");
+        }
+        config.max_connections = self.max_connections;
+        config.max_handshaking = self.max_handshaking;
+        config.token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
+            (None, Some(path)) => Some(Token::from_file(path).map_err(anyhow::Error::msg)?),
+            (None, None) => None,
+        };
         if let Some(listen) = &config.listen {
-            warn_if_exposed(listen);
+            warn_if_exposed(listen, config.token.is_some());
         }
         Ok(config)
     }
@@ -129,14 +166,15 @@ pub fn normalize_addr(addr: &str) -> String {
     }
 }
 
-fn warn_if_exposed(listen: &str) {
+fn warn_if_exposed(listen: &str, has_token: bool) {
     let loopback = listen.starts_with("127.")
         || listen.starts_with("localhost:")
         || listen.starts_with("[::1]:");
-    if !loopback {
+    if !loopback && !has_token {
         tracing::warn!(
-            "listening on {listen}: anyone who can reach this machine on that address can connect, \
-             receive the stream and send files (there is no authentication yet)"
+            "listening on {listen} without a token: anyone who can reach this machine on that \
+             address can connect, watch the stream, chat and send files; set --token (or \
+             TEXSTREAM_TOKEN) on every end to allow only those who know it"
         );
     }
 }

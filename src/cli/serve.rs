@@ -285,6 +285,8 @@ mod tests {
             rtt: Some(Duration::from_micros(1500)),
             last_error: None,
             reconnects: 0,
+            authenticated: false,
+            encrypted: false,
         }
     }
 

@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::files::{stream_file, FileOutcome, IncomingFiles, PeerRef, StreamError};
+use super::handshake::Handshaken;
 use super::keepalive::{Keepalive, KeepaliveAction};
 use super::node::{Event, LinkTx, PeerSlot, Shared};
 use super::status::PeerState;
 use super::{now_us, NetError};
 use crate::frame::{Frame, PooledBuf};
 use crate::protocol::{
-    decode_body, decode_preamble, encode, encode_bulk_head, encode_preamble, Assembled, BulkHead,
-    Capabilities, Envelope, FileCancel, FrameAssembler, GoodbyeCode, Hello, Kind, Limits, Message,
-    Ping, Pong, ProtocolError, BULK_HEAD_LEN, ENVELOPE_LEN, PREAMBLE_LEN,
+    decode_body, encode, encode_bulk_head, Assembled, BulkHead, Capabilities, Envelope, FileCancel,
+    FrameAssembler, GoodbyeCode, Kind, Message, Ping, Pong, ProtocolError, BULK_HEAD_LEN,
+    ENVELOPE_LEN,
 };
 
 /// Work for a link's writer thread, besides frames (which come through the frame slot).
@@ -77,122 +78,14 @@ impl FrameSlot {
     }
 }
 
-/// Exchanges preambles and hellos. The whole exchange must finish by `timeout`: a
-/// silent or byte-dribbling peer is dropped when it runs out.
-pub(crate) fn handshake(
-    stream: &mut TcpStream,
-    ours: &Hello,
-    limits: &Limits,
-    timeout: Duration,
-) -> Result<Hello, NetError> {
-    let deadline = Instant::now() + timeout;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| NetError::io("configuring the socket", e))?;
-    let mut out = encode_preamble().to_vec();
-    encode(&Message::Hello(ours.clone()), &mut out);
-    stream
-        .write_all(&out)
-        .map_err(|e| NetError::io("sending the hello", e))?;
-
-    let mut preamble = [0u8; PREAMBLE_LEN];
-    read_by(stream, &mut preamble, deadline, timeout, "peer")?;
-    decode_preamble(&preamble)?;
-
-    let mut env = [0u8; ENVELOPE_LEN];
-    read_by(stream, &mut env, deadline, timeout, "peer")?;
-    let env = Envelope::parse(&env, limits)?;
-    let mut body = vec![0u8; env.body_len as usize];
-    read_by(stream, &mut body, deadline, timeout, "peer")?;
-    match decode_body(env.kind, &body, limits)? {
-        Message::Hello(hello) => {
-            stream
-                .set_read_timeout(None)
-                .map_err(|e| NetError::io("configuring the socket", e))?;
-            Ok(hello)
-        }
-        Message::Goodbye { code, reason } => Err(NetError::Goodbye { code, reason }),
-        other => Err(ProtocolError::Unexpected {
-            kind: other.kind().name(),
-            when: "instead of a hello",
-        }
-        .into()),
-    }
-}
-
-/// Turns a peer away during the handshake: reads its preamble and hello (so that our
-/// close does not reset the connection under the reply), then answers with our preamble
-/// and `goodbye` instead of a hello. The dialer sees a failed handshake and backs off.
-pub(crate) fn refuse_in_handshake(
-    stream: &mut TcpStream,
-    goodbye: &Message,
-    limits: &Limits,
-    timeout: Duration,
-) -> Result<(), NetError> {
-    let deadline = Instant::now() + timeout;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| NetError::io("configuring the socket", e))?;
-    let mut preamble = [0u8; PREAMBLE_LEN];
-    read_by(stream, &mut preamble, deadline, timeout, "peer")?;
-    decode_preamble(&preamble)?;
-    let mut env = [0u8; ENVELOPE_LEN];
-    read_by(stream, &mut env, deadline, timeout, "peer")?;
-    let env = Envelope::parse(&env, limits)?;
-    let mut body = vec![0u8; env.body_len as usize];
-    read_by(stream, &mut body, deadline, timeout, "peer")?;
-    let mut out = encode_preamble().to_vec();
-    encode(goodbye, &mut out);
-    stream
-        .write_all(&out)
-        .map_err(|e| NetError::io("sending the goodbye", e))?;
-    let _ = stream.shutdown(Shutdown::Write);
-    Ok(())
-}
-
-/// Fills `buf` before `deadline`, however the peer spreads its bytes.
-fn read_by(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
-    deadline: Instant,
-    timeout: Duration,
-    what: &'static str,
-) -> Result<(), NetError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(NetError::HandshakeTimeout(timeout));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| NetError::io("configuring the socket", e))?;
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => return Err(NetError::ClosedInHandshake(what)),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(NetError::HandshakeTimeout(timeout))
-            }
-            Err(e) => return Err(NetError::io("reading the handshake", e)),
-        }
-    }
-    Ok(())
-}
-
 /// Runs a connected link until it ends; returns why it ended.
 pub(crate) fn run_link(
     shared: &Arc<Shared>,
     slot: &Arc<PeerSlot>,
     stream: TcpStream,
-    hello: Hello,
+    handshaken: Handshaken,
 ) -> String {
-    match run_link_inner(shared, slot, stream, hello) {
+    match run_link_inner(shared, slot, stream, handshaken) {
         Ok(reason) => reason,
         Err(e) => e.to_string(),
     }
@@ -202,8 +95,12 @@ fn run_link_inner(
     shared: &Arc<Shared>,
     slot: &Arc<PeerSlot>,
     stream: TcpStream,
-    hello: Hello,
+    handshaken: Handshaken,
 ) -> Result<String, NetError> {
+    let Handshaken {
+        hello,
+        authenticated,
+    } = handshaken;
     let config = &shared.config;
     let setup = |e| NetError::io("configuring the socket", e);
     let addr = stream.peer_addr().map_err(setup)?;
@@ -227,7 +124,7 @@ fn run_link_inner(
         takes_text: caps.has(Capabilities::TEXT),
         takes_files: caps.has(Capabilities::FILES_IN),
     });
-    slot.set_connected(addr, &hello);
+    slot.set_connected(addr, &hello, authenticated);
     tracing::info!(peer = %slot.id, name = %hello.name, role = hello.role.name(), "connected to {addr}");
     shared.emit(Event::PeerConnected {
         peer: slot.id,
@@ -679,8 +576,10 @@ impl Reader {
                         });
                     }
                 }
-                m
-                @ (Message::Hello(_) | Message::FrameChunk { .. } | Message::FileChunk { .. }) => {
+                m @ (Message::Hello(_)
+                | Message::Auth { .. }
+                | Message::FrameChunk { .. }
+                | Message::FileChunk { .. }) => {
                     return Err(ProtocolError::Unexpected {
                         kind: m.kind().name(),
                         when: "after the handshake",
@@ -837,8 +736,9 @@ fn read_rest(r: &mut impl Read, buf: &mut [u8], kind: Kind) -> Result<(), NetErr
 }
 
 impl PeerSlot {
-    fn set_connected(&self, addr: SocketAddr, hello: &Hello) {
+    fn set_connected(&self, addr: SocketAddr, hello: &crate::protocol::Hello, authenticated: bool) {
         let mut info = lock(&self.info);
+        info.authenticated = authenticated;
         info.instance = hello.instance;
         info.state = PeerState::Connected;
         info.addr = Some(addr);

@@ -10,6 +10,7 @@
 
 mod backoff;
 mod files;
+mod handshake;
 mod keepalive;
 mod link;
 mod node;
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backoff::Backoff;
 pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW};
+pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 pub use node::{Event, Node, NodeConfig, Publisher, Waker};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
@@ -61,6 +63,8 @@ pub enum NetError {
     Resolve(String),
     #[error("{0}")]
     Refused(String),
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
 }
 
 impl NetError {

@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
 use super::files::{FileShelf, OutgoingFile};
+use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side, Token};
 use super::keepalive::KeepaliveConfig;
-use super::link::{handshake, lock, refuse_in_handshake, run_link, FrameSlot, Outgoing};
+use super::link::{lock, run_link, FrameSlot, Outgoing};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
@@ -52,6 +53,15 @@ pub struct NodeConfig {
     pub republish: bool,
     /// Take offered files into this folder; `None` refuses offers.
     pub files_dir: Option<PathBuf>,
+    /// The shared token: peers must prove they know it (and we prove it to them).
+    /// `None`: open to anyone who can connect.
+    pub token: Option<Token>,
+    /// Connections accepted at once, handshakes included; more are closed at once
+    /// (default 256).
+    pub max_connections: usize,
+    /// Accepted connections still in their handshake (not yet authenticated) at once;
+    /// more are closed at once (default 32).
+    pub max_handshaking: usize,
     /// Complete received frames kept for the application, newest wins (default 2).
     pub frame_queue: usize,
     /// Events kept for the application before further ones are dropped (default 1024).
@@ -99,6 +109,9 @@ impl NodeConfig {
             forward_text: matches!(role, Role::Sender | Role::Relay),
             republish: role == Role::Relay,
             files_dir: None,
+            token: None,
+            max_connections: 256,
+            max_handshaking: 32,
             frame_queue: 2,
             event_queue: 1024,
             waker: None,
@@ -182,6 +195,8 @@ pub(crate) struct SlotInfo {
     pub role: Option<Role>,
     /// The peer's process, from its hello (0: unknown).
     pub instance: u64,
+    pub authenticated: bool,
+    pub encrypted: bool,
     pub last_error: Option<String>,
 }
 
@@ -221,6 +236,8 @@ impl PeerSlot {
             rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
             last_error: info.last_error.clone(),
             reconnects: c.reconnects.load(Relaxed),
+            authenticated: info.authenticated,
+            encrypted: info.encrypted,
         }
     }
 
@@ -241,6 +258,11 @@ pub(crate) struct Shared {
     pub files: Arc<FileShelf>,
     /// Ours, sent in the hello: peers recognise us when we come back.
     pub instance: u64,
+    /// Accepted connections open now, and those of them still in their handshake.
+    open_connections: Arc<AtomicUsize>,
+    handshaking: Arc<AtomicUsize>,
+    /// Failed authentications by address, to slow repeated guesses down.
+    auth_failures: Mutex<HashMap<std::net::IpAddr, AuthFailures>>,
     peers: Mutex<Vec<Arc<PeerSlot>>>,
     next_peer: AtomicU64,
     next_file: AtomicU64,
@@ -353,6 +375,60 @@ impl Shared {
         slot
     }
 
+    /// Why a new connection must be closed at once, if it must.
+    fn over_connection_limits(&self) -> Option<String> {
+        let open = self.open_connections.load(Relaxed);
+        if open >= self.config.max_connections {
+            return Some(format!(
+                "{open} connections are open (at most {}, --max-connections)",
+                self.config.max_connections
+            ));
+        }
+        let handshaking = self.handshaking.load(Relaxed);
+        if handshaking >= self.config.max_handshaking {
+            return Some(format!(
+                "{handshaking} connections are in their handshake (at most {}, --max-handshaking)",
+                self.config.max_handshaking
+            ));
+        }
+        None
+    }
+
+    /// How long an address that failed to authenticate too often must wait.
+    fn auth_penalty(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        let failures = lock(&self.auth_failures);
+        let until = failures.get(&ip)?.blocked_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn auth_failed(&self, ip: std::net::IpAddr) {
+        let now = Instant::now();
+        let mut failures = lock(&self.auth_failures);
+        if failures.len() > 4096 {
+            failures.retain(|_, f| now.duration_since(f.last) < Duration::from_secs(600));
+        }
+        let f = failures.entry(ip).or_insert(AuthFailures {
+            count: 0,
+            last: now,
+            blocked_until: None,
+        });
+        if now.duration_since(f.last) > Duration::from_secs(600) {
+            f.count = 0;
+        }
+        f.count += 1;
+        f.last = now;
+        f.blocked_until = auth_block(f.count).map(|d| now + d);
+        self.counters.auth_failures.fetch_add(1, Relaxed);
+        tracing::warn!(
+            "authentication failed for {ip} ({} time(s) in a row)",
+            f.count
+        );
+    }
+
+    fn auth_succeeded(&self, ip: std::net::IpAddr) {
+        lock(&self.auth_failures).remove(&ip);
+    }
+
     /// Whether `max_peers` accepted peers are served already.
     fn accepted_full(&self) -> bool {
         let Some(max) = self.config.max_peers else {
@@ -396,6 +472,8 @@ impl Shared {
                 name: None,
                 role: None,
                 instance: 0,
+                authenticated: false,
+                encrypted: false,
                 last_error: None,
             }),
             counters: LinkCounters::default(),
@@ -527,6 +605,9 @@ impl Node {
             file_pool: FramePool::new(2 * super::link::OUT_QUEUE),
             files: Arc::new(FileShelf::default()),
             instance: random_u64().max(1),
+            open_connections: Arc::new(AtomicUsize::new(0)),
+            handshaking: Arc::new(AtomicUsize::new(0)),
+            auth_failures: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
             next_peer: AtomicU64::new(1),
             // Random, so that ids do not repeat across restarts.
@@ -825,12 +906,28 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         }
         match conn {
             Ok(stream) => {
+                // Over a limit: close at once, before a thread or a byte is spent on it.
+                if let Some(why) = shared.over_connection_limits() {
+                    let n = shared.counters.connections_refused.fetch_add(1, Relaxed);
+                    if n.is_power_of_two() {
+                        let addr = stream
+                            .peer_addr()
+                            .map_or_else(|_| "?".into(), |a| a.to_string());
+                        tracing::warn!(
+                            "refused a connection: {why}; {} so far, latest from {addr}",
+                            n + 1
+                        );
+                    }
+                    continue;
+                }
                 let s = shared.clone();
                 let addr = stream
                     .peer_addr()
                     .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+                let guard = Counted::new(&shared.open_connections);
                 shared.spawn(format!("texstream peer {addr}"), move || {
-                    accepted(&s, stream)
+                    accepted(&s, stream);
+                    drop(guard);
                 });
             }
             Err(e) => {
@@ -842,6 +939,22 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// Counts something while it lives (a connection, a handshake under way).
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicUsize>) -> Counted {
+        counter.fetch_add(1, Relaxed);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
     let Ok(addr) = stream.peer_addr() else {
         return;
@@ -849,13 +962,30 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
     let span = tracing::info_span!("peer", %addr);
     let _g = span.enter();
     let config = &shared.config;
-    if shared.accepted_full() {
+    let refusal = if let Some(wait) = shared.auth_penalty(addr.ip()) {
+        Some((
+            GoodbyeCode::AuthFailed,
+            format!(
+                "too many failed authentications from {}: try again in {} s",
+                addr.ip(),
+                wait.as_secs().max(1)
+            ),
+        ))
+    } else if shared.accepted_full() {
         // Say so in the handshake: the dialer sees a failed handshake and backs off,
         // instead of reconnecting at once after a short-lived link.
         let max = config.max_peers.unwrap_or_default();
-        let reason = format!("this node is full: it serves at most {max} peers");
+        Some((
+            GoodbyeCode::Full,
+            format!("this node is full: it serves at most {max} peers"),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, reason)) = refusal {
+        let _handshaking = Counted::new(&shared.handshaking);
         let bye = Message::Goodbye {
-            code: GoodbyeCode::Full,
+            code,
             reason: reason.clone(),
         };
         if refuse_in_handshake(&mut stream, &bye, &config.limits, config.handshake_timeout).is_ok()
@@ -865,14 +995,25 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
         }
         return;
     }
-    let hello = match handshake(
+    let handshaking = Counted::new(&shared.handshaking);
+    let result = handshake(
         &mut stream,
         &shared.hello(),
+        Side::Acceptor,
+        config.token.as_ref(),
         &config.limits,
         config.handshake_timeout,
-    ) {
-        Ok(hello) => hello,
+    );
+    drop(handshaking);
+    let handshaken = match result {
+        Ok(h) => {
+            shared.auth_succeeded(addr.ip());
+            h
+        }
         Err(e) => {
+            if matches!(e, NetError::AuthFailed(_)) {
+                shared.auth_failed(addr.ip());
+            }
             if !shared.is_shutting_down() {
                 shared.handshake_failed(addr, &e);
             }
@@ -881,24 +1022,22 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
     };
     let Some(slot) = shared.new_accepted_slot(addr) else {
         let max = config.max_peers.unwrap_or_default();
-        {
-            let reason = format!("this node is full: it serves at most {max} peers");
-            tracing::warn!("refused {addr}: {reason}");
-            let mut bye = Vec::new();
-            encode(
-                &Message::Goodbye {
-                    code: GoodbyeCode::Full,
-                    reason: reason.clone(),
-                },
-                &mut bye,
-            );
-            let _ = std::io::Write::write_all(&mut stream, &bye);
-            let _ = stream.shutdown(Shutdown::Both);
-            shared.emit(Event::HandshakeFailed { addr, reason });
-            return;
-        }
+        let reason = format!("this node is full: it serves at most {max} peers");
+        tracing::warn!("refused {addr}: {reason}");
+        let mut bye = Vec::new();
+        encode(
+            &Message::Goodbye {
+                code: GoodbyeCode::Full,
+                reason: reason.clone(),
+            },
+            &mut bye,
+        );
+        let _ = std::io::Write::write_all(&mut stream, &bye);
+        let _ = stream.shutdown(Shutdown::Both);
+        shared.emit(Event::HandshakeFailed { addr, reason });
+        return;
     };
-    let reason = run_link(shared, &slot, stream, hello);
+    let reason = run_link(shared, &slot, stream, handshaken);
     log_disconnect(shared, &slot, addr, &reason);
     slot.set_state(PeerState::Closed);
     shared.remove_slot(slot.id);
@@ -959,7 +1098,7 @@ fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
     slot.set_state(PeerState::Closed);
 }
 
-fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Hello, SocketAddr), NetError> {
+fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Handshaken, SocketAddr), NetError> {
     let config = &shared.config;
     let addr = target
         .to_socket_addrs()
@@ -971,10 +1110,12 @@ fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Hello, SocketAddr),
     match handshake(
         &mut stream,
         &shared.hello(),
+        Side::Dialer,
+        config.token.as_ref(),
         &config.limits,
         config.handshake_timeout,
     ) {
-        Ok(hello) => Ok((stream, hello, addr)),
+        Ok(handshaken) => Ok((stream, handshaken, addr)),
         Err(e) => {
             shared.handshake_failed(addr, &e);
             Err(e)
@@ -1006,4 +1147,18 @@ fn random_u64() -> u64 {
     h.write_u64(super::now_us());
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// An address's failed authentications.
+struct AuthFailures {
+    count: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// How long an address waits after `failures` failed authentications in a row: not at
+/// all for the first three, then 1 s, doubling up to a minute.
+fn auth_block(failures: u32) -> Option<Duration> {
+    (failures >= 3)
+        .then(|| Duration::from_secs(1 << (failures - 3).min(6)).min(Duration::from_secs(60)))
 }

@@ -76,6 +76,10 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// Successful connections after the first (dialed peers).
     pub reconnects: u64,
+    /// Both sides proved they know the shared token.
+    pub authenticated: bool,
+    /// The connection runs over TLS.
+    pub encrypted: bool,
 }
 
 impl PeerStatus {
@@ -89,13 +93,15 @@ impl PeerStatus {
             |r| format!("{:.2} ms", r.as_secs_f64() * 1e3),
         );
         format!(
-            "{} {} {:?} {} name={} role={} sent={} skipped={} received={} tx={}B rx={}B rtt={}{}",
+            "{} {} {:?} {} name={} role={} auth={} tls={} sent={} skipped={} received={} tx={}B rx={}B rtt={}{}",
             self.id,
             addr,
             self.origin,
             self.state,
             self.name.as_deref().unwrap_or("-"),
             self.role.map_or("-", |r| r.name()),
+            if self.authenticated { "token" } else { "none" },
+            if self.encrypted { "yes" } else { "no" },
             self.frames_sent,
             self.frames_skipped,
             self.frames_received,
@@ -140,6 +146,10 @@ pub struct NodeStats {
     pub bytes_sent: u64,
     /// Events the application did not take in time (its queue was full).
     pub events_dropped: u64,
+    /// Connections closed at once because a connection limit was reached.
+    pub connections_refused: u64,
+    /// Handshakes in which a peer failed to prove it knows the token.
+    pub auth_failures: u64,
 }
 
 #[derive(Default, Debug)]
@@ -152,6 +162,8 @@ pub(crate) struct NodeCounters {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub events_dropped: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub auth_failures: AtomicU64,
 }
 
 impl NodeCounters {
@@ -165,6 +177,8 @@ impl NodeCounters {
             bytes_received: self.bytes_received.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            auth_failures: self.auth_failures.load(Relaxed),
         }
     }
 }

@@ -96,6 +96,7 @@ pub fn max_body_len(kind: Kind, limits: &Limits) -> u64 {
     match kind {
         Kind::Hello => 1 + 4 + str8 + 2 + MAX_AUTH_BYTES as u64 + 8,
         Kind::Goodbye => 1 + reason,
+        Kind::Auth => 32,
         Kind::Ping => 16,
         Kind::Pong => 24,
         Kind::FrameStart => FRAME_START_LEN as u64,
@@ -161,6 +162,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
             out.push(*code as u8);
             put_str16(out, reason, MAX_REASON_BYTES);
         }
+        Message::Auth { proof } => out.extend_from_slice(proof),
         Message::Ping(p) => {
             put_u64(out, p.nonce);
             put_u64(out, p.sent_us);
@@ -265,6 +267,9 @@ pub fn decode_body(kind: Kind, body: &[u8], limits: &Limits) -> Result<Message, 
         Kind::Goodbye => Message::Goodbye {
             code: GoodbyeCode::from_u8(r.u8("code")?),
             reason: r.str16("reason", MAX_REASON_BYTES)?,
+        },
+        Kind::Auth => Message::Auth {
+            proof: r.array("proof")?,
         },
         Kind::Ping => Message::Ping(Ping {
             nonce: r.u64("nonce")?,

@@ -8,6 +8,7 @@ use crate::frame::PixelFormat;
 pub enum Kind {
     Hello = 0x01,
     Goodbye = 0x02,
+    Auth = 0x03,
     Ping = 0x10,
     Pong = 0x11,
     FrameStart = 0x20,
@@ -24,9 +25,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Hello,
         Kind::Goodbye,
+        Kind::Auth,
         Kind::Ping,
         Kind::Pong,
         Kind::FrameStart,
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Kind::Hello => "hello",
             Kind::Goodbye => "goodbye",
+            Kind::Auth => "auth",
             Kind::Ping => "ping",
             Kind::Pong => "pong",
             Kind::FrameStart => "frame-start",
@@ -255,6 +258,11 @@ pub enum Message {
         code: GoodbyeCode,
         reason: String,
     },
+    /// Proof that the sender knows the shared token: HMAC-SHA256 over the two hellos of
+    /// this connection (see `docs/PROTOCOL.md`, Authentication).
+    Auth {
+        proof: [u8; 32],
+    },
     Ping(Ping),
     Pong(Pong),
     FrameStart(FrameStart),
@@ -284,6 +292,7 @@ impl Message {
         match self {
             Message::Hello(_) => Kind::Hello,
             Message::Goodbye { .. } => Kind::Goodbye,
+            Message::Auth { .. } => Kind::Auth,
             Message::Ping(_) => Kind::Ping,
             Message::Pong(_) => Kind::Pong,
             Message::FrameStart(_) => Kind::FrameStart,

@@ -1,0 +1,158 @@
+//! Who may connect: the shared token (both sides prove it, a wrong or missing one fails
+//! on both sides with a reason, repeated failures are slowed down) and the connection
+//! limits (handshakes and connections at once).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use texstream::frame::FrameGeometry;
+use texstream::net::{Event, Node, NodeConfig, Token};
+use texstream::protocol::Role;
+
+fn with_token(mut c: NodeConfig, token: Option<&str>) -> NodeConfig {
+    c.token = token.map(|t| Token::new(t).unwrap());
+    c
+}
+
+fn sender(token: Option<&str>) -> Node {
+    let mut c = with_token(fast_config(Role::Sender), token);
+    c.name = "guarded sender".into();
+    c.listen = Some("127.0.0.1:0".into());
+    Node::start(c).unwrap()
+}
+
+fn viewer(addr: std::net::SocketAddr, token: Option<&str>) -> Node {
+    let mut c = with_token(fast_config(Role::Viewer), token);
+    c.connect = vec![addr.to_string()];
+    // Slow retries: each refused attempt is one event, and the slow-down is visible.
+    c.backoff_initial = Duration::from_millis(200);
+    c.backoff_max = Duration::from_millis(400);
+    Node::start(c).unwrap()
+}
+
+fn handshake_failure(node: &Node, what: &str) -> String {
+    wait_event(node, what, |e| match e {
+        Event::HandshakeFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_right_token_connects_and_both_sides_show_it() {
+    let s = sender(Some("open sesame"));
+    let v = viewer(listen_addr(&s), Some("open sesame"));
+    wait_connected(&s, "the viewer with the token");
+    wait_connected(&v, "connected");
+    lockstep(&s, &[&v], FrameGeometry::rgba8(64, 48), 1..=3);
+    assert!(s.peers()[0].authenticated);
+    assert!(v.peers()[0].authenticated);
+    assert!(s.peers()[0].line().contains("auth=token"));
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused_on_both_sides_with_a_reason() {
+    let s = sender(Some("right"));
+    let wrong = viewer(listen_addr(&s), Some("wrong"));
+    let reason = handshake_failure(&s, "the sender refuses the wrong token");
+    assert!(reason.contains("authentication failed"), "{reason}");
+    let theirs = handshake_failure(&wrong, "the viewer hears why");
+    assert!(theirs.contains("authentication failed"), "{theirs}");
+    assert!(wrong.frames().is_empty());
+    drop(wrong);
+
+    let s2 = sender(Some("right"));
+    let none = viewer(listen_addr(&s2), None);
+    let reason = handshake_failure(&none, "a viewer without a token");
+    assert!(reason.contains("requires a token"), "{reason}");
+    let reason = handshake_failure(&s2, "the sender");
+    assert!(reason.contains("authentication failed"), "{reason}");
+
+    // And the other way: a guarded viewer does not talk to an open sender.
+    let open = sender(None);
+    let guarded = viewer(listen_addr(&open), Some("right"));
+    let reason = handshake_failure(&guarded, "a guarded viewer");
+    assert!(reason.contains("authentication failed"), "{reason}");
+    assert!(open.peers().is_empty());
+}
+
+#[test]
+fn repeated_failures_from_one_address_are_slowed_down() {
+    let s = sender(Some("right"));
+    let addr = listen_addr(&s);
+    let wrong = viewer(addr, Some("wrong"));
+    // Three honest failures, then the address waits (1 s, doubling) and its attempts
+    // are answered without checking.
+    let mut slowed = None;
+    for i in 0..8 {
+        let reason = handshake_failure(&wrong, &format!("attempt {i}"));
+        if reason.contains("too many failed authentications") {
+            slowed = Some(i);
+            break;
+        }
+    }
+    assert_eq!(slowed, Some(3), "the fourth attempt is turned away");
+    drop(wrong);
+    // While the address waits, even the right token is turned away...
+    let right = viewer(addr, Some("right"));
+    let reason = handshake_failure(&right, "the right token while blocked");
+    assert!(reason.contains("try again"), "{reason}");
+    // ...and once the wait is over, it gets in.
+    wait_event_for(
+        &right,
+        Duration::from_secs(5),
+        "the right token after the wait",
+        |e| matches!(e, Event::PeerConnected { .. }).then_some(()),
+    );
+    assert!(s.stats().auth_failures >= 3);
+}
+
+#[test]
+fn handshakes_and_connections_at_once_are_limited() {
+    let mut c = fast_config(Role::Sender);
+    c.listen = Some("127.0.0.1:0".into());
+    c.max_handshaking = 3;
+    c.max_connections = 5;
+    c.handshake_timeout = Duration::from_millis(1500);
+    let s = Node::start(c).unwrap();
+    let addr = listen_addr(&s);
+
+    // Three silent connections fill the handshake places: a fourth is closed at once.
+    let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = matches!(extra.read(&mut [0u8; 16]), Ok(0) | Err(_));
+    assert!(
+        closed && started.elapsed() < Duration::from_millis(450),
+        "closed at once"
+    );
+    assert!(s.stats().connections_refused >= 1);
+
+    // The silent ones run out of time and make room: honest viewers get in.
+    let honest = dialing_viewer("honest", addr);
+    wait_event_for(&honest, Duration::from_secs(5), "the honest viewer", |e| {
+        matches!(e, Event::PeerConnected { .. }).then_some(())
+    });
+    drop(silent);
+
+    // Five connections at once at most: four more viewers, and the last is refused.
+    let more: Vec<Node> = (0..4)
+        .map(|i| dialing_viewer(&format!("v{i}"), addr))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.peers().len() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.peers().len(), 5, "five connections at most");
+    lockstep(&s, &[&honest], FrameGeometry::rgba8(32, 32), 1..=2);
+    drop(more);
+}
