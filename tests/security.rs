@@ -156,3 +156,100 @@ fn handshakes_and_connections_at_once_are_limited() {
     lockstep(&s, &[&honest], FrameGeometry::rgba8(32, 32), 1..=2);
     drop(more);
 }
+
+// ---------------------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------------------
+
+use texstream::net::{Tls, TlsOptions};
+
+/// TLS material of one node, kept in `dir`.
+fn tls_in(dir: &std::path::Path) -> Tls {
+    Tls::new(&TlsOptions {
+        dir: Some(dir.join("tls")),
+        known_hosts: Some(dir.join("known_hosts")),
+        ..TlsOptions::default()
+    })
+    .unwrap()
+}
+
+fn tls_sender(dir: &std::path::Path, token: Option<&str>) -> (Node, Tls) {
+    let tls = tls_in(dir);
+    let mut c = with_token(fast_config(Role::Sender), token);
+    c.listen = Some("127.0.0.1:0".into());
+    c.tls = Some(tls.clone());
+    (Node::start(c).unwrap(), tls)
+}
+
+fn tls_viewer(addr: std::net::SocketAddr, dir: &std::path::Path, token: Option<&str>) -> Node {
+    let mut c = with_token(fast_config(Role::Viewer), token);
+    c.connect = vec![addr.to_string()];
+    c.tls = Some(tls_in(dir));
+    c.backoff_initial = Duration::from_millis(200);
+    c.backoff_max = Duration::from_millis(400);
+    Node::start(c).unwrap()
+}
+
+#[test]
+fn tls_carries_frames_byte_exact_and_the_viewer_remembers_the_fingerprint() {
+    let (sd, vd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (s, tls) = tls_sender(sd.path(), Some("both"));
+    let addr = listen_addr(&s);
+    let v = tls_viewer(addr, vd.path(), Some("both"));
+    wait_connected(&s, "the TLS viewer");
+    wait_connected(&v, "connected over TLS");
+    // Odd width: padded rows, 1 MiB chunks, several TLS records per chunk.
+    lockstep(&s, &[&v], padded_geometry(1023, 767), 1..=20);
+    let peer = &v.peers()[0];
+    assert!(peer.encrypted && peer.authenticated, "{}", peer.line());
+    assert_eq!(
+        peer.tls_fingerprint.as_deref(),
+        Some(tls.fingerprint.as_str())
+    );
+    assert!(s.peers()[0].encrypted);
+    let known = std::fs::read_to_string(vd.path().join("known_hosts")).unwrap();
+    assert_eq!(known.trim(), format!("{addr} {}", tls.fingerprint));
+    // Text and files ride the same session.
+    s.send_text("over tls");
+    let text = wait_event(&v, "text", |e| match e {
+        Event::Text { text, .. } => Some(text.body.clone()),
+        _ => None,
+    });
+    assert_eq!(text, "over tls");
+}
+
+#[test]
+fn a_changed_certificate_is_refused_loudly() {
+    let (sd, vd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (s, _) = tls_sender(sd.path(), None);
+    let addr = listen_addr(&s);
+    // The viewer remembers another certificate for this address.
+    std::fs::write(
+        vd.path().join("known_hosts"),
+        format!("{addr} SHA256:00:11:22\n"),
+    )
+    .unwrap();
+    let v = tls_viewer(addr, vd.path(), None);
+    let reason = handshake_failure(&v, "the changed certificate");
+    assert!(reason.contains("HAS CHANGED"), "{reason}");
+    assert!(reason.contains("known_hosts"), "{reason}");
+    assert!(v.peers().iter().all(|p| !p.encrypted));
+    assert!(s.peers().is_empty(), "nothing got through");
+}
+
+#[test]
+fn tls_on_one_side_only_fails_with_a_hint() {
+    let (sd, vd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let open = sender(None);
+    let v = tls_viewer(listen_addr(&open), vd.path(), None);
+    let reason = handshake_failure(&v, "a TLS viewer meets a plain sender");
+    assert!(reason.contains("TLS"), "{reason}");
+    drop(v);
+
+    let (s, _) = tls_sender(sd.path(), None);
+    let plain = viewer(listen_addr(&s), None);
+    let reason = handshake_failure(&s, "a plain viewer meets a TLS sender");
+    assert!(reason.contains("not using TLS"), "{reason}");
+    let theirs = handshake_failure(&plain, "the plain viewer");
+    assert!(theirs.contains("use --tls"), "{theirs}");
+}

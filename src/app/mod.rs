@@ -66,9 +66,17 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
     }
     egui::Grid::new("peers")
         .striped(true)
-        .num_columns(6)
+        .num_columns(7)
         .show(ui, |ui| {
-            for h in ["Address", "State", "Peer", "Frames sent", "Skipped", "RTT"] {
+            for h in [
+                "Address",
+                "State",
+                "Peer",
+                "Security",
+                "Frames sent",
+                "Skipped",
+                "RTT",
+            ] {
                 ui.strong(h);
             }
             ui.end_row();
@@ -82,6 +90,7 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
                     _ => "-".to_owned(),
                 };
                 ui.label(who);
+                security_ui(ui, p);
                 ui.label(p.frames_sent.to_string());
                 ui.label(p.frames_skipped.to_string());
                 ui.label(p.rtt.map_or_else(
@@ -91,6 +100,34 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
                 ui.end_row();
             }
         });
+}
+
+/// Whether a peer's connection is authenticated (token) and encrypted (TLS), with the
+/// TLS certificate's fingerprint on hover.
+fn security_ui(ui: &mut egui::Ui, p: &PeerStatus) {
+    if p.state != crate::net::PeerState::Connected {
+        ui.label("-");
+        return;
+    }
+    let text = security_text(p.authenticated, p.encrypted);
+    let label = if p.authenticated && p.encrypted {
+        ui.label(text)
+    } else {
+        ui.colored_label(ui.visuals().warn_fg_color, text)
+    };
+    if let Some(fp) = &p.tls_fingerprint {
+        label.on_hover_text(format!("TLS certificate {fp}"));
+    }
+}
+
+/// "token + TLS", "TLS only", "token only" or "open".
+pub fn security_text(authenticated: bool, encrypted: bool) -> &'static str {
+    match (authenticated, encrypted) {
+        (true, true) => "token + TLS",
+        (false, true) => "TLS, no token",
+        (true, false) => "token, not encrypted",
+        (false, false) => "open, not encrypted",
+    }
 }
 
 /// A wgpu texture shown through egui: registered once, re-pointed only when the

@@ -370,6 +370,19 @@ impl ViewerApp {
         let stats = self.node.stats();
         ui.horizontal_wrapped(|ui| {
             ui.label(connection_text(peers, self.node.local_addr()));
+            if let Some(p) = peers.iter().find(|p| p.state == PeerState::Connected) {
+                ui.separator();
+                let text = super::security_text(p.authenticated, p.encrypted);
+                let label = match &p.tls_fingerprint {
+                    // The first bytes identify it at a glance; the whole one on hover.
+                    Some(fp) => ui
+                        .label(format!("{text} {}", short_fingerprint(fp)))
+                        .on_hover_text(format!("the sender's TLS certificate: {fp}")),
+                    None if p.authenticated => ui.label(text),
+                    None => ui.colored_label(ui.visuals().warn_fg_color, text),
+                };
+                let _ = label;
+            }
             ui.separator();
             match &self.last_frame {
                 Some(frame) => {
@@ -641,4 +654,10 @@ fn publish_file(temp: &Path, dir: &Path, stem: &str) -> Result<PathBuf, String> 
         "no free file name for {stem}.png in {}",
         dir.display()
     ))
+}
+
+/// `SHA256:ab:cd:ef:01…` — the first four bytes of a fingerprint.
+fn short_fingerprint(fp: &str) -> String {
+    let cut: String = fp.chars().take("SHA256:".len() + 11).collect();
+    format!("{cut}...")
 }

@@ -96,6 +96,13 @@ struct BenchParams {
     /// Payload bytes per frame chunk on the wire.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_BYTES as u64, value_parser = parse_chunk)]
     chunk: u64,
+    /// Run every connection over TLS 1.3 (a throwaway certificate in a temporary
+    /// folder), to measure what encryption costs.
+    #[arg(long)]
+    tls: bool,
+    /// Internal: the folder of the benchmark's TLS certificate and known hosts.
+    #[arg(long, hide = true, value_name = "DIR")]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +122,24 @@ struct ViewerWorkerArgs {
     /// Our name in the hello (the sender tells its viewers apart by it).
     #[arg(long)]
     name: String,
+    /// Dial over TLS, with the benchmark's certificate folder.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<std::path::PathBuf>,
+}
+
+/// TLS material kept in the benchmark's own folder (never the user's config).
+fn bench_tls(
+    enabled: bool,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::net::Tls>> {
+    let Some(dir) = dir.filter(|_| enabled) else {
+        return Ok(None);
+    };
+    Ok(Some(crate::net::Tls::new(&crate::net::TlsOptions {
+        dir: Some(dir.join("tls")),
+        known_hosts: Some(dir.join("known_hosts")),
+        ..crate::net::TlsOptions::default()
+    })?))
 }
 
 /// How fast the sender publishes.
@@ -200,7 +225,18 @@ impl BenchParams {
         if let Some(seconds) = self.seconds {
             args.extend(["--seconds".to_owned(), seconds.to_string()]);
         }
+        if self.tls {
+            args.push("--tls".to_owned());
+        }
+        if let Some(dir) = &self.tls_dir {
+            args.extend(["--tls-dir".to_owned(), dir.display().to_string()]);
+        }
         args
+    }
+
+    /// The benchmark's TLS set-up, when asked for.
+    fn tls(&self) -> anyhow::Result<Option<crate::net::Tls>> {
+        bench_tls(self.tls, self.tls_dir.as_deref())
     }
 
     /// When the run should end: a number of frames, or a time.
@@ -359,6 +395,7 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
     config.chunk_bytes = params.chunk as usize;
     config.forward_text = false;
     config.event_queue = 4096;
+    config.tls = params.tls()?;
     let node = Node::start(config)?;
     let addr = node
         .local_addr()
@@ -531,6 +568,7 @@ fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(Role::Viewer);
     config.name = args.name.clone();
     config.connect = vec![args.connect.clone()];
+    config.tls = bench_tls(args.tls_dir.is_some(), args.tls_dir.as_deref())?;
     let node = Node::start(config)?;
     let mut report = ViewerReport {
         name: args.name.clone(),
@@ -807,6 +845,8 @@ struct BenchReport {
     frames_limit: Option<u64>,
     seconds_limit: Option<f64>,
     slow_viewer: bool,
+    /// Every connection ran over TLS 1.3.
+    tls: bool,
     /// Frames the sender published.
     frames_sent: u64,
     /// Whole, verified frames delivered, summed over the honest viewers.
@@ -842,7 +882,18 @@ struct BenchReport {
 }
 
 fn run_parent(params: &BenchParams, slow: bool, json: bool) -> anyhow::Result<()> {
+    if params.tls && slow {
+        anyhow::bail!("--slow-viewer is a plain-TCP reader: it does not combine with --tls");
+    }
     let exe = std::env::current_exe().context("cannot find the texstream executable")?;
+    // A throwaway certificate folder, removed at the end.
+    let tls_dir = params
+        .tls
+        .then(|| std::env::temp_dir().join(format!("texstream-bench-{}", std::process::id())));
+    let _cleanup = TempDir(tls_dir.clone());
+    let mut params = params.clone();
+    params.tls_dir = tls_dir.clone();
+    let params = &params;
     let watchdog = Instant::now() + params.watchdog();
     let mut children = Children(Vec::new());
 
@@ -880,13 +931,16 @@ fn run_parent(params: &BenchParams, slow: bool, json: bool) -> anyhow::Result<()
 
     let mut viewer_outputs = Vec::new();
     for i in 1..=params.viewers {
-        let args = [
+        let mut args = vec![
             "viewer-worker".to_owned(),
             "--connect".to_owned(),
             addr.to_string(),
             "--name".to_owned(),
             format!("{VIEWER_NAME} {i}"),
         ];
+        if let Some(dir) = &tls_dir {
+            args.extend(["--tls-dir".to_owned(), dir.display().to_string()]);
+        }
         let mut viewer = worker_command(&exe, &args)
             .spawn()
             .context("cannot start a benchmark viewer")?;
@@ -1017,6 +1071,7 @@ fn combine(
             Stop::Frames(_) => None,
         },
         slow_viewer: slow,
+        tls: params.tls,
         frames_sent: sender.frames_published,
         frames_received: count(|v| v.frames_received),
         frames_skipped: count(|v| v.frames_skipped),
@@ -1061,13 +1116,14 @@ fn print_table(r: &BenchReport) {
         |f| format!("{f} fps"),
     );
     println!(
-        "texstream bench: {}x{} RGBA ({:.2} MiB a frame), {} viewer(s){}, pace {pace}, chunk {} B, {:.2} s",
+        "texstream bench: {}x{} RGBA ({:.2} MiB a frame), {} viewer(s){}, pace {pace}, chunk {} B, {}{:.2} s",
         r.width,
         r.height,
         r.frame_bytes as f64 / (1 << 20) as f64,
         r.viewers,
         if r.slow_viewer { " + 1 slow" } else { "" },
         r.chunk_bytes,
+        if r.tls { "TLS 1.3, " } else { "" },
         r.elapsed_secs,
     );
     println!(
@@ -1128,6 +1184,17 @@ fn print_table(r: &BenchReport) {
             s.frames_skipped,
             s.bytes_read as f64 / (1 << 20) as f64
         );
+    }
+}
+
+/// Removes a folder when dropped.
+struct TempDir(Option<std::path::PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

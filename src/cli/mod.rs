@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::net::{NetError, NodeConfig, PeerStatus, Token, DEFAULT_PORT};
+use crate::net::{NetError, NodeConfig, PeerStatus, Tls, TlsOptions, Token, DEFAULT_PORT};
 use crate::protocol::Role;
 use crate::source::SourceError;
 
@@ -100,6 +100,21 @@ pub struct LinkArgs {
     /// Read the token from the first line of this file.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Encrypt every connection with TLS 1.3 (both ends need it). Without --tls-cert, a
+    /// self-signed certificate is made once in ~/.config/texstream/tls; dialers remember
+    /// each address's certificate on first use (~/.config/texstream/known_hosts) and
+    /// refuse it if it changes.
+    #[arg(long)]
+    pub tls: bool,
+    /// A certificate chain (PEM) to present instead of the self-signed one (implies --tls).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The known-hosts file for TLS fingerprints.
+    #[arg(long, value_name = "PATH")]
+    pub known_hosts: Option<std::path::PathBuf>,
     /// A peer must finish its handshake within this long, or it is dropped.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub handshake_secs: f64,
@@ -149,6 +164,18 @@ impl LinkArgs {
             (None, Some(path)) => Some(Token::from_file(path).map_err(anyhow::Error::msg)?),
             (None, None) => None,
         };
+        if self.tls || self.tls_cert.is_some() {
+            let tls = Tls::new(&TlsOptions {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                dir: None,
+                known_hosts: self.known_hosts.clone(),
+            })?;
+            if config.listen.is_some() {
+                tracing::info!("TLS certificate fingerprint: {}", tls.fingerprint);
+            }
+            config.tls = Some(tls);
+        }
         if let Some(listen) = &config.listen {
             warn_if_exposed(listen, config.token.is_some());
         }

@@ -287,6 +287,7 @@ mod tests {
             reconnects: 0,
             authenticated: false,
             encrypted: false,
+            tls_fingerprint: None,
         }
     }
 

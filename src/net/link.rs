@@ -78,14 +78,55 @@ impl FrameSlot {
     }
 }
 
+/// A connection's byte streams after its handshake: the socket itself, or the two
+/// halves of a TLS session over it.
+pub(crate) struct Transport {
+    pub reader: Box<dyn Read + Send>,
+    pub writer: Box<dyn Write + Send>,
+    /// The socket, for its address, options and shutdown.
+    pub socket: TcpStream,
+    pub encrypted: bool,
+    /// The peer's TLS certificate fingerprint.
+    pub peer_fingerprint: Option<String>,
+}
+
+impl Transport {
+    pub fn plain(socket: TcpStream) -> Result<Transport, NetError> {
+        let clone = || {
+            socket
+                .try_clone()
+                .map_err(|e| NetError::io("configuring the socket", e))
+        };
+        Ok(Transport {
+            reader: Box::new(clone()?),
+            writer: Box::new(clone()?),
+            socket,
+            encrypted: false,
+            peer_fingerprint: None,
+        })
+    }
+
+    pub fn tls(session: super::tls::TlsSession) -> Result<Transport, NetError> {
+        let peer_fingerprint = session.peer_fingerprint.clone();
+        let (reader, writer, socket) = session.split()?;
+        Ok(Transport {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            socket,
+            encrypted: true,
+            peer_fingerprint,
+        })
+    }
+}
+
 /// Runs a connected link until it ends; returns why it ended.
 pub(crate) fn run_link(
     shared: &Arc<Shared>,
     slot: &Arc<PeerSlot>,
-    stream: TcpStream,
+    transport: Transport,
     handshaken: Handshaken,
 ) -> String {
-    match run_link_inner(shared, slot, stream, handshaken) {
+    match run_link_inner(shared, slot, transport, handshaken) {
         Ok(reason) => reason,
         Err(e) => e.to_string(),
     }
@@ -94,13 +135,20 @@ pub(crate) fn run_link(
 fn run_link_inner(
     shared: &Arc<Shared>,
     slot: &Arc<PeerSlot>,
-    stream: TcpStream,
+    transport: Transport,
     handshaken: Handshaken,
 ) -> Result<String, NetError> {
     let Handshaken {
         hello,
         authenticated,
     } = handshaken;
+    let Transport {
+        reader: reader_stream,
+        writer: writer_stream,
+        socket: stream,
+        encrypted,
+        peer_fingerprint,
+    } = transport;
     let config = &shared.config;
     let setup = |e| NetError::io("configuring the socket", e);
     let addr = stream.peer_addr().map_err(setup)?;
@@ -108,8 +156,8 @@ fn run_link_inner(
     stream
         .set_write_timeout(Some(config.keepalive.timeout))
         .map_err(setup)?;
-    let clone = || stream.try_clone().map_err(setup);
-    let (writer_stream, reader_stream, slot_stream) = (clone()?, clone()?, clone()?);
+    let slot_stream = stream.try_clone().map_err(setup)?;
+    let writer_socket = stream.try_clone().map_err(setup)?;
 
     let frame_slot = Arc::new(FrameSlot::default());
     let (out_tx, out_rx) = flume::bounded::<Outgoing>(OUT_QUEUE);
@@ -124,7 +172,7 @@ fn run_link_inner(
         takes_text: caps.has(Capabilities::TEXT),
         takes_files: caps.has(Capabilities::FILES_IN),
     });
-    slot.set_connected(addr, &hello, authenticated);
+    slot.set_connected(addr, &hello, authenticated, encrypted, peer_fingerprint);
     tracing::info!(peer = %slot.id, name = %hello.name, role = hello.role.name(), "connected to {addr}");
     shared.emit(Event::PeerConnected {
         peer: slot.id,
@@ -159,7 +207,8 @@ fn run_link_inner(
                     epoch,
                     &last_rx_us,
                 );
-                let _ = w.stream.shutdown(Shutdown::Both);
+                let _ = w.stream.flush();
+                let _ = writer_socket.shutdown(Shutdown::Both);
                 let _ = done_tx.send(result);
             })
             .map_err(|e| NetError::io("starting the writer thread", e))?
@@ -245,7 +294,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct Writer {
-    stream: TcpStream,
+    stream: Box<dyn Write + Send>,
     /// Small messages gathered until the next flush or bulk write.
     pending: Vec<u8>,
     slot: Arc<PeerSlot>,
@@ -393,7 +442,7 @@ impl Writer {
             IoSlice::new(payload),
         ];
         let total = pending.len() + head.len() + payload.len();
-        let result = write_all_vectored(&mut self.stream, &mut slices);
+        let result = write_all_vectored(&mut *self.stream, &mut slices);
         self.pending = pending;
         self.pending.clear();
         self.written(total, result)
@@ -436,7 +485,7 @@ impl Writer {
 }
 
 fn write_all_vectored(
-    stream: &mut TcpStream,
+    stream: &mut dyn Write,
     mut slices: &mut [IoSlice<'_>],
 ) -> std::io::Result<()> {
     IoSlice::advance_slices(&mut slices, 0);
@@ -465,7 +514,7 @@ struct Reader {
 impl Reader {
     /// Reads messages until the peer leaves (`Ok` with the reason) or breaks the
     /// protocol or the connection (`Err`).
-    fn run(&mut self, stream: TcpStream) -> Result<String, NetError> {
+    fn run(&mut self, stream: Box<dyn Read + Send>) -> Result<String, NetError> {
         let limits = self.shared.config.limits;
         let mut r = BufReader::with_capacity(256 << 10, stream);
         let mut frames = FrameAssembler::new(self.shared.pool.clone());
@@ -713,7 +762,11 @@ fn read_first(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, NetError> {
 /// Reads a bulk payload into `dst`: what the buffered reader already holds is copied,
 /// the rest is read from the socket straight into `dst` (the reader never buffers it
 /// first, which would copy it twice).
-fn read_payload(r: &mut BufReader<TcpStream>, dst: &mut [u8], kind: Kind) -> Result<(), NetError> {
+fn read_payload(
+    r: &mut BufReader<Box<dyn Read + Send>>,
+    dst: &mut [u8],
+    kind: Kind,
+) -> Result<(), NetError> {
     let buffered = r.buffer().len().min(dst.len());
     dst[..buffered].copy_from_slice(&r.buffer()[..buffered]);
     r.consume(buffered);
@@ -736,9 +789,18 @@ fn read_rest(r: &mut impl Read, buf: &mut [u8], kind: Kind) -> Result<(), NetErr
 }
 
 impl PeerSlot {
-    fn set_connected(&self, addr: SocketAddr, hello: &crate::protocol::Hello, authenticated: bool) {
+    fn set_connected(
+        &self,
+        addr: SocketAddr,
+        hello: &crate::protocol::Hello,
+        authenticated: bool,
+        encrypted: bool,
+        peer_fingerprint: Option<String>,
+    ) {
         let mut info = lock(&self.info);
         info.authenticated = authenticated;
+        info.encrypted = encrypted;
+        info.tls_fingerprint = peer_fingerprint;
         info.instance = hello.instance;
         info.state = PeerState::Connected;
         info.addr = Some(addr);

@@ -15,6 +15,7 @@ mod keepalive;
 mod link;
 mod node;
 mod status;
+mod tls;
 mod transfers;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +26,7 @@ pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 pub use node::{Event, Node, NodeConfig, Publisher, Waker};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
+pub use tls::{config_dir, Tls, TlsOptions};
 pub use transfers::{Direction, TransferId, TransferState, TransferStatus};
 
 use crate::protocol::{GoodbyeCode, ProtocolError};
@@ -65,6 +67,8 @@ pub enum NetError {
     Refused(String),
     #[error("authentication failed: {0}")]
     AuthFailed(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl NetError {

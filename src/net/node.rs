@@ -13,8 +13,9 @@ use super::backoff::Backoff;
 use super::files::{FileShelf, OutgoingFile};
 use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side, Token};
 use super::keepalive::KeepaliveConfig;
-use super::link::{lock, run_link, FrameSlot, Outgoing};
+use super::link::{lock, run_link, FrameSlot, Outgoing, Transport};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
+use super::tls::Tls;
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
@@ -22,6 +23,7 @@ use crate::protocol::{
     encode, Capabilities, FileOffer, GoodbyeCode, Hello, Limits, Message, Role, Text,
     DEFAULT_CHUNK_BYTES,
 };
+use std::io::Write as _;
 
 /// How a node behaves. `NodeConfig::new(role)` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -56,6 +58,8 @@ pub struct NodeConfig {
     /// The shared token: peers must prove they know it (and we prove it to them).
     /// `None`: open to anyone who can connect.
     pub token: Option<Token>,
+    /// Run every connection over TLS 1.3 (both ends must).
+    pub tls: Option<Tls>,
     /// Connections accepted at once, handshakes included; more are closed at once
     /// (default 256).
     pub max_connections: usize,
@@ -110,6 +114,7 @@ impl NodeConfig {
             republish: role == Role::Relay,
             files_dir: None,
             token: None,
+            tls: None,
             max_connections: 256,
             max_handshaking: 32,
             frame_queue: 2,
@@ -197,6 +202,7 @@ pub(crate) struct SlotInfo {
     pub instance: u64,
     pub authenticated: bool,
     pub encrypted: bool,
+    pub tls_fingerprint: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -238,6 +244,7 @@ impl PeerSlot {
             reconnects: c.reconnects.load(Relaxed),
             authenticated: info.authenticated,
             encrypted: info.encrypted,
+            tls_fingerprint: info.tls_fingerprint.clone(),
         }
     }
 
@@ -474,6 +481,7 @@ impl Shared {
                 instance: 0,
                 authenticated: false,
                 encrypted: false,
+                tls_fingerprint: None,
                 last_error: None,
             }),
             counters: LinkCounters::default(),
@@ -955,13 +963,63 @@ impl Drop for Counted {
     }
 }
 
-fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
+/// A connection before its texstream handshake: the socket, or a TLS session over it.
+enum Secured {
+    Plain(TcpStream),
+    Tls(Box<super::tls::TlsSession>),
+}
+
+impl Secured {
+    fn handshake(&mut self, shared: &Shared, side: Side) -> Result<Handshaken, NetError> {
+        let config = &shared.config;
+        let (hello, token, limits) = (shared.hello(), config.token.as_ref(), &config.limits);
+        let timeout = config.handshake_timeout;
+        match self {
+            Secured::Plain(s) => handshake(s, &hello, side, token, limits, timeout),
+            Secured::Tls(s) => handshake(&mut **s, &hello, side, token, limits, timeout),
+        }
+    }
+
+    fn refuse(&mut self, shared: &Shared, goodbye: &Message) -> Result<(), NetError> {
+        let config = &shared.config;
+        match self {
+            Secured::Plain(s) => {
+                refuse_in_handshake(s, goodbye, &config.limits, config.handshake_timeout)
+            }
+            Secured::Tls(s) => {
+                refuse_in_handshake(&mut **s, goodbye, &config.limits, config.handshake_timeout)
+            }
+        }
+    }
+
+    fn into_transport(self) -> Result<Transport, NetError> {
+        match self {
+            Secured::Plain(s) => Transport::plain(s),
+            Secured::Tls(s) => Transport::tls(*s),
+        }
+    }
+}
+
+fn accepted(shared: &Arc<Shared>, stream: TcpStream) {
     let Ok(addr) = stream.peer_addr() else {
         return;
     };
     let span = tracing::info_span!("peer", %addr);
     let _g = span.enter();
     let config = &shared.config;
+    let handshaking = Counted::new(&shared.handshaking);
+    let mut conn = match &config.tls {
+        None => Secured::Plain(stream),
+        Some(tls) => match tls.accept(stream, config.handshake_timeout) {
+            Ok(session) => Secured::Tls(Box::new(session)),
+            Err(e) => {
+                if !shared.is_shutting_down() {
+                    shared.handshake_failed(addr, &e);
+                }
+                return;
+            }
+        },
+    };
     let refusal = if let Some(wait) = shared.auth_penalty(addr.ip()) {
         Some((
             GoodbyeCode::AuthFailed,
@@ -983,27 +1041,17 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
         None
     };
     if let Some((code, reason)) = refusal {
-        let _handshaking = Counted::new(&shared.handshaking);
         let bye = Message::Goodbye {
             code,
             reason: reason.clone(),
         };
-        if refuse_in_handshake(&mut stream, &bye, &config.limits, config.handshake_timeout).is_ok()
-        {
+        if conn.refuse(shared, &bye).is_ok() {
             tracing::warn!("refused {addr}: {reason}");
             shared.emit(Event::HandshakeFailed { addr, reason });
         }
         return;
     }
-    let handshaking = Counted::new(&shared.handshaking);
-    let result = handshake(
-        &mut stream,
-        &shared.hello(),
-        Side::Acceptor,
-        config.token.as_ref(),
-        &config.limits,
-        config.handshake_timeout,
-    );
+    let result = conn.handshake(shared, Side::Acceptor);
     drop(handshaking);
     let handshaken = match result {
         Ok(h) => {
@@ -1020,6 +1068,13 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
             return;
         }
     };
+    let transport = match conn.into_transport() {
+        Ok(t) => t,
+        Err(e) => {
+            shared.handshake_failed(addr, &e);
+            return;
+        }
+    };
     let Some(slot) = shared.new_accepted_slot(addr) else {
         let max = config.max_peers.unwrap_or_default();
         let reason = format!("this node is full: it serves at most {max} peers");
@@ -1032,12 +1087,14 @@ fn accepted(shared: &Arc<Shared>, mut stream: TcpStream) {
             },
             &mut bye,
         );
-        let _ = std::io::Write::write_all(&mut stream, &bye);
-        let _ = stream.shutdown(Shutdown::Both);
+        let mut writer = transport.writer;
+        let _ = writer.write_all(&bye);
+        let _ = writer.flush();
+        let _ = transport.socket.shutdown(Shutdown::Both);
         shared.emit(Event::HandshakeFailed { addr, reason });
         return;
     };
-    let reason = run_link(shared, &slot, stream, handshaken);
+    let reason = run_link(shared, &slot, transport, handshaken);
     log_disconnect(shared, &slot, addr, &reason);
     slot.set_state(PeerState::Closed);
     shared.remove_slot(slot.id);
@@ -1098,29 +1155,31 @@ fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
     slot.set_state(PeerState::Closed);
 }
 
-fn dial(shared: &Shared, target: &str) -> Result<(TcpStream, Handshaken, SocketAddr), NetError> {
+fn dial(shared: &Shared, target: &str) -> Result<(Transport, Handshaken, SocketAddr), NetError> {
     let config = &shared.config;
     let addr = target
         .to_socket_addrs()
         .map_err(|e| NetError::io("resolving the address", e))?
         .next()
         .ok_or_else(|| NetError::Resolve(target.to_owned()))?;
-    let mut stream = TcpStream::connect_timeout(&addr, config.connect_timeout)
+    let stream = TcpStream::connect_timeout(&addr, config.connect_timeout)
         .map_err(|e| NetError::io("connecting", e))?;
-    match handshake(
-        &mut stream,
-        &shared.hello(),
-        Side::Dialer,
-        config.token.as_ref(),
-        &config.limits,
-        config.handshake_timeout,
-    ) {
-        Ok(handshaken) => Ok((stream, handshaken, addr)),
-        Err(e) => {
-            shared.handshake_failed(addr, &e);
-            Err(e)
-        }
+    let result = (|| {
+        let mut conn = match &config.tls {
+            None => Secured::Plain(stream),
+            Some(tls) => Secured::Tls(Box::new(tls.connect(
+                stream,
+                target,
+                config.handshake_timeout,
+            )?)),
+        };
+        let handshaken = conn.handshake(shared, Side::Dialer)?;
+        Ok((conn.into_transport()?, handshaken, addr))
+    })();
+    if let Err(e) = &result {
+        shared.handshake_failed(addr, e);
     }
+    result
 }
 
 /// Queues a message that must not be lost without blocking the caller: when the link's

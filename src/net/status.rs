@@ -80,6 +80,8 @@ pub struct PeerStatus {
     pub authenticated: bool,
     /// The connection runs over TLS.
     pub encrypted: bool,
+    /// The peer's TLS certificate fingerprint (`SHA256:…`), when encrypted.
+    pub tls_fingerprint: Option<String>,
 }
 
 impl PeerStatus {

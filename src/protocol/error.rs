@@ -4,7 +4,10 @@
 /// Malformed or hostile bytes, or a broken rule of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    #[error("not a texstream peer: bad magic {found:02x?} (expected \"TXSTRM\")")]
+    #[error(
+        "not a texstream peer: bad magic {found:02x?} (expected \"TXSTRM\"){}",
+        tls_hint(found)
+    )]
     BadMagic { found: [u8; 6] },
     #[error(
         "protocol version mismatch: peer speaks version {theirs}, this build speaks version {ours}"
@@ -87,4 +90,13 @@ pub enum ProtocolError {
         kind: &'static str,
         when: &'static str,
     },
+}
+
+/// A TLS record (handshake or alert, version 3.x) where a preamble was expected.
+fn tls_hint(found: &[u8; 6]) -> &'static str {
+    if matches!(found[0], 0x15 | 0x16) && found[1] == 0x03 {
+        "; the peer speaks TLS: use --tls on this side too"
+    } else {
+        ""
+    }
 }
