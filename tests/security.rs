@@ -253,3 +253,38 @@ fn tls_on_one_side_only_fails_with_a_hint() {
     let theirs = handshake_failure(&plain, "the plain viewer");
     assert!(theirs.contains("use --tls"), "{theirs}");
 }
+
+#[test]
+fn a_peer_may_send_only_so_many_files_at_once() {
+    use texstream::protocol::{Capabilities, FileOffer, Message};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = fast_config(Role::Sender);
+    c.listen = Some("127.0.0.1:0".into());
+    c.files_dir = Some(dir.path().to_owned());
+    c.max_files_per_peer = 2;
+    let node = Node::start(c).unwrap();
+    let (mut peer, _) = RawPeer::handshaken(
+        listen_addr(&node),
+        raw_hello(Role::FileClient, Capabilities::TEXT, "many files"),
+    );
+    for id in 1..=3u64 {
+        peer.send_msg(&Message::FileOffer(FileOffer {
+            id,
+            size: 10,
+            name: format!("f{id}"),
+        }));
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        match peer.read_message() {
+            Message::FileAccept(a) => answers.push((a.id, Ok(()))),
+            Message::FileResult(r) => answers.push((r.id, Err(r.message))),
+            _ => {}
+        }
+    }
+    assert_eq!(answers[0], (1, Ok(())));
+    assert_eq!(answers[1], (2, Ok(())));
+    assert_eq!(answers[2].0, 3);
+    let refusal = answers[2].1.clone().unwrap_err();
+    assert!(refusal.contains("at most 2"), "{refusal}");
+}

@@ -125,6 +125,9 @@ pub struct LinkArgs {
     /// once; more are closed at once.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_handshaking: usize,
+    /// Files one peer may be sending us at once; more offers are refused with a reason.
+    #[arg(long, value_name = "N", default_value_t = crate::net::MAX_INCOMING_PER_PEER)]
+    pub max_files_per_peer: usize,
 }
 
 impl LinkArgs {
@@ -158,6 +161,7 @@ impl LinkArgs {
             anyhow::bail!("--max-connections and --max-handshaking must be at least 1");
         }
         config.max_connections = self.max_connections;
+        config.max_files_per_peer = self.max_files_per_peer;
         config.max_handshaking = self.max_handshaking;
         config.token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),

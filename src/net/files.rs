@@ -25,7 +25,8 @@ use crate::protocol::{
 
 /// Size of the chunks a file is sent in.
 pub const FILE_CHUNK_BYTES: usize = 256 << 10;
-/// Transfers one peer may have coming in at once; further offers are refused.
+/// Transfers one peer may have coming in at once by default; further offers are
+/// refused (`NodeConfig::max_files_per_peer`).
 pub const MAX_INCOMING_PER_PEER: usize = 16;
 /// Longest cleaned file name, in bytes.
 const MAX_CLEAN_NAME_BYTES: usize = 200;
@@ -322,15 +323,22 @@ pub(crate) struct PeerRef {
 /// One link's incoming transfers.
 pub(crate) struct IncomingFiles {
     dir: Option<PathBuf>,
+    max_active: usize,
     shelf: Arc<FileShelf>,
     peer: PeerRef,
     active: HashMap<u64, Incoming>,
 }
 
 impl IncomingFiles {
-    pub fn new(dir: Option<PathBuf>, shelf: Arc<FileShelf>, peer: PeerRef) -> IncomingFiles {
+    pub fn new(
+        dir: Option<PathBuf>,
+        max_active: usize,
+        shelf: Arc<FileShelf>,
+        peer: PeerRef,
+    ) -> IncomingFiles {
         IncomingFiles {
             dir,
+            max_active,
             shelf,
             peer,
             active: HashMap::new(),
@@ -359,9 +367,10 @@ impl IncomingFiles {
         let Some(dir) = &self.dir else {
             return Err("this peer does not take files".to_owned());
         };
-        if self.active.len() >= MAX_INCOMING_PER_PEER {
+        if self.active.len() >= self.max_active {
             return Err(format!(
-                "too many transfers at once (at most {MAX_INCOMING_PER_PEER})"
+                "too many transfers at once (at most {})",
+                self.max_active
             ));
         }
         if self.active.contains_key(&offer.id) {

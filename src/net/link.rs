@@ -528,6 +528,7 @@ impl Reader {
         );
         let mut files = IncomingFiles::new(
             self.shared.config.files_dir.clone(),
+            self.shared.config.max_files_per_peer,
             self.shared.files.clone(),
             peer,
         );

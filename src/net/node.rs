@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub republish: bool,
     /// Take offered files into this folder; `None` refuses offers.
     pub files_dir: Option<PathBuf>,
+    /// Files one peer may be sending us at once; more offers are refused (default 16).
+    pub max_files_per_peer: usize,
     /// The shared token: peers must prove they know it (and we prove it to them).
     /// `None`: open to anyone who can connect.
     pub token: Option<Token>,
@@ -113,6 +115,7 @@ impl NodeConfig {
             forward_text: matches!(role, Role::Sender | Role::Relay),
             republish: role == Role::Relay,
             files_dir: None,
+            max_files_per_peer: super::files::MAX_INCOMING_PER_PEER,
             token: None,
             tls: None,
             max_connections: 256,
