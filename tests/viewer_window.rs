@@ -197,6 +197,8 @@ fn shows_an_odd_sized_frame_byte_exact_with_its_controls() {
 
     assert_eq!(harness.state().shown_size(), Some((WIDTH, HEIGHT)));
     harness.get_by_label("1023x767");
+    // The connection's security, as the status bar states it (no token, no TLS here).
+    assert!(has_label_containing(&harness, "open, not encrypted"));
     harness.get_by_label("Fit");
     harness.get_by_label("1:1");
     harness.get_by_label("Snapshot");
