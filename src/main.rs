@@ -14,5 +14,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A file-size limit (ulimit -f) must fail the one write that crosses it, with a
+    // clear error for that transfer, not kill the process: handle SIGXFSZ.
+    if let Err(e) = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ) {
+        tracing::warn!("cannot handle SIGXFSZ: {e}");
+    }
     texstream::cli::run(cli)
 }

@@ -734,3 +734,81 @@ fn send_file_says_why_and_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("cannot create receive folder"), "{stderr}");
 }
+
+#[test]
+fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on() {
+    // A file-size limit (prlimit --fsize) makes the receiver's writes fail part-way,
+    // as a full disk would.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let big = write_file(dir.path(), "too big.bin", &random_bytes(5_000_000, 9));
+    let (mut serve, serve_addr, _) = spawn_listening(&[
+        "serve",
+        "pattern",
+        "--size",
+        "320x240",
+        "--fps",
+        "30",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut record = Command::new("prlimit")
+        .arg("--fsize=2000000")
+        .arg(BIN)
+        .args(["record", "--connect", &serve_addr.to_string()])
+        .args(["--listen", "127.0.0.1:0", "--skip-while-busy", "--out"])
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("prlimit (util-linux) runs texstream");
+    let mut lines = BufReader::new(record.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    let record_addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+
+    let sent = Command::new(BIN)
+        .args(["send-file", "--connect", &record_addr])
+        .arg(&big)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(sent.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+
+    // The receiver lives on, keeps taking frames, and kept no partial file.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        record.try_wait().unwrap().is_none(),
+        "record is still running"
+    );
+    Command::new("kill")
+        .args(["-TERM", &record.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(record.wait().unwrap().success());
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(summary["files_failed"], 1, "{summary}");
+    assert!(
+        summary["frames_received"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let names = listing(&out);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("frame-") || n == "chat.log"),
+        "no partial or final file: {names:?}"
+    );
+}
