@@ -1,5 +1,6 @@
 //! A rolling meter of received frames: frames per second, throughput and end-to-end
-//! latency over the last second or so. Pure: the caller passes `now`.
+//! latency over the last second or so, and the medians of each frame's stages. Pure:
+//! the caller passes `now`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -64,9 +65,85 @@ impl FrameMeter {
     }
 }
 
+impl<const N: usize> Default for StageMeter<N> {
+    /// Over the last second, as the windows show it.
+    fn default() -> StageMeter<N> {
+        StageMeter::new(Duration::from_secs(1))
+    }
+}
+
+/// Medians of `N` timed stages of each frame over the last `window` (the viewer's
+/// "Stages" readout). A frame may lack a stage (`None`): each median is over the frames
+/// that have it. Bounded like [`FrameMeter`]. Pure: the caller passes `now`.
+pub struct StageMeter<const N: usize> {
+    window: Duration,
+    samples: VecDeque<(Instant, [Option<f64>; N])>,
+    scratch: Vec<f64>,
+}
+
+impl<const N: usize> StageMeter<N> {
+    pub fn new(window: Duration) -> StageMeter<N> {
+        StageMeter {
+            window,
+            samples: VecDeque::with_capacity(256),
+            scratch: Vec::with_capacity(256),
+        }
+    }
+
+    /// A frame's stage times, in milliseconds, recorded at `now`.
+    pub fn record(&mut self, now: Instant, stages_ms: [Option<f64>; N]) {
+        if self.samples.len() == MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, stages_ms));
+    }
+
+    /// Each stage's median over the window; `None` for a stage no frame in it has.
+    pub fn medians(&mut self, now: Instant) -> [Option<f64>; N] {
+        while let Some((t, _)) = self.samples.front() {
+            if now.saturating_duration_since(*t) > self.window {
+                self.samples.pop_front();
+            } else {
+                break;
+            }
+        }
+        std::array::from_fn(|i| {
+            self.scratch.clear();
+            self.scratch
+                .extend(self.samples.iter().filter_map(|(_, s)| s[i]));
+            self.scratch.sort_by(f64::total_cmp);
+            self.scratch.get(self.scratch.len() / 2).copied()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_medians_cover_the_window_and_skip_missing_stages() {
+        let t0 = Instant::now();
+        let mut m = StageMeter::<2>::new(Duration::from_secs(1));
+        assert_eq!(m.medians(t0), [None, None]);
+        for i in 0..5u32 {
+            let missing = (i % 2 == 0).then_some(10.0);
+            m.record(
+                t0 + Duration::from_millis(u64::from(i) * 100),
+                [Some(f64::from(i)), missing],
+            );
+        }
+        assert_eq!(
+            m.medians(t0 + Duration::from_millis(500)),
+            [Some(2.0), Some(10.0)]
+        );
+        // The first two frames (0 and 100 ms) have left the window.
+        assert_eq!(
+            m.medians(t0 + Duration::from_millis(1150)),
+            [Some(3.0), Some(10.0)]
+        );
+        assert_eq!(m.medians(t0 + Duration::from_secs(5)), [None, None]);
+    }
 
     #[test]
     fn counts_only_the_window() {

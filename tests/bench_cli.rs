@@ -1,16 +1,18 @@
 //! `texstream bench` end to end: a short run over loopback reports every frame delivered
-//! and verified, and bad flags are refused with a message. No timing is asserted.
+//! and verified, a short `--gpu` run reports every stage, and bad flags are refused with
+//! a message. No timing is asserted. The `--gpu` run skips with a message where there is
+//! no GPU adapter, unless TEXSTREAM_REQUIRE_GPU=1 (as in CI), where that is a failure.
 
 use std::process::Command;
 
+use texstream::gpu::Gpu;
+
 const BIN: &str = env!("CARGO_BIN_EXE_texstream");
 
-#[test]
-fn a_short_run_delivers_every_frame_and_reports_json() {
+/// Runs `texstream` with `args`, expects success, returns its one JSON object.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN)
-        .args([
-            "bench", "--width", "320", "--height", "240", "--frames", "30", "--json",
-        ])
+        .args(args)
         .output()
         .expect("texstream bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -20,8 +22,15 @@ fn a_short_run_delivers_every_frame_and_reports_json() {
         "bench failed: {}\nstdout: {stdout}\nstderr: {stderr}",
         out.status
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("bench --json printed no JSON object ({e}): {stdout}"));
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bench --json printed no JSON object ({e}): {stdout}"))
+}
+
+#[test]
+fn a_short_run_delivers_every_frame_and_reports_json() {
+    let report = bench_json(&[
+        "bench", "--width", "320", "--height", "240", "--frames", "30", "--json",
+    ]);
     let n = |key: &str| {
         report[key]
             .as_f64()
@@ -43,6 +52,69 @@ fn a_short_run_delivers_every_frame_and_reports_json() {
         report["viewer"]["peak_rss_mib"].as_f64() > Some(0.0),
         "{report}"
     );
+    // Without --gpu: no stage figures.
+    assert_eq!(report["gpu"], false, "{report}");
+    assert!(report.get("stages_ms").is_none(), "{report}");
+    assert!(report.get("end_to_end_ms").is_none(), "{report}");
+}
+
+#[test]
+fn a_short_gpu_run_reports_every_stage() {
+    match Gpu::headless() {
+        Ok(gpu) => eprintln!("on {} ({:?})", gpu.info.name, gpu.info.backend),
+        Err(e) if std::env::var("TEXSTREAM_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("TEXSTREAM_REQUIRE_GPU=1 but no GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("a_short_gpu_run_reports_every_stage: skipped, no GPU adapter: {e}");
+            return;
+        }
+    }
+    // An odd width: the readback's padded rows travel as they are.
+    let report = bench_json(&[
+        "bench", "--gpu", "--width", "333", "--height", "200", "--frames", "20", "--json",
+    ]);
+    assert_eq!(report["gpu"], true, "{report}");
+    assert!(
+        report["gpu_adapter"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty()),
+        "{report}"
+    );
+    assert_eq!(report["frames_sent"], 20, "{report}");
+    assert_eq!(report["frames_received"], 20, "{report}");
+    assert_eq!(report["checksum_failures"], 0, "{report}");
+    // 333 * 4 bytes padded to 1536 per row.
+    assert_eq!(report["frame_bytes"], 1536 * 200, "{report}");
+    let figures = |l: &serde_json::Value| -> [f64; 4] {
+        ["p50", "p90", "p99", "max"].map(|k| {
+            l[k].as_f64()
+                .unwrap_or_else(|| panic!("no number {k:?} in {l}"))
+        })
+    };
+    for stage in [
+        "render_readback",
+        "copy_hash",
+        "queue",
+        "wire_verify",
+        "upload",
+        "verify_estimate",
+    ] {
+        let [p50, p90, p99, max] = figures(&report["stages_ms"][stage]);
+        assert!(
+            0.0 <= p50 && p50 <= p90 && p90 <= p99 && p99 <= max,
+            "stage {stage}: {report}"
+        );
+    }
+    // Stages that do work take some time; a frame's whole way takes more.
+    for stage in ["render_readback", "wire_verify", "upload"] {
+        assert!(
+            report["stages_ms"][stage]["max"].as_f64() > Some(0.0),
+            "stage {stage}: {report}"
+        );
+    }
+    let [p50, _, p99, _] = figures(&report["end_to_end_ms"]);
+    assert!(p50 > 0.0 && p50 <= p99, "{report}");
 }
 
 #[test]

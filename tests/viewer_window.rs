@@ -224,6 +224,59 @@ fn shows_an_odd_sized_frame_byte_exact_with_its_controls() {
 }
 
 #[test]
+fn the_status_bar_shows_the_stages_of_the_frames_shown() {
+    if !gpu_available("the_status_bar_shows_the_stages_of_the_frames_shown") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let (mut harness, _rs) = viewer(sender.local_addr().unwrap().to_string(), dir.path());
+    harness.run_steps(2);
+    assert!(
+        has_label_containing(&harness, "Stages: -"),
+        "no stages before any frame"
+    );
+
+    // A new frame each step, so that every one carries a fresh capture time.
+    let deadline = Instant::now() + PATIENCE;
+    let mut seq = 0;
+    let stages = loop {
+        sender.publish(&test_frame(64, 48, seq));
+        seq += 1;
+        harness.step();
+        let label = harness
+            .query_all_by_label_contains("Stages: wire+verify")
+            .next()
+            // A label's text is its accessible value.
+            .and_then(|node| node.value());
+        // Each of the three figures measured, once a frame has been stamped on arrival.
+        if let Some(label) = label.filter(|l| !l.contains('-')) {
+            break label;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for the stages; the status bar: {:?}",
+            harness
+                .query_all_by_label_contains("Stages")
+                .map(|node| node.value())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!("the status bar says {stages:?}");
+    let figures: Vec<f64> = stages
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(figures.len(), 3, "three figures in {stages:?}");
+    assert!(figures.iter().all(|ms| *ms >= 0.0), "{stages:?}");
+    assert!(
+        stages.contains("to UI") && stages.contains("upload"),
+        "{stages:?}"
+    );
+}
+
+#[test]
 fn chat_goes_both_ways() {
     if !gpu_available("chat_goes_both_ways") {
         return;

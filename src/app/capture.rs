@@ -12,6 +12,7 @@ use image::RgbaImage;
 
 use crate::frame::FramePool;
 use crate::gpu::{texture_2d, GpuError, LiveMode, LiveShader, Readback};
+use crate::meter::StageMeter;
 use crate::net::{now_us, Publisher};
 
 /// Size of the generated pattern.
@@ -94,6 +95,9 @@ pub struct CaptureStatus {
     pub gpu_busy: AtomicU64,
     pub preview: Mutex<Option<Preview>>,
     pub error: Mutex<Option<String>>,
+    /// The published frames' stages over the last second, in milliseconds: render
+    /// (or copy) start → staging buffer mapped, and `Frame::copied` out of it.
+    pub stages: Mutex<StageMeter<2>>,
 }
 
 /// Starts the capture thread. It ends when `commands`' sender is dropped.
@@ -262,6 +266,7 @@ impl Capture {
                 self.shown = index;
             }
         }
+        let start = Instant::now();
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -300,7 +305,18 @@ impl Capture {
             self.status.gpu_busy.fetch_add(1, Relaxed);
         }
         // This thread may wait for the GPU: the window does not.
-        if let Some(frame) = self.readback.wait_frame(&self.device, &self.pool)? {
+        self.readback.wait_mapped(&self.device)?;
+        let mapped = Instant::now();
+        if let Some(frame) = self.readback.take_frame(&self.pool)? {
+            let copied = Instant::now();
+            let ms = |d: Duration| Some(d.as_secs_f64() * 1e3);
+            lock(&self.status.stages).record(
+                copied,
+                [
+                    ms(mapped.duration_since(start)),
+                    ms(copied.duration_since(mapped)),
+                ],
+            );
             self.publisher.publish(&frame);
             self.status.published.fetch_add(1, Relaxed);
         }

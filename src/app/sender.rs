@@ -385,6 +385,7 @@ impl SenderApp {
             self.throughput.3,
             self.status.gpu_busy.load(Relaxed)
         ));
+        self.stages_ui(ui);
         ui.separator();
         ui.heading("Viewers");
         peers_ui(ui, &self.node.peers());
@@ -393,6 +394,29 @@ impl SenderApp {
             self.node.send_text(&text);
             self.chat.note(&self.node.config().name, &text, now_us());
         }
+    }
+
+    /// "Stages: render+readback 3.2 · copy+hash 0.9 ms", each on hover in words.
+    fn stages_ui(&self, ui: &mut egui::Ui) {
+        let medians = self
+            .status
+            .stages
+            .lock()
+            .map(|mut m| m.medians(Instant::now()))
+            .unwrap_or_default();
+        let text = match medians {
+            [Some(readback), Some(copy)] => {
+                format!("Stages: render+readback {readback:.1} · copy+hash {copy:.1} ms")
+            }
+            _ => "Stages: -".to_owned(),
+        };
+        ui.label(text).on_hover_text(
+            "Medians over the last second, for the frames published:\n\
+             render+readback: the live shader's pass (if it is the source) and the copy \
+             into a staging buffer, from recording them until the buffer is mapped\n\
+             copy+hash: the staging buffer copied into the frame and hashed (XXH3)\n\
+             A viewer window shows the rest of the way under Stages.",
+        );
     }
 
     fn preview_ui(&mut self, ui: &mut egui::Ui) {

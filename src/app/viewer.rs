@@ -1,18 +1,21 @@
 //! The viewer window: takes the newest received frame each pass without blocking,
 //! writes it into one persistent GPU texture (registered with egui once), and shows it
-//! fitted, 1:1 or zoomed and panned, with a status bar (rate, throughput, latency,
-//! drops, resolution, connection state), PNG snapshots saved off the UI thread, chat,
-//! peers, files sent by dropping them on the window, and the transfers in and out.
+//! fitted, 1:1 or zoomed and panned, with a status bar (rate, throughput, latency, the
+//! stages of a frame, drops, resolution, connection state), PNG snapshots saved off the
+//! UI thread, chat, peers, files sent by dropping them on the window, and the transfers
+//! in and out.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::text::human_bytes;
 use super::{dropped_paths, peers_ui, Chat, EguiTexture, FolderOpener, TransfersView};
 use crate::frame::Frame;
 use crate::gpu::UploadTexture;
-use crate::meter::FrameMeter;
-use crate::net::{now_us, Event, NetError, Node, NodeConfig, PeerState, PeerStatus};
+use crate::meter::{FrameMeter, StageMeter};
+use crate::net::{now_us, Event, NetError, Node, NodeConfig, PeerState, PeerStatus, Waker};
 
 /// How often the status bar's figures refresh while no frame arrives.
 const STATUS_REFRESH: Duration = Duration::from_millis(250);
@@ -44,6 +47,41 @@ impl Default for View {
     }
 }
 
+/// The stages of a shown frame the status bar reports: capture → received (the wire and
+/// the checksum, and whatever the sender did after its capture timestamp), received →
+/// taken by the window, and `write_texture`.
+const STAGES: usize = 3;
+
+/// When the newest frame waiting for the window arrived, stamped by the node's waker
+/// (called on the link's reader thread right after it queued a verified frame).
+#[derive(Default)]
+struct Arrivals {
+    /// The node's frame queue, to tell a frame's wake-up from an event's.
+    frames: OnceLock<flume::Receiver<Frame>>,
+    /// µs since the epoch of the last wake-up that found a frame waiting; 0 for none
+    /// since the window last took frames.
+    newest_us: AtomicU64,
+}
+
+impl Arrivals {
+    /// Wakes the window like the plain repaint waker, stamping frames as they arrive.
+    fn waker(self: &Arc<Arrivals>, ctx: &egui::Context) -> Waker {
+        let arrivals = self.clone();
+        let ctx = ctx.clone();
+        Waker::new(move || {
+            if arrivals.frames.get().is_some_and(|f| !f.is_empty()) {
+                arrivals.newest_us.store(now_us(), Relaxed);
+            }
+            ctx.request_repaint();
+        })
+    }
+
+    /// The arrival of the newest frame just taken, if it was stamped; clears the stamp.
+    fn take(&self) -> Option<u64> {
+        Some(self.newest_us.swap(0, Relaxed)).filter(|&us| us != 0)
+    }
+}
+
 /// A snapshot being written on its own thread.
 struct SavingSnapshot {
     done: flume::Receiver<Result<PathBuf, String>>,
@@ -65,6 +103,9 @@ pub struct ViewerApp {
     /// Why the newest frame could not be shown (too large for this GPU, no wgpu).
     show_error: Option<String>,
     meter: FrameMeter,
+    arrivals: Arc<Arrivals>,
+    /// Medians of the shown frames' [`STAGES`], in milliseconds.
+    stages: StageMeter<STAGES>,
     view: View,
     chat: Chat,
     transfers: TransfersView,
@@ -81,8 +122,10 @@ impl ViewerApp {
         mut config: NodeConfig,
         snapshot_dir: PathBuf,
     ) -> Result<ViewerApp, NetError> {
-        config.waker = Some(super::repaint_waker(&cc.egui_ctx));
+        let arrivals = Arc::new(Arrivals::default());
+        config.waker = Some(arrivals.waker(&cc.egui_ctx));
         let node = Node::start(config)?;
+        let _ = arrivals.frames.set(node.frames().clone());
         Ok(ViewerApp {
             node,
             render_state: cc.wgpu_render_state.clone(),
@@ -94,6 +137,8 @@ impl ViewerApp {
             frames_skipped: 0,
             show_error: None,
             meter: FrameMeter::new(Duration::from_secs(1)),
+            arrivals,
+            stages: StageMeter::new(Duration::from_secs(1)),
             view: View::default(),
             chat: Chat::default(),
             transfers: TransfersView::default(),
@@ -152,18 +197,31 @@ impl ViewerApp {
                 self.frames_skipped += 1;
             }
         }
+        // After taking the frames: a frame that comes in between keeps no stamp (its
+        // stages go unmeasured) rather than lending its stamp to the one shown.
+        let arrived_us = self.arrivals.take();
         if let Some(frame) = newest {
-            self.show_frame(frame);
+            self.show_frame(frame, arrived_us);
         }
     }
 
-    fn show_frame(&mut self, frame: Frame) {
+    /// Uploads `frame` into the texture; `arrived_us` is when the node handed it over.
+    fn show_frame(&mut self, frame: Frame, arrived_us: Option<u64>) {
         let now = Instant::now();
+        let taken_us = now_us();
         let m = frame.meta();
-        let latency_us = now_us().saturating_sub(m.capture_us);
+        let latency_us = taken_us.saturating_sub(m.capture_us);
         self.meter
             .record(now, frame.pixels().len(), latency_us as f64 / 1e3);
         self.last_frame_at = Some(now);
+        let ms = |us: u64| us as f64 / 1e3;
+        let arrived_us = arrived_us.filter(|&a| a <= taken_us);
+        let mut stages = [
+            arrived_us.map(|a| ms(a.saturating_sub(m.capture_us))),
+            arrived_us.map(|a| ms(taken_us - a)),
+            None,
+        ];
+        let upload_start = Instant::now();
         match &self.render_state {
             None => {
                 self.show_error = Some(
@@ -172,6 +230,9 @@ impl ViewerApp {
             }
             Some(rs) => match self.upload.upload(&rs.device, &rs.queue, &frame) {
                 Ok(recreated) => {
+                    // `write_texture` copies into wgpu's staging memory; the GPU copy
+                    // runs with the window's next submit, which this never waits for.
+                    stages[2] = Some(upload_start.elapsed().as_secs_f64() * 1e3);
                     if recreated {
                         if let Some(view) = self.upload.view() {
                             self.texture.set(rs, view);
@@ -183,6 +244,7 @@ impl ViewerApp {
                 Err(e) => self.show_error = Some(format!("cannot show this frame: {e}")),
             },
         }
+        self.stages.record(now, stages);
         tracing::trace!(seq = m.seq, "frame shown");
         self.last_frame = Some(frame);
     }
@@ -407,6 +469,7 @@ impl ViewerApp {
             };
             ui.label(latency)
                 .on_hover_text("capture to arrival, median and max over the last second");
+            self.stages_ui(ui, now);
             ui.label(format!(
                 "dropped {}",
                 stats.frames_dropped + self.frames_skipped
@@ -425,6 +488,34 @@ impl ViewerApp {
                 }
             }
         });
+    }
+
+    /// "Stages: wire+verify 3.1 · to UI 0.4 · upload 2.0 ms", each on hover in words.
+    fn stages_ui(&mut self, ui: &mut egui::Ui, now: Instant) {
+        let [wire, to_ui, upload] = self.stages.medians(now);
+        let figure = |ms: Option<f64>| ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}"));
+        let text = if wire.is_none() && to_ui.is_none() && upload.is_none() {
+            "Stages: -".to_owned()
+        } else {
+            format!(
+                "Stages: wire+verify {} · to UI {} · upload {} ms",
+                figure(wire),
+                figure(to_ui),
+                figure(upload)
+            )
+        };
+        ui.label(text).on_hover_text(format!(
+            "Medians over the last second, for the frames shown:\n\
+             wire+verify {} ms: the frame's capture timestamp → the whole frame received \
+             and its checksum verified (includes what the sender did after capturing it: \
+             a sender window's readback and copy)\n\
+             to UI {} ms: received → taken by this window's next pass\n\
+             upload {} ms: write_texture into the frame's texture (the copy into wgpu's \
+             staging memory; the GPU copy runs with the window's next submit)",
+            figure(wire),
+            figure(to_ui),
+            figure(upload)
+        ));
     }
 
     fn side_ui(&mut self, ui: &mut egui::Ui, peers: &[PeerStatus]) {

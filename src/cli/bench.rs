@@ -11,6 +11,13 @@
 //! `n - in_flight` (default 1), so the newest-wins slots do not evict frames merely
 //! because the producer outran the wire (frames skipped anyway are counted and
 //! reported). Latency then includes the time a prepared frame waits for the wire.
+//!
+//! With `--gpu` the GPU stages are in the loop, on whatever adapter exists: the sender
+//! renders each frame with the live shader on a headless device and reads it back
+//! through the staging-buffer ring (`Readback`), and each viewer writes every frame into
+//! one persistent texture (`UploadTexture`) and waits for the GPU before acknowledging
+//! it. Each stage is timed per frame (see [`StagesMs`]); the parent joins the sender's
+//! publish times with the viewers' arrival times by frame number (one machine, one clock).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +31,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::frame::{Frame, FrameGeometry, FramePool};
+use crate::gpu::{
+    check_texture_size, texture_2d, Gpu, LiveMode, LiveShader, Readback, RowLayout, UploadTexture,
+};
 use crate::net::{now_us, Event, Node, NodeConfig, PeerId};
 use crate::protocol::{
     encode, encode_preamble, Capabilities, Hello, Limits, Message, Ping, Role, DEFAULT_CHUNK_BYTES,
@@ -103,6 +113,13 @@ struct BenchParams {
     /// Internal: the folder of the benchmark's TLS certificate and known hosts.
     #[arg(long, hide = true, value_name = "DIR")]
     tls_dir: Option<std::path::PathBuf>,
+    /// Put the GPU stages in the loop, on whatever adapter exists: the sender renders
+    /// each frame with the live shader and reads it back through the staging-buffer
+    /// ring; each viewer uploads it into a texture (`write_texture`) and waits for the
+    /// GPU. Reports the time of each stage (render+readback, copy+hash, queue,
+    /// wire+verify, upload) and render → upload end to end.
+    #[arg(long)]
+    gpu: bool,
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +142,9 @@ struct ViewerWorkerArgs {
     /// Dial over TLS, with the benchmark's certificate folder.
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<std::path::PathBuf>,
+    /// Upload every frame into a GPU texture and time it.
+    #[arg(long)]
+    gpu: bool,
 }
 
 /// TLS material kept in the benchmark's own folder (never the user's config).
@@ -203,6 +223,15 @@ impl BenchParams {
         FrameGeometry::rgba8(self.width, self.height)
     }
 
+    /// Bytes of one frame on the wire: with `--gpu`, rows keep the readback's padding.
+    fn frame_bytes(&self) -> u64 {
+        if self.gpu {
+            RowLayout::new(self.width, self.height).buffer_size()
+        } else {
+            self.geometry().total_len() as u64
+        }
+    }
+
     /// The command-line arguments that reproduce these parameters in a worker.
     fn to_args(&self) -> Vec<String> {
         let mut args = vec![
@@ -231,6 +260,9 @@ impl BenchParams {
         if let Some(dir) = &self.tls_dir {
             args.extend(["--tls-dir".to_owned(), dir.display().to_string()]);
         }
+        if self.gpu {
+            args.push("--gpu".to_owned());
+        }
         args
     }
 
@@ -257,6 +289,11 @@ impl BenchParams {
             (Stop::Frames(n), Pace::Max) => {
                 n as f64 * self.geometry().total_len() as f64 * f64::from(self.viewers) / 1e8
             }
+        };
+        // A software renderer may take a good fraction of a second per large frame.
+        let publishing = match self.stop() {
+            Stop::Frames(n) if self.gpu => publishing + n as f64 * 0.5,
+            _ => publishing,
         };
         Duration::from_secs_f64(90.0 + publishing.min(1e6))
     }
@@ -291,6 +328,25 @@ struct SenderReport {
     /// Whether every honest viewer acknowledged the last frame before the sender gave up.
     all_acknowledged: bool,
     peers: Vec<SenderPeer>,
+    /// With `--gpu`: the sender's stage times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gpu: Option<SenderStages>,
+}
+
+/// The sender's per-frame stage times with `--gpu`, in microseconds.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
+struct SenderStages {
+    /// The adapter, as wgpu names it, and its backend.
+    adapter: String,
+    /// Each rendered frame: render start → its staging buffer mapped.
+    render_readback_us: Vec<u64>,
+    /// Each rendered frame: `Frame::copied` out of the mapped buffer (copy and XXH3).
+    copy_hash_us: Vec<u64>,
+    /// Each published frame: copied → published (with `--fps max`, the wait for the
+    /// viewers to acknowledge the frames before it).
+    queue_us: Vec<u64>,
+    /// Wall clock (µs since the epoch) just before frame `seq` was published, by seq.
+    publish_us: Vec<u64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -317,6 +373,26 @@ struct ViewerReport {
     latencies_us: Vec<u64>,
     cpu_secs: f64,
     peak_rss_mib: f64,
+    /// With `--gpu`: the viewer's stage times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gpu: Option<ViewerStages>,
+}
+
+/// One viewer's per-frame stage times with `--gpu`; the vectors run in parallel, one
+/// entry per frame received.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
+struct ViewerStages {
+    adapter: String,
+    seq: Vec<u64>,
+    /// Wall clock (µs since the epoch) when the verified frame was handed to us.
+    delivered_us: Vec<u64>,
+    /// `write_texture`, a submit and the wait until the GPU finished, in µs.
+    upload_us: Vec<u64>,
+    /// Capture (the sender's render start) → upload done, in µs.
+    end_to_end_us: Vec<u64>,
+    /// XXH3 over one received frame's pixels, timed apart after the run (the reader's
+    /// verification cannot be timed apart from the wire without changing `net/`).
+    verify_estimate_us: Vec<u64>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -378,6 +454,117 @@ fn synthetic_pixels(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Microseconds of a duration, for the stage vectors.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Where the sender's frames come from.
+enum Producer {
+    /// Synthetic pixels, copied (and hashed) into a frame buffer for every frame.
+    Cpu(Vec<u8>),
+    /// `--gpu`: the live shader rendered on a headless device and read back.
+    Gpu(Box<GpuProducer>),
+}
+
+impl Producer {
+    /// Frame `seq`, and the time spent in `Frame::copied` making it.
+    fn produce(
+        &mut self,
+        geometry: FrameGeometry,
+        seq: u64,
+        pool: &FramePool,
+    ) -> anyhow::Result<(Frame, Duration)> {
+        match self {
+            Producer::Cpu(source) => {
+                let copy_start = Instant::now();
+                let frame = Frame::copied(geometry, seq, now_us(), source, pool);
+                Ok((frame, copy_start.elapsed()))
+            }
+            Producer::Gpu(gpu) => gpu.render(seq, pool),
+        }
+    }
+}
+
+/// The sender's GPU side with `--gpu`, as the sender window's capture thread does it:
+/// the live shader's pattern rendered into its target, `copy_texture_to_buffer` into the
+/// readback ring's free staging buffer, mapped, then `Frame::copied` out of it.
+struct GpuProducer {
+    gpu: Gpu,
+    live: LiveShader,
+    /// The live shader's source: its pattern ignores it, but the bind group needs one.
+    _source: (wgpu::Texture, wgpu::TextureView),
+    readback: Readback,
+    started: Instant,
+    stages: SenderStages,
+}
+
+impl GpuProducer {
+    fn new(width: u32, height: u32) -> anyhow::Result<GpuProducer> {
+        let gpu = Gpu::headless()?;
+        check_texture_size(&gpu.device, width, height)?;
+        let source = texture_2d(
+            &gpu.device,
+            "texstream bench source",
+            (1, 1),
+            wgpu::TextureFormat::Rgba8Unorm,
+            wgpu::TextureUsages::TEXTURE_BINDING,
+        );
+        let live = LiveShader::new(&gpu.device, &source.1, width, height);
+        let stages = SenderStages {
+            adapter: adapter_name(&gpu),
+            ..SenderStages::default()
+        };
+        Ok(GpuProducer {
+            gpu,
+            live,
+            _source: source,
+            readback: Readback::new(3),
+            started: Instant::now(),
+            stages,
+        })
+    }
+
+    /// Renders and reads back frame `seq`; its capture time is the render's start.
+    fn render(&mut self, seq: u64, pool: &FramePool) -> anyhow::Result<(Frame, Duration)> {
+        let (device, queue) = (&self.gpu.device, &self.gpu.queue);
+        let capture_us = now_us();
+        let start = Instant::now();
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("texstream bench render"),
+        });
+        let time_secs = self.started.elapsed().as_secs_f32();
+        self.live
+            .render(queue, &mut encoder, time_secs, LiveMode::Pattern);
+        let copied =
+            self.readback
+                .copy(device, &mut encoder, self.live.target(), seq, capture_us)?;
+        queue.submit([encoder.finish()]);
+        self.readback.submitted();
+        // Every frame is read before the next is rendered: a buffer is always free.
+        if !copied {
+            bail!("no staging buffer was free for frame {seq}");
+        }
+        self.readback.wait_mapped(device)?;
+        let mapped = Instant::now();
+        let frame = self
+            .readback
+            .take_frame(pool)?
+            .with_context(|| format!("the readback of frame {seq} finished without a frame"))?;
+        let copy = mapped.elapsed();
+        self.stages
+            .render_readback_us
+            .push(micros(mapped.duration_since(start)));
+        self.stages.copy_hash_us.push(micros(copy));
+        Ok((frame, copy))
+    }
+}
+
+/// "llvmpipe (LLVM 19.1.7, 256 bits), Vulkan": the adapter a `--gpu` run used.
+fn adapter_name(gpu: &Gpu) -> String {
+    format!("{}, {:?}", gpu.info.name, gpu.info.backend)
+}
+
 /// What the sender knows of one honest viewer.
 struct Acks {
     name: String,
@@ -388,7 +575,12 @@ struct Acks {
 fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
     let params = &args.params;
     let geometry = params.geometry();
-    let source = synthetic_pixels(geometry.total_len());
+    // The GPU first, so that a machine without one fails before any viewer starts.
+    let mut producer = if params.gpu {
+        Producer::Gpu(Box::new(GpuProducer::new(params.width, params.height)?))
+    } else {
+        Producer::Cpu(synthetic_pixels(geometry.total_len()))
+    };
     let mut config = NodeConfig::new(Role::Sender);
     config.name = "bench sender".to_owned();
     config.listen = Some("127.0.0.1:0".to_owned());
@@ -434,8 +626,8 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
     let mut seq = 0u64;
     let mut last_progress = Instant::now();
     let mut all_acknowledged = true;
-    // With --fps max: the next frame, copied ahead.
-    let mut prepared: Option<Frame> = None;
+    // With --fps max: the next frame, copied ahead, and when it was ready.
+    let mut prepared: Option<(Frame, Instant)> = None;
     loop {
         let now = Instant::now();
         let done = match stop {
@@ -452,18 +644,17 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
             }
             None
         } else {
-            let mut copy = |seq: u64| {
-                let copy_start = Instant::now();
-                let frame = Frame::copied(geometry, seq, now_us(), &source, &pool);
-                copy_time += copy_start.elapsed();
-                frame
+            let mut copy = |seq: u64| -> anyhow::Result<(Frame, Instant)> {
+                let (frame, copying) = producer.produce(geometry, seq, &pool)?;
+                copy_time += copying;
+                Ok((frame, Instant::now()))
             };
             let due = match interval {
                 Some(_) => next_due <= now,
                 None => {
                     // Copy the next frame while the previous ones are on the wire.
                     if prepared.is_none() {
-                        prepared = Some(copy(seq));
+                        prepared = Some(copy(seq)?);
                     }
                     viewers
                         .values()
@@ -471,8 +662,17 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
                 }
             };
             if due {
-                let frame = prepared.take().unwrap_or_else(|| copy(seq));
+                let (frame, ready) = match prepared.take() {
+                    Some(prepared) => prepared,
+                    None => copy(seq)?,
+                };
+                let queued = ready.elapsed();
+                let publish_us = now_us();
                 node.publish(&frame);
+                if let Producer::Gpu(gpu) = &mut producer {
+                    gpu.stages.queue_us.push(micros(queued));
+                    gpu.stages.publish_us.push(publish_us);
+                }
                 drop(frame);
                 seq += 1;
                 if let Some(interval) = interval {
@@ -549,6 +749,10 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
         peak_rss_mib: peak_rss_mib(),
         all_acknowledged,
         peers,
+        gpu: match producer {
+            Producer::Gpu(gpu) => Some(gpu.stages),
+            Producer::Cpu(_) => None,
+        },
     })?;
     // Let the viewers take the "end" before the goodbye closes their links.
     std::thread::sleep(Duration::from_millis(100));
@@ -564,7 +768,73 @@ enum Wake {
     Event(Result<Event, flume::RecvError>),
 }
 
+/// The viewer's GPU side with `--gpu`: one persistent texture every frame is written
+/// into, as the viewer window does it.
+struct GpuConsumer {
+    gpu: Gpu,
+    upload: UploadTexture,
+    stages: ViewerStages,
+    /// The newest frame, for the verification estimate after the run.
+    last: Option<Frame>,
+}
+
+impl GpuConsumer {
+    fn new() -> anyhow::Result<GpuConsumer> {
+        let gpu = Gpu::headless()?;
+        let stages = ViewerStages {
+            adapter: adapter_name(&gpu),
+            ..ViewerStages::default()
+        };
+        Ok(GpuConsumer {
+            gpu,
+            upload: UploadTexture::new(),
+            stages,
+            last: None,
+        })
+    }
+
+    /// Uploads `frame`, handed to us at `delivered_us`, and waits until the GPU has it.
+    fn upload(&mut self, frame: Frame, delivered_us: u64) -> anyhow::Result<()> {
+        let (device, queue) = (&self.gpu.device, &self.gpu.queue);
+        let start = Instant::now();
+        self.upload.upload(device, queue, &frame)?;
+        UploadTexture::wait_uploaded(device, queue)?;
+        let upload = start.elapsed();
+        let meta = frame.meta();
+        let s = &mut self.stages;
+        s.seq.push(meta.seq);
+        s.delivered_us.push(delivered_us);
+        s.upload_us.push(micros(upload));
+        s.end_to_end_us
+            .push(now_us().saturating_sub(meta.capture_us));
+        // The previous frame goes back to the node's pool first.
+        self.last = None;
+        self.last = Some(frame);
+        Ok(())
+    }
+
+    /// Times XXH3 over the newest frame's pixels a few times: what the reader's
+    /// verification costs, from cache, since it cannot be timed apart from the wire.
+    fn estimate_verify(&mut self) {
+        let Some(frame) = self.last.take() else {
+            return;
+        };
+        for _ in 0..8 {
+            let start = Instant::now();
+            std::hint::black_box(xxhash_rust::xxh3::xxh3_64(std::hint::black_box(
+                frame.pixels(),
+            )));
+            self.stages.verify_estimate_us.push(micros(start.elapsed()));
+        }
+    }
+}
+
 fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
+    let mut gpu = if args.gpu {
+        Some(GpuConsumer::new()?)
+    } else {
+        None
+    };
     let mut config = NodeConfig::new(Role::Viewer);
     config.name = args.name.clone();
     config.connect = vec![args.connect.clone()];
@@ -582,6 +852,7 @@ fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
         latencies_us: Vec::with_capacity(1 << 14),
         cpu_secs: 0.0,
         peak_rss_mib: 0.0,
+        gpu: None,
     };
     let mut cpu_start = None;
     let mut newest: Option<u64> = None;
@@ -622,7 +893,12 @@ fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
                     .latencies_us
                     .push(now.saturating_sub(meta.capture_us));
                 newest = Some(meta.seq);
-                drop(frame);
+                // Acknowledged once uploaded: with one frame in flight, a frame never
+                // waits behind the upload of the one before it.
+                match &mut gpu {
+                    Some(gpu) => gpu.upload(frame, now)?,
+                    None => drop(frame),
+                }
                 node.send_text(&format!("ack {}", meta.seq));
             }
             Ok(Wake::Event(Ok(event))) => {
@@ -653,6 +929,10 @@ fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
     report.frames_dropped = stats.frames_dropped;
     report.checksum_failures = stats.checksum_failures;
     report.protocol_errors = stats.protocol_errors;
+    report.gpu = gpu.map(|mut gpu| {
+        gpu.estimate_verify();
+        gpu.stages
+    });
     print_json_line(&report)?;
     node.shutdown();
     Ok(())
@@ -831,6 +1111,64 @@ struct SlowFigures {
     bytes_read: u64,
 }
 
+/// `--gpu`: each stage's time per frame, in milliseconds. The five stages in the loop
+/// follow one another, so their medians add up to about the end-to-end median.
+#[derive(serde::Serialize, Debug)]
+struct StagesMs {
+    /// Sender: render start → the frame's staging buffer mapped (the live shader's pass,
+    /// `copy_texture_to_buffer`, submit, `map_async`, the wait for the GPU).
+    render_readback: LatencyMs,
+    /// Sender: `Frame::copied` out of the mapped staging buffer (copy and XXH3).
+    copy_hash: LatencyMs,
+    /// Sender: frame ready → published. With `--fps max` the next frame is made while
+    /// the previous ones are on their way, and waits here for the viewers to
+    /// acknowledge them. The time from publish until the link's writer takes the frame
+    /// is not visible outside `net/`; it is part of `wire_verify`.
+    queue: LatencyMs,
+    /// Publish → the whole, verified frame handed to the viewer process: the writer's
+    /// wake-up, both kernel copies over loopback, the reader's verification as it reads,
+    /// the node's frame channel. Sender's and viewer's clocks are the same machine's.
+    wire_verify: LatencyMs,
+    /// Viewer: `write_texture` into the persistent texture, a submit, and the wait until
+    /// the GPU finished the copy.
+    upload: LatencyMs,
+    /// Not a stage of the loop: XXH3 over a received frame, timed after the run, from
+    /// cache (eight times per viewer). The reader's verification costs about this and is
+    /// inside `wire_verify`.
+    verify_estimate: LatencyMs,
+}
+
+/// The stage figures of a `--gpu` run: the adapter, the stages, end to end. `None` when
+/// the workers ran without `--gpu`.
+fn gpu_stages(
+    sender: &SenderReport,
+    viewers: &[ViewerReport],
+) -> Option<(String, StagesMs, LatencyMs)> {
+    let s = sender.gpu.as_ref()?;
+    let (mut wire, mut upload, mut end_to_end, mut verify) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for v in viewers.iter().filter_map(|v| v.gpu.as_ref()) {
+        for (seq, delivered) in v.seq.iter().zip(&v.delivered_us) {
+            let published = usize::try_from(*seq).ok().and_then(|i| s.publish_us.get(i));
+            if let Some(published) = published {
+                wire.push(delivered.saturating_sub(*published));
+            }
+        }
+        upload.extend_from_slice(&v.upload_us);
+        end_to_end.extend_from_slice(&v.end_to_end_us);
+        verify.extend_from_slice(&v.verify_estimate_us);
+    }
+    let stages = StagesMs {
+        render_readback: LatencyMs::of(&mut s.render_readback_us.clone()),
+        copy_hash: LatencyMs::of(&mut s.copy_hash_us.clone()),
+        queue: LatencyMs::of(&mut s.queue_us.clone()),
+        wire_verify: LatencyMs::of(&mut wire),
+        upload: LatencyMs::of(&mut upload),
+        verify_estimate: LatencyMs::of(&mut verify),
+    };
+    Some((s.adapter.clone(), stages, LatencyMs::of(&mut end_to_end)))
+}
+
 /// The benchmark's result, printed by `--json` as one object.
 #[derive(serde::Serialize, Debug)]
 struct BenchReport {
@@ -847,6 +1185,19 @@ struct BenchReport {
     slow_viewer: bool,
     /// Every connection ran over TLS 1.3.
     tls: bool,
+    /// `--gpu`: the sender rendered and read back every frame on a GPU, the viewers
+    /// uploaded every frame to one.
+    gpu: bool,
+    /// With `--gpu`: the sender's adapter and backend (the viewers open the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_adapter: Option<String>,
+    /// With `--gpu`: each stage's time per frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stages_ms: Option<StagesMs>,
+    /// With `--gpu`: render start → upload done at the viewer, every frame of every
+    /// honest viewer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_to_end_ms: Option<LatencyMs>,
     /// Frames the sender published.
     frames_sent: u64,
     /// Whole, verified frames delivered, summed over the honest viewers.
@@ -941,6 +1292,9 @@ fn run_parent(params: &BenchParams, slow: bool, json: bool) -> anyhow::Result<()
         if let Some(dir) = &tls_dir {
             args.extend(["--tls-dir".to_owned(), dir.display().to_string()]);
         }
+        if params.gpu {
+            args.push("--gpu".to_owned());
+        }
         let mut viewer = worker_command(&exe, &args)
             .spawn()
             .context("cannot start a benchmark viewer")?;
@@ -1030,8 +1384,12 @@ fn combine(
     viewers: Vec<ViewerReport>,
     slow_bytes: Option<u64>,
 ) -> BenchReport {
-    let frame_bytes = params.geometry().total_len() as u64;
+    let frame_bytes = params.frame_bytes();
     let peer = |name: &str| sender.peers.iter().find(|p| p.name == name);
+    let (gpu_adapter, stages_ms, end_to_end_ms) = match gpu_stages(sender, &viewers) {
+        Some((adapter, stages, end_to_end)) => (Some(adapter), Some(stages), Some(end_to_end)),
+        None => (None, None, None),
+    };
     let mut all_latencies = Vec::new();
     let (mut first_tenth, mut last_tenth) = (Vec::new(), Vec::new());
     let mut per_viewer = Vec::new();
@@ -1072,6 +1430,10 @@ fn combine(
         },
         slow_viewer: slow,
         tls: params.tls,
+        gpu: params.gpu,
+        gpu_adapter,
+        stages_ms,
+        end_to_end_ms,
         frames_sent: sender.frames_published,
         frames_received: count(|v| v.frames_received),
         frames_skipped: count(|v| v.frames_skipped),
@@ -1185,6 +1547,55 @@ fn print_table(r: &BenchReport) {
             s.bytes_read as f64 / (1 << 20) as f64
         );
     }
+    if let (Some(stages), Some(end_to_end)) = (&r.stages_ms, &r.end_to_end_ms) {
+        print_stages(r.gpu_adapter.as_deref().unwrap_or("?"), stages, end_to_end);
+    }
+}
+
+/// The `--gpu` stage table: one row per stage, what it covers on the right.
+fn print_stages(adapter: &str, s: &StagesMs, end_to_end: &LatencyMs) {
+    println!("GPU stages per frame, on {adapter}:");
+    println!(
+        "{:<16} {:>8} {:>8} {:>8} {:>8}  what",
+        "stage", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    let row = |name: &str, l: &LatencyMs, what: &str| {
+        println!(
+            "{name:<16} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {what}",
+            l.p50, l.p90, l.p99, l.max
+        );
+    };
+    row(
+        "render+readback",
+        &s.render_readback,
+        "sender: render start → staging buffer mapped",
+    );
+    row(
+        "copy+hash",
+        &s.copy_hash,
+        "sender: Frame::copied out of the mapped buffer",
+    );
+    row(
+        "queue",
+        &s.queue,
+        "sender: frame ready → published (waits for the acks of the frames before)",
+    );
+    row(
+        "wire+verify",
+        &s.wire_verify,
+        "publish → verified frame handed to the viewer",
+    );
+    row(
+        "upload",
+        &s.upload,
+        "viewer: write_texture + submit, until the GPU is done",
+    );
+    row("end to end", end_to_end, "render start → upload done");
+    row(
+        "verify (apart)",
+        &s.verify_estimate,
+        "XXH3 of one received frame, timed after the run; inside wire+verify",
+    );
 }
 
 /// Removes a folder when dropped.

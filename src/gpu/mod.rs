@@ -24,6 +24,8 @@ pub enum GpuError {
     TooLarge { width: u32, height: u32, max: u32 },
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),
+    #[error("uploading to the GPU failed: {0}")]
+    Upload(String),
 }
 
 /// A device and queue for work without a window (tests, benchmarks, headless readback).

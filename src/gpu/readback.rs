@@ -141,9 +141,23 @@ impl Readback {
         device: &wgpu::Device,
         pool: &FramePool,
     ) -> Result<Option<Frame>, GpuError> {
+        self.wait_mapped(device)?;
+        self.take_ready(pool)
+    }
+
+    /// Blocks until the readbacks in flight are mapped, without reading them: with
+    /// [`Readback::take_frame`] after it, the wait for the GPU and the copy out of the
+    /// staging buffer can be timed apart (`texstream bench --gpu`). Never the UI thread.
+    pub fn wait_mapped(&mut self, device: &wgpu::Device) -> Result<(), GpuError> {
         device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The newest finished readback as a frame (one copy, hashed), without polling the
+    /// device: call after [`Readback::wait_mapped`] or a poll of your own.
+    pub fn take_frame(&mut self, pool: &FramePool) -> Result<Option<Frame>, GpuError> {
         self.take_ready(pool)
     }
 

@@ -77,6 +77,20 @@ impl UploadTexture {
         Ok(!same)
     }
 
+    /// Submits the pending `write_texture` copies and blocks until the GPU has done
+    /// them: the whole cost of an upload, for benchmarks (`texstream bench --gpu`) and
+    /// tests. Never on the UI thread, where the next frame's submit carries them.
+    pub fn wait_uploaded(device: &wgpu::Device, queue: &wgpu::Queue) -> Result<(), GpuError> {
+        let index = queue.submit([]);
+        device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| GpuError::Upload(e.to_string()))?;
+        Ok(())
+    }
+
     pub fn texture(&self) -> Option<&wgpu::Texture> {
         self.current.as_ref().map(|c| &c.texture)
     }
