@@ -217,9 +217,19 @@ impl FramePool {
     /// A buffer of exactly `len` bytes. Its contents are unspecified (a recycled buffer
     /// keeps old pixels): the caller overwrites all of it.
     pub fn take(&self, len: usize) -> PooledBuf {
-        let mut data = self.rx.try_recv().unwrap_or_default();
-        // Only growth writes (zeroes); a buffer of the same size is reused as it is.
-        data.resize(len, 0);
+        let data = match self.rx.try_recv() {
+            // The usual case, frames of one size: reused as it is, nothing written.
+            Ok(data) if data.len() == len => data,
+            // A buffer that fits and is not much larger: only growth writes (zeroes).
+            Ok(mut data) if data.capacity() >= len && data.capacity() / 2 <= len => {
+                data.resize(len, 0);
+                data
+            }
+            // Otherwise a fresh zeroed allocation, whose pages the system provides only
+            // as they are written: a frame declared large but never sent costs no
+            // memory. (A much larger idle buffer is let go, not kept for small frames.)
+            _ => vec![0u8; len],
+        };
         PooledBuf {
             data,
             home: Some(self.tx.clone()),

@@ -645,18 +645,30 @@ const SMALL: FrameGeometry = FrameGeometry {
 /// Starts frame `seq` of [`SMALL`] and sends its first 1000 bytes.
 fn start_small_frame(raw: &mut RawPeer, seq: u64) {
     let frame = make_frame(&FramePool::new(1), SMALL, seq);
-    raw.send_msg(&Message::FrameStart(frame.meta().start_message()));
-    raw.send_msg(&Message::FrameChunk {
-        seq,
-        offset: 0,
-        data: frame.pixels()[..1000].to_vec(),
-    });
+    let mut out = Vec::new();
+    texstream::protocol::encode(&Message::FrameStart(frame.meta().start_message()), &mut out);
+    texstream::protocol::encode(
+        &Message::FrameChunk {
+            seq,
+            offset: 0,
+            data: frame.pixels()[..1000].to_vec(),
+        },
+        &mut out,
+    );
+    // Best effort: a node that refuses the start may close before the rest arrives.
+    send_best_effort(&mut raw.stream, &out);
 }
 
 /// A chunk head alone: serve judges a chunk on its head, before its payload.
 fn chunk_head(raw: &mut RawPeer, seq: u64, offset: u64, len: usize) {
-    raw.send(&encode_bulk_head(Kind::FrameChunk, seq, offset, len));
+    send_best_effort(
+        &mut raw.stream,
+        &encode_bulk_head(Kind::FrameChunk, seq, offset, len),
+    );
 }
+
+/// Serve's refusal of any frame: it asked for none.
+const NO_FRAMES: &str = "by a node that takes no frames";
 
 #[test]
 fn frames_that_break_the_rules_are_refused_with_the_reason() {
@@ -688,7 +700,7 @@ fn frames_that_break_the_rules_are_refused_with_the_reason() {
                 start_small_frame(raw, 5);
                 chunk_head(raw, 5, 500, 1000);
             },
-            "chunk at offset 500 but 1000 bytes were received",
+            NO_FRAMES,
         ),
         (
             "a chunk that skips ahead",
@@ -696,7 +708,7 @@ fn frames_that_break_the_rules_are_refused_with_the_reason() {
                 start_small_frame(raw, 5);
                 chunk_head(raw, 5, 2000, 1000);
             },
-            "chunk at offset 2000 but 1000 bytes were received",
+            NO_FRAMES,
         ),
         (
             "a chunk past the frame's end",
@@ -704,7 +716,7 @@ fn frames_that_break_the_rules_are_refused_with_the_reason() {
                 start_small_frame(raw, 5);
                 chunk_head(raw, 5, 1000, SMALL.total_len());
             },
-            "runs past the frame's end",
+            NO_FRAMES,
         ),
         (
             "a chunk for a frame never started",
@@ -715,25 +727,35 @@ fn frames_that_break_the_rules_are_refused_with_the_reason() {
             "a chunk for an aborted frame",
             |raw| {
                 start_small_frame(raw, 6);
-                raw.send_msg(&Message::FrameAbort { seq: 6 });
+                let mut out = Vec::new();
+                texstream::protocol::encode(&Message::FrameAbort { seq: 6 }, &mut out);
+                send_best_effort(&mut raw.stream, &out);
                 chunk_head(raw, 6, 1000, 1000);
             },
-            "chunk for frame 6, which was never started",
+            NO_FRAMES,
         ),
         (
             "a frame whose bytes do not match its checksum",
             |raw| {
                 let frame = make_frame(&FramePool::new(1), SMALL, 9);
-                raw.send_msg(&Message::FrameStart(frame.meta().start_message()));
                 let mut pixels = frame.pixels().to_vec();
                 pixels[9000] ^= 0x40;
-                raw.send_msg(&Message::FrameChunk {
-                    seq: 9,
-                    offset: 0,
-                    data: pixels,
-                });
+                let mut out = Vec::new();
+                texstream::protocol::encode(
+                    &Message::FrameStart(frame.meta().start_message()),
+                    &mut out,
+                );
+                texstream::protocol::encode(
+                    &Message::FrameChunk {
+                        seq: 9,
+                        offset: 0,
+                        data: pixels,
+                    },
+                    &mut out,
+                );
+                send_best_effort(&mut raw.stream, &out);
             },
-            "checksum mismatch",
+            NO_FRAMES,
         ),
     ];
     let ((), fps) = fx.rate_during(|| {
@@ -745,32 +767,12 @@ fn frames_that_break_the_rules_are_refused_with_the_reason() {
     });
     fx.assert_full_rate("frames that break the rules", fps);
 
-    // Serve asked for no frames (its hello has no FRAMES_IN), yet it reads and checks
-    // those a peer sends, like any peer's: valid ones are taken without complaint, never
-    // passed on to its viewers (the drainer would see a 64x64 frame) and nothing flows
-    // back to their sender.
+    // Serve asked for no frames (its hello has no FRAMES_IN): even a valid frame is
+    // refused at its start, never reassembled or kept.
     let (mut raw, _) = RawPeer::handshaken(addr, sender_hello("unasked frames"));
-    let peer = raw.local_addr();
-    let pool = FramePool::new(1);
-    for seq in 1..=3 {
-        let frame = make_frame(&pool, SMALL, seq);
-        raw.send_msg(&Message::FrameStart(frame.meta().start_message()));
-        raw.send_msg(&Message::FrameChunk {
-            seq,
-            offset: 0,
-            data: frame.pixels().to_vec(),
-        });
-    }
-    expect_pong(&mut raw, 42, "after three valid frames");
-    let lines = fx.peer_lines();
-    let line = lines
-        .iter()
-        .find(|l| l.contains(&peer.to_string()))
-        .unwrap_or_else(|| panic!("serve lists {peer}: {lines:?}"));
-    assert!(
-        line.contains("sent=0 ") && line.contains("received=3 "),
-        "serve took the three frames and sent none back: {line}"
-    );
+    let frame = make_frame(&FramePool::new(1), SMALL, 1);
+    raw.send_msg(&Message::FrameStart(frame.meta().start_message()));
+    expect_protocol_error(&fx, &mut raw, "an unasked valid frame", NO_FRAMES);
     leave(raw);
     fx.assert_healthy("frames that break the rules");
     fx.finish("frames that break the rules");
@@ -794,10 +796,7 @@ fn a_frame_start_at_the_size_limit_takes_no_memory_before_its_bytes_arrive() {
             total_len: 1 << 30,
             checksum: 0,
         }));
-        raw.send_msg(&Message::FrameAbort { seq: 1 });
-        // Answered only once serve's reader has handled the start and the abort.
-        expect_pong(&mut raw, 1, "after a 1 GiB frame start");
-        leave(raw);
+        expect_protocol_error(&fx, &mut raw, "a 1 GiB frame start", NO_FRAMES);
     });
     fx.assert_full_rate("a frame start at the size limit", fps);
     fx.assert_healthy("a frame start at the size limit");
@@ -815,29 +814,18 @@ fn frames_pushed_into_serve_are_not_kept_once_their_sender_left() {
     let checksum = xxhash_rust::xxh3::xxh3_64(&pixels);
     let ((), fps) = fx.rate_during(|| {
         let (mut raw, _) = RawPeer::handshaken(addr, sender_hello("big frames"));
-        for seq in 1..=2 {
-            raw.send_msg(&Message::FrameStart(FrameStart {
-                seq,
-                width: geometry.width,
-                height: geometry.height,
-                format: geometry.format,
-                bytes_per_row: geometry.bytes_per_row,
-                capture_us: 0,
-                total_len: geometry.total_len() as u64,
-                checksum,
-            }));
-            for (i, part) in pixels.chunks(1 << 20).enumerate() {
-                raw.send(&encode_bulk_head(
-                    Kind::FrameChunk,
-                    seq,
-                    (i << 20) as u64,
-                    part.len(),
-                ));
-                raw.send(part);
-            }
-        }
-        expect_pong(&mut raw, 2, "after two 128 MiB frames");
-        leave(raw);
+        raw.send_msg(&Message::FrameStart(FrameStart {
+            seq: 1,
+            width: geometry.width,
+            height: geometry.height,
+            format: geometry.format,
+            bytes_per_row: geometry.bytes_per_row,
+            capture_us: 0,
+            total_len: geometry.total_len() as u64,
+            checksum,
+        }));
+        // Refused at the start: the 128 MiB that would follow are never read.
+        expect_protocol_error(&fx, &mut raw, "big frames", NO_FRAMES);
     });
     fx.assert_full_rate("frames pushed into serve", fps);
     fx.wait_until_rss_below("frames pushed into serve", Duration::from_secs(3));
@@ -1274,4 +1262,156 @@ fn messages_in_the_handshake_are_judged_by_their_envelope_not_read_whole() {
     fx.assert_full_rate("oversized handshake messages", fps);
     fx.assert_healthy("oversized handshake messages");
     fx.finish("oversized handshake messages");
+}
+
+// ---------------------------------------------------------------------------------------
+// A node that does take frames: `record --listen`
+// ---------------------------------------------------------------------------------------
+
+/// Peak resident memory of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .map_or(0, |kib: u64| kib / 1024)
+}
+
+#[test]
+fn a_viewer_refuses_broken_frames_and_a_promised_gigabyte_costs_it_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let mut record = Command::new(BIN)
+        .args([
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--skip-while-busy",
+            "--out",
+        ])
+        .arg(&out)
+        .current_dir(root.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(record.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    let addr: SocketAddr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    type Attack = fn(&mut RawPeer);
+    let attacks: [(&str, Attack, &str); 5] = [
+        (
+            "an overlapping chunk",
+            |raw| {
+                start_small_frame(raw, 5);
+                chunk_head(raw, 5, 500, 1000);
+            },
+            "chunk at offset 500 but 1000 bytes were received",
+        ),
+        (
+            "a chunk that skips ahead",
+            |raw| {
+                start_small_frame(raw, 5);
+                chunk_head(raw, 5, 2000, 1000);
+            },
+            "chunk at offset 2000 but 1000 bytes were received",
+        ),
+        (
+            "a chunk past the frame's end",
+            |raw| {
+                start_small_frame(raw, 5);
+                chunk_head(raw, 5, 1000, SMALL.total_len());
+            },
+            "runs past the frame's end",
+        ),
+        (
+            "a chunk for an aborted frame",
+            |raw| {
+                start_small_frame(raw, 6);
+                raw.send_msg(&Message::FrameAbort { seq: 6 });
+                chunk_head(raw, 6, 1000, 1000);
+            },
+            "chunk for frame 6, which was never started",
+        ),
+        (
+            "a frame whose bytes do not match its checksum",
+            |raw| {
+                let frame = make_frame(&FramePool::new(1), SMALL, 9);
+                raw.send_msg(&Message::FrameStart(frame.meta().start_message()));
+                let mut pixels = frame.pixels().to_vec();
+                pixels[9000] ^= 0x40;
+                raw.send_msg(&Message::FrameChunk {
+                    seq: 9,
+                    offset: 0,
+                    data: pixels,
+                });
+            },
+            "checksum mismatch",
+        ),
+    ];
+    for (what, attack, phrase) in attacks {
+        let (mut raw, _) = RawPeer::handshaken(addr, sender_hello(what));
+        attack(&mut raw);
+        let (code, reason) = goodbye_before_close(&mut raw, what);
+        assert_eq!(code, GoodbyeCode::ProtocolError, "{what}: {reason}");
+        assert!(reason.contains(phrase), "{what}: {reason}");
+    }
+
+    // A valid start of the largest frame allowed (1 GiB), then an abort: no byte of it
+    // arrives, and no memory is spent on it. A valid small frame still goes through.
+    let before = peak_rss_mib(record.id());
+    let (mut raw, _) = RawPeer::handshaken(addr, sender_hello("1 GiB promise"));
+    raw.send_msg(&Message::FrameStart(FrameStart {
+        seq: 1,
+        width: 16384,
+        height: 16384,
+        format: PixelFormat::Rgba8,
+        bytes_per_row: 16384 * 4,
+        capture_us: 0,
+        total_len: 1 << 30,
+        checksum: 0,
+    }));
+    raw.send_msg(&Message::FrameAbort { seq: 1 });
+    expect_pong(&mut raw, 1, "after a 1 GiB frame start");
+    let frame = make_frame(&FramePool::new(1), SMALL, 2);
+    raw.send_msg(&Message::FrameStart(frame.meta().start_message()));
+    raw.send_msg(&Message::FrameChunk {
+        seq: 2,
+        offset: 0,
+        data: frame.pixels().to_vec(),
+    });
+    expect_pong(&mut raw, 2, "after a valid frame");
+    let after = peak_rss_mib(record.id());
+    assert!(
+        after < before + 64,
+        "peak memory went from {before} MiB to {after} MiB for a promised gigabyte"
+    );
+    Command::new("kill")
+        .args(["-TERM", &record.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(record.wait().unwrap().success());
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["frames_received"], 1, "{summary}");
+    assert_eq!(summary["checksum_failures"], 1, "{summary}");
+    assert!(listing(&out).iter().any(|n| n.starts_with("frame-")));
 }

@@ -27,7 +27,9 @@ const STREAM: FrameGeometry = FrameGeometry {
 /// How long the node may take to close a hostile connection.
 const CLOSE_WITHIN: Duration = Duration::from_secs(3);
 
-/// A listening sender publishing a steady stream to one honest viewer.
+/// A listening node publishing a steady stream to one honest viewer. It is a relay, so
+/// that it also takes frames from peers (a plain sender refuses any frame outright) and
+/// the hostile frames meet its reassembly.
 struct Fixture {
     node: Arc<Node>,
     viewer: Node,
@@ -40,7 +42,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut config = fast_config(Role::Sender);
+        let mut config = fast_config(Role::Relay);
         config.name = "target".to_owned();
         config.listen = Some("127.0.0.1:0".to_owned());
         config.handshake_timeout = Duration::from_secs(1);

@@ -441,9 +441,10 @@ impl IncomingFiles {
     }
 
     /// Consumes a file chunk's `len` payload bytes from `src` (always, so the stream
-    /// stays in step) and writes them to the transfer's file. Chunks of unknown (for
-    /// example just failed) transfers are skipped. A disk error fails the transfer and
-    /// returns the failed result to send; a chunk that breaks the order is a protocol error.
+    /// stays in step), through `scratch` in pieces of at most 64 KiB, and writes them to
+    /// the transfer's file. Chunks of unknown (for example just failed) transfers are
+    /// read and dropped. A disk error fails the transfer and returns the failed result
+    /// to send; a chunk that breaks the order is a protocol error.
     pub fn on_chunk(
         &mut self,
         id: u64,
@@ -452,27 +453,40 @@ impl IncomingFiles {
         src: &mut impl Read,
         scratch: &mut Vec<u8>,
     ) -> Result<Option<(Message, FileOutcome)>, NetError> {
-        scratch.resize(len, 0);
-        src.read_exact(scratch)
-            .map_err(|e| NetError::io("reading a file chunk", e))?;
-        let Some(t) = self.active.get_mut(&id) else {
-            return Ok(None);
-        };
-        if offset != t.received || offset + len as u64 > t.size {
+        const PIECE: usize = 64 << 10;
+        if scratch.len() < PIECE {
+            scratch.resize(PIECE, 0);
+        }
+        let order_ok = self
+            .active
+            .get(&id)
+            .map(|t| offset == t.received && offset + len as u64 <= t.size);
+        if order_ok == Some(false) {
             return Err(NetError::Protocol(ProtocolError::InvalidValue {
                 kind: "file-chunk",
                 field: "offset",
                 value: offset,
             }));
         }
-        if let Err(e) = t.file.write_all(scratch) {
-            let reason = format!("cannot write {}: {e}", t.tmp_path.display());
-            return Ok(Some(self.fail(id, reason)));
+        let mut left = len;
+        let mut failure = None;
+        while left > 0 {
+            let piece = &mut scratch[..left.min(PIECE)];
+            src.read_exact(piece)
+                .map_err(|e| NetError::io("reading a file chunk", e))?;
+            left -= piece.len();
+            let Some(t) = self.active.get_mut(&id).filter(|_| failure.is_none()) else {
+                continue;
+            };
+            if let Err(e) = t.file.write_all(piece) {
+                failure = Some(format!("cannot write {}: {e}", t.tmp_path.display()));
+                continue;
+            }
+            t.hasher.update(piece);
+            t.received += piece.len() as u64;
+            t.transfer.add_done(piece.len() as u64);
         }
-        t.hasher.update(scratch);
-        t.received += len as u64;
-        t.transfer.add_done(len as u64);
-        Ok(None)
+        Ok(failure.map(|reason| self.fail(id, reason)))
     }
 
     /// Transfers the application cancelled: each fails, and its result goes to the

@@ -13,8 +13,8 @@ use sha2::Sha256;
 
 use super::NetError;
 use crate::protocol::{
-    decode_body, decode_preamble, encode, encode_preamble, Envelope, GoodbyeCode, Hello, Limits,
-    Message, ProtocolError, ENVELOPE_LEN, PREAMBLE_LEN,
+    decode_body, decode_preamble, encode, encode_preamble, Envelope, GoodbyeCode, Hello, Kind,
+    Limits, Message, ProtocolError, ENVELOPE_LEN, PREAMBLE_LEN,
 };
 
 /// Bytes of the random nonce a hello carries when its sender has a token.
@@ -301,6 +301,15 @@ fn read_message<S: HandshakeStream>(
     let mut env = [0u8; ENVELOPE_LEN];
     read_by(stream, &mut env, deadline, timeout)?;
     let parsed = Envelope::parse(&env, limits)?;
+    // Only a hello, a goodbye or a proof belongs here (at most 1 KiB): anything else is
+    // refused on its envelope, before its body is read or room is made for it.
+    if !matches!(parsed.kind, Kind::Hello | Kind::Goodbye | Kind::Auth) {
+        return Err(ProtocolError::Unexpected {
+            kind: parsed.kind.name(),
+            when: "during the handshake",
+        }
+        .into());
+    }
     let mut bytes = vec![0u8; ENVELOPE_LEN + parsed.body_len as usize];
     bytes[..ENVELOPE_LEN].copy_from_slice(&env);
     read_by(stream, &mut bytes[ENVELOPE_LEN..], deadline, timeout)?;

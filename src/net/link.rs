@@ -534,6 +534,11 @@ impl Reader {
         );
         let mut scratch = Vec::new();
         let mut cancels_seen = 0;
+        let takes_frames = self
+            .shared
+            .config
+            .capabilities()
+            .has(Capabilities::FRAMES_IN);
         loop {
             let cancels = self.shared.files.transfers.cancel_generation();
             if cancels != cancels_seen {
@@ -586,6 +591,15 @@ impl Reader {
                     self.slot.counters.rtt_us.store(rtt, Relaxed);
                 }
                 Message::FrameStart(start) => {
+                    if !takes_frames {
+                        // Frames this node never asked for are not reassembled, nor
+                        // kept: the peer breaks the protocol.
+                        return Err(ProtocolError::Unexpected {
+                            kind: "frame-start",
+                            when: "by a node that takes no frames",
+                        }
+                        .into());
+                    }
                     if let Some(seq) = frames.start(start) {
                         tracing::trace!(seq, "frame abandoned by a newer frame start");
                     }

@@ -126,7 +126,7 @@ impl NodeConfig {
         }
     }
 
-    fn capabilities(&self) -> Capabilities {
+    pub(crate) fn capabilities(&self) -> Capabilities {
         let mut bits = Capabilities::TEXT;
         if matches!(self.role, Role::Sender | Role::Relay) {
             bits |= Capabilities::FRAMES_OUT;
@@ -935,10 +935,13 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 let addr = stream
                     .peer_addr()
                     .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-                let guard = Counted::new(&shared.open_connections);
+                // Counted here, before the thread starts, so that a burst of connections
+                // cannot all pass the check before any of them is counted.
+                let open = Counted::new(&shared.open_connections);
+                let handshaking = Counted::new(&shared.handshaking);
                 shared.spawn(format!("texstream peer {addr}"), move || {
-                    accepted(&s, stream);
-                    drop(guard);
+                    accepted(&s, stream, handshaking);
+                    drop(open);
                 });
             }
             Err(e) => {
@@ -1003,14 +1006,15 @@ impl Secured {
     }
 }
 
-fn accepted(shared: &Arc<Shared>, stream: TcpStream) {
+/// Serves a connection the accept loop took; `handshaking` counts it until its
+/// handshake is over.
+fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Counted) {
     let Ok(addr) = stream.peer_addr() else {
         return;
     };
     let span = tracing::info_span!("peer", %addr);
     let _g = span.enter();
     let config = &shared.config;
-    let handshaking = Counted::new(&shared.handshaking);
     let mut conn = match &config.tls {
         None => Secured::Plain(stream),
         Some(tls) => match tls.accept(stream, config.handshake_timeout) {
