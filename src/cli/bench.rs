@@ -1578,7 +1578,7 @@ fn print_stages(adapter: &str, s: &StagesMs, end_to_end: &LatencyMs) {
     row(
         "queue",
         &s.queue,
-        "sender: frame ready → published (waits for the acks of the frames before)",
+        "sender: frame ready → published (--fps max: waits for the viewers' acks)",
     );
     row(
         "wire+verify",
