@@ -6,161 +6,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::proc::Proc;
 use common::{check_frame, fast_config, make_frame, padded_geometry, recv_frame, PATIENCE};
 use texstream::frame::FramePool;
 use texstream::net::{Event, Node};
 use texstream::protocol::Role;
 
 const BIN: &str = env!("CARGO_BIN_EXE_texstream");
-
-/// A child process whose stdout and stderr lines arrive on a channel; killed (SIGKILL)
-/// when dropped.
-struct Proc {
-    child: Child,
-    lines: flume::Receiver<String>,
-    stdin: Option<ChildStdin>,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        Proc::spawn(args, false)
-    }
-
-    /// As [`Proc::start`], with a pipe to the process's standard input.
-    fn start_with_stdin(args: &[&str]) -> Proc {
-        Proc::spawn(args, true)
-    }
-
-    fn spawn(args: &[&str], with_stdin: bool) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(if with_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "texstream=info")
-            .spawn()
-            .expect("texstream starts");
-        let (tx, lines) = flume::bounded(4096);
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx2.send(format!("stderr: {line}"));
-            }
-        });
-        let stdin = child.stdin.take();
-        Proc {
-            child,
-            lines,
-            stdin,
-        }
-    }
-
-    /// Waits for a line containing `needle`; returns it.
-    fn wait_line(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            if line.contains(needle) {
-                return line;
-            }
-            seen.push(line);
-        }
-        panic!(
-            "no line containing {needle:?} within {timeout:?}; saw:\n{}",
-            seen.join("\n")
-        );
-    }
-
-    /// The address from the `listening on ADDR` line the process prints on stdout.
-    fn listen_addr(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                return addr.trim().to_owned();
-            }
-            seen.push(line);
-        }
-        panic!(
-            "the process did not print its listen address; saw:\n{}",
-            seen.join("\n")
-        );
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    fn type_line(&mut self, text: &str) {
-        let stdin = self.stdin.as_mut().expect("started with a stdin pipe");
-        writeln!(stdin, "{text}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for exit; returns the exit code and all remaining output lines.
-    fn finish(mut self, timeout: Duration) -> (i32, Vec<String>) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain.
-                std::thread::sleep(Duration::from_millis(100));
-                let lines = self.lines.try_iter().collect();
-                return (status.code().unwrap_or(-1), lines);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Asks the process to end (SIGTERM) and returns its exit code and JSON summary.
-    fn stop_with_summary(self) -> (i32, serde_json::Value, Vec<String>) {
-        self.signal("TERM");
-        let (code, lines) = self.finish(Duration::from_secs(15));
-        let line = lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON summary in:\n{}", lines.join("\n")));
-        let summary = serde_json::from_str(line).expect("summary is JSON");
-        (code, summary, lines)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A test image with an odd size and varied pixels, saved as PNG.
 fn write_source_image(dir: &Path) -> (PathBuf, image::RgbaImage) {
