@@ -773,3 +773,51 @@ fn recovers_by_itself_when_the_sender_is_killed_and_restarted() {
     assert!(has_label_containing(&harness, "connected to"));
     assert!(harness.state().node().stats().reconnects >= 1);
 }
+
+#[test]
+fn over_tls_with_a_token_the_status_bar_says_so_and_shows_the_fingerprint() {
+    if !gpu_available("over_tls_with_a_token_the_status_bar_says_so_and_shows_the_fingerprint") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls_for = |name: &str| {
+        texstream::net::Tls::new(&texstream::net::TlsOptions {
+            dir: Some(dir.path().join(name).join("tls")),
+            known_hosts: Some(dir.path().join(name).join("known_hosts")),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let token = texstream::net::Token::new("window secret").unwrap();
+    let sender_tls = tls_for("sender");
+    let mut config = NodeConfig::new(Role::Sender);
+    config.listen = Some("127.0.0.1:0".to_owned());
+    config.tls = Some(sender_tls.clone());
+    config.token = Some(token.clone());
+    let sender = Node::start(config).unwrap();
+    let viewer_tls = tls_for("viewer");
+    let (mut harness, _rs) =
+        viewer_with(sender.local_addr().unwrap().to_string(), dir.path(), |c| {
+            c.tls = Some(viewer_tls);
+            c.token = Some(token);
+        });
+    let frame = test_frame(64, 48, 1);
+    step_until(
+        &mut harness,
+        Some((&sender, &frame)),
+        "a frame over TLS",
+        |h| h.state().frames_shown() > 0,
+    );
+    harness.run_steps(2);
+    assert!(has_label_containing(&harness, "token + TLS"));
+    // The first bytes of the sender's certificate fingerprint, as the viewer pinned it.
+    let short: String = sender_tls
+        .fingerprint
+        .chars()
+        .take("SHA256:".len() + 11)
+        .collect();
+    assert!(
+        has_label_containing(&harness, &short),
+        "the status bar shows {short}"
+    );
+}
