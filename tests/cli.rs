@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::proc::Proc;
+use common::proc::{saved_frames, write_source_image, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_texstream");
 
@@ -19,31 +19,6 @@ fn summary(lines: &[String]) -> serde_json::Value {
         .find(|l| l.starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON summary in:\n{}", lines.join("\n")));
     serde_json::from_str(line).expect("summary is JSON")
-}
-
-/// A test image with an odd size and varied pixels, saved as PNG.
-fn write_source_image(dir: &Path) -> (PathBuf, image::RgbaImage) {
-    let img = image::RgbaImage::from_fn(203, 117, |x, y| {
-        image::Rgba([
-            (x * 7) as u8,
-            (y * 13) as u8,
-            ((x ^ y) * 3) as u8,
-            (200 + x % 50) as u8,
-        ])
-    });
-    let path = dir.join("source.png");
-    img.save(&path).unwrap();
-    (path, img)
-}
-
-fn saved_frames(dir: &Path) -> Vec<PathBuf> {
-    let mut frames: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    frames.sort();
-    frames
 }
 
 /// Waits until `dir` holds at least `n` saved frames.

@@ -6,44 +6,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::proc::Proc;
+use common::proc::{saved_frames, write_source_image, Proc};
 use common::{check_frame, fast_config, make_frame, padded_geometry, recv_frame, PATIENCE};
 use texstream::frame::FramePool;
 use texstream::net::{Event, Node};
 use texstream::protocol::Role;
 
 const BIN: &str = env!("CARGO_BIN_EXE_texstream");
-
-/// A test image with an odd size and varied pixels, saved as PNG.
-fn write_source_image(dir: &Path) -> (PathBuf, image::RgbaImage) {
-    let img = image::RgbaImage::from_fn(203, 117, |x, y| {
-        image::Rgba([
-            (x * 7) as u8,
-            (y * 13) as u8,
-            ((x ^ y) * 3) as u8,
-            (200 + x % 50) as u8,
-        ])
-    });
-    let path = dir.join("source.png");
-    img.save(&path).unwrap();
-    (path, img)
-}
-
-fn saved_frames(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut frames: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    frames.sort();
-    frames
-}
 
 /// Waits until `dir` holds at least `n` saved frames.
 fn wait_for_frames(dir: &Path, n: usize) {

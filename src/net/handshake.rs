@@ -336,19 +336,26 @@ fn read_by<S: HandshakeStream>(
         match stream.read(&mut buf[filled..]) {
             Ok(0) => return Err(NetError::ClosedInHandshake("peer")),
             Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(NetError::HandshakeTimeout(timeout))
+            Err(e) => {
+                if let Some(e) = read_failure(e, timeout) {
+                    return Err(e);
+                }
             }
-            Err(e) => return Err(NetError::io("reading the handshake", e)),
         }
     }
     Ok(())
+}
+
+/// What a failed read during the handshake means: `None` to read again (interrupted),
+/// a timeout once the deadline's read limit ran out, or the I/O error.
+pub(super) fn read_failure(e: std::io::Error, timeout: Duration) -> Option<NetError> {
+    match e.kind() {
+        std::io::ErrorKind::Interrupted => None,
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            Some(NetError::HandshakeTimeout(timeout))
+        }
+        _ => Some(NetError::io("reading the handshake", e)),
+    }
 }
 
 /// Bytes in memory as a handshake stream: reads come from `input`, writes are kept.

@@ -179,16 +179,11 @@ fn refuse_plain_peer(sock: &TcpStream, timeout: Duration) -> Result<(), NetError
                 std::thread::sleep(Duration::from_millis(5));
             }
             Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(NetError::HandshakeTimeout(timeout))
+            Err(e) => {
+                if let Some(e) = super::handshake::read_failure(e, timeout) {
+                    return Err(e);
+                }
             }
-            Err(e) => return Err(NetError::io("reading the handshake", e)),
         }
     }
     if first != crate::protocol::MAGIC {

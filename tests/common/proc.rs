@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,4 +151,32 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A test image with an odd size and varied pixels, saved as PNG.
+pub fn write_source_image(dir: &Path) -> (PathBuf, image::RgbaImage) {
+    let img = image::RgbaImage::from_fn(203, 117, |x, y| {
+        image::Rgba([
+            (x * 7) as u8,
+            (y * 13) as u8,
+            ((x ^ y) * 3) as u8,
+            (200 + x % 50) as u8,
+        ])
+    });
+    let path = dir.join("source.png");
+    img.save(&path).unwrap();
+    (path, img)
+}
+
+/// The PNG frames `record` saved in `dir`, in order (none if `dir` is missing).
+pub fn saved_frames(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut frames: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    frames.sort();
+    frames
 }
