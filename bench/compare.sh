@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# bench/compare.sh: texstream next to the loopback TCP ceiling (iperf3, one stream) and
-# GStreamer raw video, on this machine, in one go; prints one Markdown table.
+# bench/compare.sh: texstream next to the loopback TCP ceiling (iperf3, one stream),
+# the same frames over a bare TCP connection (`texstream bench --raw-tcp`: no protocol,
+# no copy, no checksum) and GStreamer raw video, on this machine, in one go; prints two
+# Markdown tables: throughput, and latency at 60 fps (1080p) against the bare floor.
 #
 # Install the tools first (Debian/Ubuntu):
 #   apt-get install iperf3 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
@@ -9,12 +11,14 @@
 #
 # Usage: bench/compare.sh            (from anywhere inside the repository)
 # Environment: BENCH_SECS (seconds per texstream and iperf3 run, default 5),
+#              BENCH_LATENCY_SECS (seconds of each 60 fps latency run, default 10),
 #              BENCH_PORT (first loopback port to use, default 5201),
 #              TEXSTREAM_BIN (a texstream binary to use instead of building one).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 secs="${BENCH_SECS:-5}"
+latency_secs="${BENCH_LATENCY_SECS:-10}"
 port="${BENCH_PORT:-5201}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -83,16 +87,40 @@ else
     gst_note="GStreamer: skipped, gst-launch-1.0 is not installed."
 fi
 
-# 3. texstream bench: the real sender and one viewer, separate processes, checksums on.
+json_field() { # file, python expression over the object `r`
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# 3. The same frames over one bare TCP connection, back to back: the floor without any
+#    protocol, copy or checksum.
+for size in 1920x1080 3840x2160; do
+    w="${size%x*}"
+    h="${size#*x}"
+    echo "compare.sh: texstream bench --raw-tcp ${size} RGBA, ${secs} s" >&2
+    "$bin" bench --raw-tcp --width "$w" --height "$h" --seconds "$secs" --json >"$tmp/raw.json"
+    row "bare TCP, same frames (bench --raw-tcp: no protocol, copy or checksum)" "$size" \
+        "$(json_field "$tmp/raw.json" '"%.2f" % r["gbps_per_viewer"]')" \
+        "$(json_field "$tmp/raw.json" '"%.1f" % r["fps_per_viewer"]')"
+done
+
+# 4. texstream bench: the real sender and one viewer, separate processes, checksums on.
 for size in 1920x1080 3840x2160; do
     w="${size%x*}"
     h="${size#*x}"
     echo "compare.sh: texstream bench ${size} RGBA, ${secs} s" >&2
     "$bin" bench --width "$w" --height "$h" --seconds "$secs" --json >"$tmp/ts.json"
-    gbps="$(python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["gbps_per_viewer"])' "$tmp/ts.json")"
-    fps="$(python3 -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["fps_per_viewer"])' "$tmp/ts.json")"
-    row "texstream bench (one viewer, checksums on)" "$size" "$gbps" "$fps"
+    row "texstream bench (one viewer, checksums on)" "$size" \
+        "$(json_field "$tmp/ts.json" '"%.2f" % r["gbps_per_viewer"]')" \
+        "$(json_field "$tmp/ts.json" '"%.1f" % r["fps_per_viewer"]')"
 done
+
+# 5. Latency at 60 fps, 1080p: the bare connection, then texstream.
+echo "compare.sh: latency at 60 fps, 1080p, ${latency_secs} s each" >&2
+"$bin" bench --raw-tcp --fps 60 --seconds "$latency_secs" --json >"$tmp/raw60.json"
+"$bin" bench --fps 60 --seconds "$latency_secs" --json >"$tmp/ts60.json"
+latency_row() { # what, file, key
+    json_field "$2" '"| '"$1"' | %.2f | %.2f | %.2f | %.2f |" % tuple(r["'"$3"'"][k] for k in ("p50", "p90", "p99", "max"))'
+}
 
 echo
 echo "| program | frame (RGBA) | Gb/s | fps | ratio to iperf3 |"
@@ -101,6 +129,14 @@ while IFS='|' read -r program size gbps fps; do
     ratio="$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$gbps" "$iperf_gbps")"
     echo "| $program | $size | $gbps | $fps | ${ratio}x |"
 done <"$rows"
+echo
+echo "Latency at 60 fps, 1920x1080 RGBA, ${latency_secs} s, in ms:"
+echo
+echo "| path | p50 | p90 | p99 | max |"
+echo "|---|---|---|---|---|"
+latency_row "bare TCP (bench --raw-tcp): write starts → last byte read" "$tmp/raw60.json" latency_ms
+latency_row "texstream: publish → whole frame verified at the viewer" "$tmp/ts60.json" latency_from_publish_ms
+latency_row "texstream: capture (the sender's copy and hash start) → verified" "$tmp/ts60.json" latency_ms
 if [[ -n "$gst_note" ]]; then
     echo
     echo "$gst_note"

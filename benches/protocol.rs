@@ -299,6 +299,11 @@ fn produce(c: &mut Criterion) {
             })
         });
         g.bench_function(BenchmarkId::new("xxh3", name), |b| {
+            b.iter(|| texstream::protocol::checksum(black_box(&src)))
+        });
+        // The same hash as a build for baseline x86-64 gets it from xxhash-rust (SSE2),
+        // for comparison with the run-time AVX2 choice above.
+        g.bench_function(BenchmarkId::new("xxh3_xxhash_rust", name), |b| {
             b.iter(|| xxhash_rust::xxh3::xxh3_64(black_box(&src)))
         });
     }

@@ -127,7 +127,7 @@ impl Frame {
             geometry.total_len(),
             "frame buffer length does not match its geometry"
         );
-        let checksum = xxhash_rust::xxh3::xxh3_64(&pixels);
+        let checksum = crate::protocol::checksum(&pixels);
         Frame::from_verified(geometry.meta(seq, capture_us, checksum), pixels)
     }
 
@@ -150,7 +150,7 @@ impl Frame {
         );
         const PIECE: usize = 64 << 10;
         let mut buf = pool.take(src.len());
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut hasher = crate::protocol::Checksum::new();
         for (dst, piece) in buf.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
             dst.copy_from_slice(piece);
             hasher.update(dst);

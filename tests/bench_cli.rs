@@ -1,6 +1,7 @@
 //! `texstream bench` end to end: a short run over loopback reports every frame delivered
-//! and verified, a short `--gpu` run reports every stage, and bad flags are refused with
-//! a message. No timing is asserted. The `--gpu` run skips with a message where there is
+//! and verified (paced by the links, and by acknowledgements), a short `--gpu` run
+//! reports every stage, `--raw-tcp` measures the bare floor, and bad flags are refused
+//! with a message. No timing is asserted, only how the figures relate. The `--gpu` run skips with a message where there is
 //! no GPU adapter, unless TEXSTREAM_REQUIRE_GPU=1 (as in CI), where that is a failure.
 
 use std::process::Command;
@@ -44,6 +45,16 @@ fn a_short_run_delivers_every_frame_and_reports_json() {
     assert!(n("gbps_total") > 0.0, "{report}");
     assert!(n("fps_per_viewer") > 0.0, "{report}");
     assert!(report["latency_ms"]["max"].as_f64() > Some(0.0), "{report}");
+    // Every frame is published after its copy starts: latency from publish is the
+    // shorter, frame by frame, hence in every percentile.
+    for p in ["p50", "p90", "p99", "max"] {
+        let from_publish = report["latency_from_publish_ms"][p].as_f64();
+        assert!(from_publish > Some(0.0), "{p}: {report}");
+        assert!(
+            from_publish <= report["latency_ms"][p].as_f64(),
+            "{p}: {report}"
+        );
+    }
     assert!(
         report["sender"]["peak_rss_mib"].as_f64() > Some(0.0),
         "{report}"
@@ -56,6 +67,65 @@ fn a_short_run_delivers_every_frame_and_reports_json() {
     assert_eq!(report["gpu"], false, "{report}");
     assert!(report.get("stages_ms").is_none(), "{report}");
     assert!(report.get("end_to_end_ms").is_none(), "{report}");
+}
+
+#[test]
+fn paced_by_acknowledgements_every_frame_arrives_too() {
+    let report = bench_json(&[
+        "bench",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        "25",
+        "--in-flight",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(report["in_flight"], 1, "{report}");
+    assert_eq!(report["frames_received"], 25, "{report}");
+    assert_eq!(report["frames_skipped"], 0, "{report}");
+    assert_eq!(report["frames_dropped"], 0, "{report}");
+}
+
+#[test]
+fn raw_tcp_moves_the_same_frames_over_a_bare_connection() {
+    let report = bench_json(&[
+        "bench",
+        "--raw-tcp",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        "50",
+        "--json",
+    ]);
+    assert_eq!(report["mode"], "raw-tcp", "{report}");
+    assert_eq!(report["frames_sent"], 50, "{report}");
+    assert_eq!(report["frames_received"], 50, "{report}");
+    assert_eq!(report["frame_bytes"], 320 * 240 * 4, "{report}");
+    assert!(report["gbps_per_viewer"].as_f64() > Some(0.0), "{report}");
+    let l = &report["latency_ms"];
+    assert!(l["p50"].as_f64() > Some(0.0), "{report}");
+    assert!(l["p50"].as_f64() <= l["max"].as_f64(), "{report}");
+    // Paced: as many frames as asked for, at that pace.
+    let paced = bench_json(&[
+        "bench",
+        "--raw-tcp",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--fps",
+        "100",
+        "--frames",
+        "20",
+        "--json",
+    ]);
+    assert_eq!(paced["frames_received"], 20, "{paced}");
+    assert!(paced["elapsed_secs"].as_f64() > Some(0.15), "{paced}");
 }
 
 #[test]
@@ -125,6 +195,8 @@ fn bad_flags_exit_non_zero_with_a_message() {
         &["bench", "--frames", "10", "--seconds", "2"],
         &["bench", "--viewers", "0"],
         &["bench", "--chunk", "0"],
+        &["bench", "--raw-tcp", "--slow-viewer"],
+        &["bench", "--in-flight", "0"],
     ] {
         let out = Command::new(BIN)
             .args(args)
@@ -136,6 +208,23 @@ fn bad_flags_exit_non_zero_with_a_message() {
         assert!(
             stderr.contains("error"),
             "{args:?} exited without saying why: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn raw_tcp_refuses_what_a_bare_connection_cannot_do() {
+    for extra in [&["--viewers", "2"][..], &["--tls"], &["--in-flight", "2"]] {
+        let out = Command::new(BIN)
+            .args(["bench", "--raw-tcp", "--frames", "1"])
+            .args(extra)
+            .output()
+            .expect("texstream bench runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(
+            stderr.contains("--raw-tcp measures one bare TCP connection"),
+            "{extra:?}: {stderr}"
         );
     }
 }

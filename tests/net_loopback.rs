@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use texstream::frame::{FrameGeometry, FramePool};
-use texstream::net::{Event, Node, Origin};
+use texstream::net::{Event, Node, Origin, PeerId};
 use texstream::protocol::{encode_bulk_head, Capabilities, GoodbyeCode, Kind, Message, Role, Text};
 
 const VIEWER_CAPS: u32 = Capabilities::FRAMES_IN | Capabilities::TEXT;
@@ -508,4 +508,85 @@ fn files_arrive_whole_while_frames_keep_flowing() {
         ["empty.bin", "random.bin"],
         "nothing else is left behind"
     );
+}
+
+#[test]
+fn a_producer_that_waits_for_the_links_has_no_frame_skipped() {
+    let geometry = FrameGeometry::rgba8(1920, 1080);
+    const FRAMES: u64 = 40;
+    let sender = listening_sender("sender");
+    let viewer = dialing_viewer("viewer", listen_addr(&sender));
+    let (peer, _) = wait_connected(&sender, "the viewer to connect");
+    assert!(
+        sender.wait_frame_taken(PeerId(u64::MAX), Duration::ZERO),
+        "a peer that does not exist holds no frame"
+    );
+
+    let frames = viewer.frames().clone();
+    let consumer = std::thread::spawn(move || {
+        let mut seqs = Vec::new();
+        while let Ok(frame) = frames.recv_timeout(Duration::from_secs(10)) {
+            seqs.push(frame.meta().seq);
+            if frame.meta().seq == FRAMES {
+                break;
+            }
+        }
+        seqs
+    });
+    // Back to back, each frame published once the link has taken the one before: one
+    // on the wire, one waiting, none replaced.
+    let pool = FramePool::new(6);
+    for seq in 1..=FRAMES {
+        assert!(
+            sender.wait_frame_taken(peer, PATIENCE),
+            "the link did not take frame {} within {PATIENCE:?}",
+            seq - 1
+        );
+        sender.publish(&make_frame(&pool, geometry, seq));
+    }
+    let seqs = consumer.join().expect("consumer thread");
+    assert_eq!(
+        seqs.last(),
+        Some(&FRAMES),
+        "the last frame arrives: {seqs:?}"
+    );
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let status = &sender.peers()[0];
+    assert_eq!(status.frames_skipped, 0, "{}", status.line());
+    assert_eq!(status.frames_sent, FRAMES, "{}", status.line());
+    let stats = viewer.stats();
+    assert_eq!(
+        stats.frames_received, FRAMES,
+        "every frame arrives whole: {stats:?}"
+    );
+    assert_eq!(stats.checksum_failures, 0);
+}
+
+#[test]
+fn a_frame_waits_in_the_slot_of_a_peer_that_does_not_read() {
+    // 4K: far more than loopback's socket buffers hold, so the writer blocks mid-frame.
+    let geometry = FrameGeometry::rgba8(3840, 2160);
+    let sender = listening_sender("sender");
+    let (stalled, _) = RawPeer::handshaken(
+        listen_addr(&sender),
+        raw_hello(Role::Viewer, VIEWER_CAPS, "stalled viewer"),
+    );
+    let (peer, _) = wait_connected(&sender, "the stalled peer to connect");
+    let pool = FramePool::new(3);
+    sender.publish(&make_frame(&pool, geometry, 1));
+    assert!(
+        sender.wait_frame_taken(peer, PATIENCE),
+        "the writer takes the first frame and blocks on it"
+    );
+    sender.publish(&make_frame(&pool, geometry, 2));
+    assert!(
+        !sender.wait_frame_taken(peer, Duration::from_millis(300)),
+        "the second frame waits behind the first, which the peer does not read"
+    );
+    // Once the peer is gone its link no longer holds a frame.
+    drop(stalled);
+    wait_event(&sender, "the stalled peer to be dropped", |e| {
+        matches!(e, Event::PeerDisconnected { .. }).then_some(())
+    });
+    assert!(sender.wait_frame_taken(peer, Duration::ZERO));
 }

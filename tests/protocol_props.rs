@@ -6,10 +6,11 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
 use texstream::protocol::{
-    decode, decode_body, decode_preamble, encode, encode_preamble, truncate_utf8, Assembled,
-    BulkHead, Capabilities, FileAccept, FileCancel, FileEnd, FileOffer, FileResult, FrameAssembler,
-    FrameStart, GoodbyeCode, Hello, Kind, Limits, Message, Ping, Pong, ProtocolError, Role, Text,
-    MAX_AUTH_BYTES, MAX_FILE_NAME_BYTES, MAX_NAME_BYTES, MAX_REASON_BYTES,
+    checksum, decode, decode_body, decode_preamble, encode, encode_preamble, truncate_utf8,
+    Assembled, BulkHead, Capabilities, Checksum, FileAccept, FileCancel, FileEnd, FileOffer,
+    FileResult, FrameAssembler, FrameStart, GoodbyeCode, Hello, Kind, Limits, Message, Ping, Pong,
+    ProtocolError, Role, Text, MAX_AUTH_BYTES, MAX_FILE_NAME_BYTES, MAX_NAME_BYTES,
+    MAX_REASON_BYTES,
 };
 
 const CASES: u32 = 256;
@@ -409,5 +410,30 @@ proptest! {
             }
             other => prop_assert!(false, "expected a checksum mismatch, got {:?}", other),
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// The wire checksum is XXH3-64 as a second, independent implementation computes
+    /// it, in one call and streamed in arbitrary pieces, at every length class
+    /// (short inputs, mid-length, and the striped path past 240 bytes).
+    #[test]
+    fn the_checksum_is_xxh3_as_another_implementation_computes_it(
+        bytes in proptest::collection::vec(any::<u8>(), 0..20_000),
+        cuts in proptest::collection::vec(any::<Index>(), 0..8),
+    ) {
+        let reference = xxhash_rust::xxh3::xxh3_64(&bytes);
+        prop_assert_eq!(checksum(&bytes), reference);
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut streamed = Checksum::new();
+        let mut from = 0;
+        for cut in at.into_iter().chain([bytes.len()]) {
+            streamed.update(&bytes[from..cut]);
+            from = cut;
+        }
+        prop_assert_eq!(streamed.digest(), reference);
     }
 }

@@ -6,11 +6,18 @@
 //! address it listens on, starts one process per viewer (`bench viewer-worker`,
 //! hidden) and, with `--slow-viewer`, reads slowly from one more connection on a thread
 //! of its own. Each worker prints one JSON line when it is done; the parent combines
-//! them. Viewers acknowledge every frame with a short text message; with `--fps max`
-//! the sender copies frame `n` ahead and publishes it once every viewer has frame
-//! `n - in_flight` (default 1), so the newest-wins slots do not evict frames merely
+//! them. Viewers acknowledge every frame with a short text message. With `--fps max`
+//! the sender copies frame `n` ahead and publishes it as soon as every viewer's link
+//! has taken frame `n - 1` from its slot ([`Node::wait_frame_taken`]): one frame on the
+//! wire and one waiting per viewer, so the newest-wins slots never evict a frame merely
 //! because the producer outran the wire (frames skipped anyway are counted and
-//! reported). Latency then includes the time a prepared frame waits for the wire.
+//! reported). `--in-flight N` paces by the acknowledgements instead (frame `n` once
+//! every viewer has frame `n - N`). Latency at `--fps max` includes the time a prepared
+//! frame waits for the wire; it is reported from the copy's start (capture) and from
+//! `publish` (the frame handed to the node).
+//!
+//! `--raw-tcp` measures the floor instead: the same frames and pacing over one bare
+//! TCP connection, with no protocol, no copy and no checksum ([`super::bench_floor`]).
 //!
 //! With `--gpu` the GPU stages are in the loop, on whatever adapter exists: the sender
 //! renders each frame with the live shader on a headless device and reads it back
@@ -18,6 +25,8 @@
 //! one persistent texture (`UploadTexture`) and waits for the GPU before acknowledging
 //! it. Each stage is timed per frame (see [`StagesMs`]); the parent joins the sender's
 //! publish times with the viewers' arrival times by frame number (one machine, one clock).
+
+mod floor;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -57,8 +66,13 @@ pub struct BenchArgs {
     params: BenchParams,
     /// Add one more viewer that reads slowly (about 26 Mb/s), to show that it changes
     /// nobody else's figures.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "raw_tcp")]
     slow_viewer: bool,
+    /// Measure the floor instead: the same frames at the same pace over one bare TCP
+    /// connection, with no protocol, no copy and no checksum (the ceiling that
+    /// `texstream bench`'s latency and throughput are compared with).
+    #[arg(long)]
+    raw_tcp: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -94,15 +108,16 @@ struct BenchParams {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     viewers: u32,
     /// Frames per second to publish (1 to 1000), or `max`: as fast as the viewers take
-    /// them, with at most --in-flight frames on the way to each.
+    /// them (each frame is published once every viewer's link has started sending the
+    /// one before, so none is skipped).
     #[arg(long, value_name = "F|max", default_value = "max", value_parser = parse_pace)]
     fps: Pace,
-    /// With --fps max: frames on their way to each viewer at most (published but not
-    /// yet acknowledged); the next frame is copied meanwhile. More than 1 lets more frames
-    /// be on their way, but the sender's one-frame slot per viewer then replaces frames the
-    /// writer has not started yet (counted as skipped).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
-    in_flight: u64,
+    /// With --fps max: pace by the viewers' acknowledgements instead, with at most N
+    /// frames published but not yet acknowledged per viewer. More than 1 lets the
+    /// sender's one-frame slot per viewer replace frames the writer has not started
+    /// yet (counted as skipped).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16))]
+    in_flight: Option<u64>,
     /// Payload bytes per frame chunk on the wire.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_BYTES as u64, value_parser = parse_chunk)]
     chunk: u64,
@@ -243,11 +258,12 @@ impl BenchParams {
             self.viewers.to_string(),
             "--fps".to_owned(),
             self.fps.to_string(),
-            "--in-flight".to_owned(),
-            self.in_flight.to_string(),
             "--chunk".to_owned(),
             self.chunk.to_string(),
         ];
+        if let Some(n) = self.in_flight {
+            args.extend(["--in-flight".to_owned(), n.to_string()]);
+        }
         if let Some(frames) = self.frames {
             args.extend(["--frames".to_owned(), frames.to_string()]);
         }
@@ -309,6 +325,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.worker {
         Some(Worker::Sender(worker)) => run_sender(&worker),
         Some(Worker::Viewer(worker)) => run_viewer(&worker),
+        None if args.raw_tcp => floor::run(&args.params, args.json),
         None => run_parent(&args.params, args.slow_viewer, args.json),
     }
 }
@@ -328,6 +345,8 @@ struct SenderReport {
     /// Whether every honest viewer acknowledged the last frame before the sender gave up.
     all_acknowledged: bool,
     peers: Vec<SenderPeer>,
+    /// Wall clock (µs since the epoch) just before frame `seq` was published, by seq.
+    publish_us: Vec<u64>,
     /// With `--gpu`: the sender's stage times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gpu: Option<SenderStages>,
@@ -343,10 +362,8 @@ struct SenderStages {
     /// Each rendered frame: `Frame::copied` out of the mapped buffer (copy and XXH3).
     copy_hash_us: Vec<u64>,
     /// Each published frame: copied → published (with `--fps max`, the wait for the
-    /// viewers to acknowledge the frames before it).
+    /// viewers' links to take the frame before it).
     queue_us: Vec<u64>,
-    /// Wall clock (µs since the epoch) just before frame `seq` was published, by seq.
-    publish_us: Vec<u64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -371,6 +388,10 @@ struct ViewerReport {
     last_receive_us: u64,
     /// Capture → verified frame handed to us, one per frame, in microseconds.
     latencies_us: Vec<u64>,
+    /// Each frame received: its number, and the wall clock (µs since the epoch) when the
+    /// verified frame was handed to us; in parallel.
+    seq: Vec<u64>,
+    delivered_us: Vec<u64>,
     cpu_secs: f64,
     peak_rss_mib: f64,
     /// With `--gpu`: the viewer's stage times.
@@ -383,9 +404,6 @@ struct ViewerReport {
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
 struct ViewerStages {
     adapter: String,
-    seq: Vec<u64>,
-    /// Wall clock (µs since the epoch) when the verified frame was handed to us.
-    delivered_us: Vec<u64>,
     /// `write_texture`, a submit and the wait until the GPU finished, in µs.
     upload_us: Vec<u64>,
     /// Capture (the sender's render start) → upload done, in µs.
@@ -572,6 +590,47 @@ struct Acks {
     newest: Option<u64>,
 }
 
+/// With `--fps max` and no `--in-flight`: how long the sender waits on the viewers'
+/// links at a time before it looks at its events again.
+const WRITER_WAIT: Duration = Duration::from_millis(20);
+/// With `--fps max` and no `--in-flight`: frames published but not yet acknowledged per
+/// viewer, at most. Each viewer's node queues as many verified frames, so no viewer ever
+/// has a frame dropped because the sender outran its process (only the wire is
+/// measured); on large frames the links' slots limit first.
+const UNACKNOWLEDGED_MAX: u64 = 3;
+
+/// Whether every viewer has acknowledged frame `seq - window` (or needs not yet).
+fn acked_within(viewers: &HashMap<PeerId, Acks>, seq: u64, window: u64) -> bool {
+    viewers
+        .values()
+        .all(|v| v.newest.map_or(0, |newest| newest + 1) + window > seq)
+}
+
+/// An event on the sender's node: an acknowledgement moves a viewer on; a viewer that
+/// leaves ends the benchmark.
+fn on_sender_event(
+    event: Event,
+    viewers: &mut HashMap<PeerId, Acks>,
+    last_progress: &mut Instant,
+) -> anyhow::Result<()> {
+    match event {
+        Event::Text { peer, text } => {
+            let acked = text.body.strip_prefix("ack ").and_then(|n| n.parse().ok());
+            if let (Some(v), Some(n)) = (viewers.get_mut(&peer), acked) {
+                if v.newest.is_none_or(|old| n > old) {
+                    v.newest = Some(n);
+                    *last_progress = Instant::now();
+                }
+            }
+        }
+        Event::PeerDisconnected { peer, reason, .. } if viewers.contains_key(&peer) => {
+            bail!("a viewer left during the benchmark: {reason}");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
     let params = &args.params;
     let geometry = params.geometry();
@@ -616,7 +675,7 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
         }
     }
 
-    let pool = FramePool::new(expected + 2 * params.in_flight as usize + 4);
+    let pool = FramePool::new(expected + 2 * params.in_flight.unwrap_or(1) as usize + 4);
     let stop = params.stop();
     let cpu_start = cpu_secs();
     let start = Instant::now();
@@ -626,9 +685,14 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
     let mut seq = 0u64;
     let mut last_progress = Instant::now();
     let mut all_acknowledged = true;
+    let mut publish_us = Vec::with_capacity(1 << 14);
     // With --fps max: the next frame, copied ahead, and when it was ready.
     let mut prepared: Option<(Frame, Instant)> = None;
     loop {
+        // Acknowledgements (progress, and the end of the run) and departures.
+        for event in node.events().try_iter() {
+            on_sender_event(event, &mut viewers, &mut last_progress)?;
+        }
         let now = Instant::now();
         let done = match stop {
             Stop::Frames(n) => seq >= n,
@@ -649,16 +713,20 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
                 copy_time += copying;
                 Ok((frame, Instant::now()))
             };
-            let due = match interval {
-                Some(_) => next_due <= now,
-                None => {
+            let due = match (interval, params.in_flight) {
+                (Some(_), _) => next_due <= now,
+                (None, in_flight) => {
                     // Copy the next frame while the previous ones are on the wire.
                     if prepared.is_none() {
                         prepared = Some(copy(seq)?);
                     }
-                    viewers
-                        .values()
-                        .all(|v| v.newest.map_or(0, |n| n + 1) + params.in_flight > seq)
+                    let window = in_flight.unwrap_or(UNACKNOWLEDGED_MAX);
+                    acked_within(&viewers, seq, window)
+                        && (in_flight.is_some()
+                            // Every viewer's link has started sending the frame before.
+                            || viewers
+                                .keys()
+                                .all(|peer| node.wait_frame_taken(*peer, WRITER_WAIT)))
                 }
             };
             if due {
@@ -667,11 +735,10 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
                     None => copy(seq)?,
                 };
                 let queued = ready.elapsed();
-                let publish_us = now_us();
+                publish_us.push(now_us());
                 node.publish(&frame);
                 if let Producer::Gpu(gpu) = &mut producer {
                     gpu.stages.queue_us.push(micros(queued));
-                    gpu.stages.publish_us.push(publish_us);
                 }
                 drop(frame);
                 seq += 1;
@@ -680,7 +747,21 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            interval.map(|_| next_due.saturating_duration_since(now))
+            match interval {
+                Some(_) => Some(next_due.saturating_duration_since(now)),
+                // Waiting for the links' slots (bounded, above): look at the events, then
+                // again.
+                None if acked_within(
+                    &viewers,
+                    seq,
+                    params.in_flight.unwrap_or(UNACKNOWLEDGED_MAX),
+                ) =>
+                {
+                    Some(Duration::ZERO)
+                }
+                // Waiting for an acknowledgement.
+                None => None,
+            }
         };
         // Paced publishing goes on whatever the viewers do; waiting on them is bounded.
         let stall_left = if done || interval.is_none() {
@@ -705,27 +786,10 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
             );
         }
         let timeout = wait.map_or(stall_left, |w| w.min(stall_left));
-        let event = match node.events().recv_timeout(timeout) {
-            Ok(event) => event,
-            Err(flume::RecvTimeoutError::Timeout) => continue,
+        match node.events().recv_timeout(timeout) {
+            Ok(event) => on_sender_event(event, &mut viewers, &mut last_progress)?,
+            Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => bail!("the sender node stopped"),
-        };
-        for event in std::iter::once(event).chain(node.events().try_iter()) {
-            match event {
-                Event::Text { peer, text } => {
-                    let acked = text.body.strip_prefix("ack ").and_then(|n| n.parse().ok());
-                    if let (Some(v), Some(n)) = (viewers.get_mut(&peer), acked) {
-                        if v.newest.is_none_or(|old| n > old) {
-                            v.newest = Some(n);
-                            last_progress = Instant::now();
-                        }
-                    }
-                }
-                Event::PeerDisconnected { peer, reason, .. } if viewers.contains_key(&peer) => {
-                    bail!("a viewer left during the benchmark: {reason}");
-                }
-                _ => {}
-            }
         }
     }
     let elapsed = start.elapsed();
@@ -749,6 +813,7 @@ fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
         peak_rss_mib: peak_rss_mib(),
         all_acknowledged,
         peers,
+        publish_us,
         gpu: match producer {
             Producer::Gpu(gpu) => Some(gpu.stages),
             Producer::Cpu(_) => None,
@@ -793,8 +858,8 @@ impl GpuConsumer {
         })
     }
 
-    /// Uploads `frame`, handed to us at `delivered_us`, and waits until the GPU has it.
-    fn upload(&mut self, frame: Frame, delivered_us: u64) -> anyhow::Result<()> {
+    /// Uploads `frame` and waits until the GPU has it.
+    fn upload(&mut self, frame: Frame) -> anyhow::Result<()> {
         let (device, queue) = (&self.gpu.device, &self.gpu.queue);
         let start = Instant::now();
         self.upload.upload(device, queue, &frame)?;
@@ -802,8 +867,6 @@ impl GpuConsumer {
         let upload = start.elapsed();
         let meta = frame.meta();
         let s = &mut self.stages;
-        s.seq.push(meta.seq);
-        s.delivered_us.push(delivered_us);
         s.upload_us.push(micros(upload));
         s.end_to_end_us
             .push(now_us().saturating_sub(meta.capture_us));
@@ -821,7 +884,7 @@ impl GpuConsumer {
         };
         for _ in 0..8 {
             let start = Instant::now();
-            std::hint::black_box(xxhash_rust::xxh3::xxh3_64(std::hint::black_box(
+            std::hint::black_box(crate::protocol::checksum(std::hint::black_box(
                 frame.pixels(),
             )));
             self.stages.verify_estimate_us.push(micros(start.elapsed()));
@@ -837,6 +900,9 @@ fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
     };
     let mut config = NodeConfig::new(Role::Viewer);
     config.name = args.name.clone();
+    // Room for every frame the sender may have unacknowledged: none is dropped for
+    // being taken late.
+    config.frame_queue = UNACKNOWLEDGED_MAX as usize;
     config.connect = vec![args.connect.clone()];
     config.tls = bench_tls(args.tls_dir.is_some(), args.tls_dir.as_deref())?;
     let node = Node::start(config)?;
@@ -850,6 +916,8 @@ fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
         first_capture_us: 0,
         last_receive_us: 0,
         latencies_us: Vec::with_capacity(1 << 14),
+        seq: Vec::with_capacity(1 << 14),
+        delivered_us: Vec::with_capacity(1 << 14),
         cpu_secs: 0.0,
         peak_rss_mib: 0.0,
         gpu: None,
@@ -892,11 +960,13 @@ fn run_viewer(args: &ViewerWorkerArgs) -> anyhow::Result<()> {
                 report
                     .latencies_us
                     .push(now.saturating_sub(meta.capture_us));
+                report.seq.push(meta.seq);
+                report.delivered_us.push(now);
                 newest = Some(meta.seq);
                 // Acknowledged once uploaded: with one frame in flight, a frame never
                 // waits behind the upload of the one before it.
                 match &mut gpu {
-                    Some(gpu) => gpu.upload(frame, now)?,
+                    Some(gpu) => gpu.upload(frame)?,
                     None => drop(frame),
                 }
                 node.send_text(&format!("ack {}", meta.seq));
@@ -1092,6 +1162,7 @@ struct ViewerFigures {
     gbps: f64,
     fps: f64,
     latency_ms: LatencyMs,
+    latency_from_publish_ms: LatencyMs,
     cpu_secs: f64,
     peak_rss_mib: f64,
 }
@@ -1140,6 +1211,23 @@ struct StagesMs {
 
 /// The stage figures of a `--gpu` run: the adapter, the stages, end to end. `None` when
 /// the workers ran without `--gpu`.
+/// Publish → the whole verified frame handed to the viewer, for each frame the viewer
+/// received, in µs: the sender's publish times joined with the viewer's arrivals by
+/// frame number (one machine, one clock).
+fn from_publish_us<'a>(
+    sender: &'a SenderReport,
+    viewer: &'a ViewerReport,
+) -> impl Iterator<Item = u64> + 'a {
+    viewer
+        .seq
+        .iter()
+        .zip(&viewer.delivered_us)
+        .filter_map(|(seq, delivered)| {
+            let published = sender.publish_us.get(usize::try_from(*seq).ok()?)?;
+            Some(delivered.saturating_sub(*published))
+        })
+}
+
 fn gpu_stages(
     sender: &SenderReport,
     viewers: &[ViewerReport],
@@ -1147,13 +1235,11 @@ fn gpu_stages(
     let s = sender.gpu.as_ref()?;
     let (mut wire, mut upload, mut end_to_end, mut verify) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for v in viewers.iter().filter_map(|v| v.gpu.as_ref()) {
-        for (seq, delivered) in v.seq.iter().zip(&v.delivered_us) {
-            let published = usize::try_from(*seq).ok().and_then(|i| s.publish_us.get(i));
-            if let Some(published) = published {
-                wire.push(delivered.saturating_sub(*published));
-            }
-        }
+    for (report, v) in viewers
+        .iter()
+        .filter_map(|r| r.gpu.as_ref().map(|g| (r, g)))
+    {
+        wire.extend(from_publish_us(sender, report));
         upload.extend_from_slice(&v.upload_us);
         end_to_end.extend_from_slice(&v.end_to_end_us);
         verify.extend_from_slice(&v.verify_estimate_us);
@@ -1178,7 +1264,9 @@ struct BenchReport {
     viewers: u32,
     /// Frames per second asked for; `null` for `--fps max`.
     fps_limit: Option<f64>,
-    in_flight: u64,
+    /// With `--fps max`: `null` when each frame is published once the viewers' links
+    /// took the one before; N when paced by acknowledgements, N frames at most.
+    in_flight: Option<u64>,
     chunk_bytes: u64,
     frames_limit: Option<u64>,
     seconds_limit: Option<f64>,
@@ -1217,9 +1305,12 @@ struct BenchReport {
     /// Payload per second delivered, summed over the viewers.
     gbps_total: f64,
     fps_per_viewer: f64,
-    /// Capture (frame handed to the sender) → whole verified frame at the viewer, over
-    /// every frame of every honest viewer.
+    /// Capture (the start of the sender's copy and hash of the frame) → whole verified
+    /// frame at the viewer, over every frame of every honest viewer.
     latency_ms: LatencyMs,
+    /// `publish` (the copied, hashed frame handed to the node) → whole verified frame at
+    /// the viewer, over every frame of every honest viewer.
+    latency_from_publish_ms: LatencyMs,
     /// The same over the first and over the last tenth of each viewer's frames: does
     /// latency grow during a long run?
     latency_ms_first_tenth: LatencyMs,
@@ -1391,6 +1482,7 @@ fn combine(
         None => (None, None, None),
     };
     let mut all_latencies = Vec::new();
+    let mut all_from_publish = Vec::new();
     let (mut first_tenth, mut last_tenth) = (Vec::new(), Vec::new());
     let mut per_viewer = Vec::new();
     for mut v in viewers {
@@ -1399,6 +1491,8 @@ fn combine(
         let tenth = v.latencies_us.len() / 10;
         first_tenth.extend_from_slice(&v.latencies_us[..tenth]);
         last_tenth.extend_from_slice(&v.latencies_us[v.latencies_us.len() - tenth..]);
+        let mut from_publish: Vec<u64> = from_publish_us(sender, &v).collect();
+        all_from_publish.extend_from_slice(&from_publish);
         per_viewer.push(ViewerFigures {
             frames_received: v.frames_received,
             frames_skipped: peer(&v.name).map_or(0, |p| p.frames_skipped),
@@ -1407,6 +1501,7 @@ fn combine(
             gbps: v.bytes_payload as f64 * 8.0 / secs / 1e9,
             fps: v.frames_received as f64 / secs,
             latency_ms: LatencyMs::of(&mut v.latencies_us),
+            latency_from_publish_ms: LatencyMs::of(&mut from_publish),
             cpu_secs: v.cpu_secs,
             peak_rss_mib: v.peak_rss_mib,
             name: v.name,
@@ -1446,6 +1541,7 @@ fn combine(
         gbps_total: sum(|v| v.gbps),
         fps_per_viewer: sum(|v| v.fps) / n,
         latency_ms: LatencyMs::of(&mut all_latencies),
+        latency_from_publish_ms: LatencyMs::of(&mut all_from_publish),
         latency_ms_first_tenth: LatencyMs::of(&mut first_tenth),
         latency_ms_last_tenth: LatencyMs::of(&mut last_tenth),
         sender: SideFigures {
@@ -1473,10 +1569,11 @@ fn combine(
 }
 
 fn print_table(r: &BenchReport) {
-    let pace = r.fps_limit.map_or_else(
-        || format!("max, {} in flight", r.in_flight),
-        |f| format!("{f} fps"),
-    );
+    let pace = match (r.fps_limit, r.in_flight) {
+        (Some(f), _) => format!("{f} fps"),
+        (None, Some(n)) => format!("max, {n} in flight (acknowledged)"),
+        (None, None) => "max, as the links take them".to_owned(),
+    };
     println!(
         "texstream bench: {}x{} RGBA ({:.2} MiB a frame), {} viewer(s){}, pace {pace}, chunk {} B, {}{:.2} s",
         r.width,
@@ -1533,6 +1630,11 @@ fn print_table(r: &BenchReport) {
     println!(
         "viewers: CPU {:.2} s in all, peak RSS {:.1} MiB (largest); checksum failures {}",
         r.viewer.cpu_secs, r.viewer.peak_rss_mib, r.checksum_failures
+    );
+    let p = &r.latency_from_publish_ms;
+    println!(
+        "latency above: from capture (the sender's copy starts); from publish (frame handed to the node): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        p.p50, p.p90, p.p99, p.max
     );
     let (first, last) = (&r.latency_ms_first_tenth, &r.latency_ms_last_tenth);
     println!(

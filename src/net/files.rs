@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use xxhash_rust::xxh3::Xxh3;
+use crate::protocol::Checksum;
 
 use super::link::{lock, Outgoing};
 use super::status::PeerId;
@@ -104,7 +104,7 @@ struct Incoming {
     file: BufWriter<File>,
     size: u64,
     received: u64,
-    hasher: Xxh3,
+    hasher: Checksum,
     transfer: Arc<Transfer>,
 }
 
@@ -421,7 +421,7 @@ impl IncomingFiles {
                 file: BufWriter::with_capacity(FILE_CHUNK_BYTES, file),
                 size: offer.size,
                 received: 0,
-                hasher: Xxh3::new(),
+                hasher: Checksum::new(),
                 transfer,
             },
         );
@@ -652,7 +652,7 @@ pub(crate) fn stream_file(
     };
     let mut f = File::open(&file.path)
         .map_err(|e| StreamError::Failed(format!("cannot open {}: {e}", file.path.display())))?;
-    let mut hasher = Xxh3::new();
+    let mut hasher = Checksum::new();
     // The checksum covers the whole file, also when resuming from an offset.
     let mut pos = 0u64;
     let mut buf = pool.take(FILE_CHUNK_BYTES);

@@ -54,6 +54,8 @@ pub(crate) const OUT_QUEUE: usize = 64;
 pub(crate) struct FrameSlot {
     frame: std::sync::Mutex<Option<Frame>>,
     wake_pending: std::sync::atomic::AtomicBool,
+    /// Signalled when the writer takes the frame (see [`FrameSlot::wait_empty`]).
+    taken: std::sync::Condvar,
 }
 
 impl FrameSlot {
@@ -68,7 +70,28 @@ impl FrameSlot {
     }
 
     fn take(&self) -> Option<Frame> {
-        lock(&self.frame).take()
+        let frame = lock(&self.frame).take();
+        if frame.is_some() {
+            self.taken.notify_all();
+        }
+        frame
+    }
+
+    /// Waits until the slot is empty (the writer took the frame), at most until
+    /// `deadline`; returns whether it is.
+    pub fn wait_empty(&self, deadline: Instant) -> bool {
+        let mut frame = lock(&self.frame);
+        while frame.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            frame = match self.taken.wait_timeout(frame, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
     }
 
     /// Re-arms the wake-up; returns whether a frame is waiting after all.

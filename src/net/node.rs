@@ -670,6 +670,26 @@ impl Node {
         self.shared.publish(frame);
     }
 
+    /// Waits until the link of `peer` has taken the frame last published to it (its
+    /// writer has started sending it), for at most `timeout`; returns whether the
+    /// peer's slot is empty — also `true` for a peer that is gone, has no live link or
+    /// takes no frames.
+    ///
+    /// A producer that must not have frames replaced publishes the next frame once
+    /// this returns `true` for every peer it cares about: one frame then goes over the
+    /// wire while the next waits, and none is skipped. It blocks: never call it on a UI
+    /// thread.
+    pub fn wait_frame_taken(&self, peer: PeerId, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        // Looked up under the peers lock (no list is cloned per frame), then waited on
+        // with no lock of the node's held.
+        let frame_slot = lock(&self.shared.peers)
+            .iter()
+            .find(|s| s.id == peer)
+            .and_then(|s| lock(&s.link).as_ref().map(|l| l.frame_slot.clone()));
+        frame_slot.is_none_or(|f| f.wait_empty(deadline))
+    }
+
     /// A handle that publishes frames on this node from another thread (a capture
     /// thread, say). Cheap to clone; it does not keep the node running.
     pub fn publisher(&self) -> Publisher {

@@ -2,7 +2,7 @@
 //! each chunk as it lands (while its bytes are still in cache). Only whole frames whose
 //! checksum matches come out: a frame cut short never does.
 
-use xxhash_rust::xxh3::Xxh3;
+use super::Checksum;
 
 use super::codec::BulkHead;
 use super::error::ProtocolError;
@@ -29,7 +29,7 @@ struct Partial {
 pub struct FrameAssembler {
     pool: FramePool,
     current: Option<Partial>,
-    hasher: Xxh3,
+    hasher: Checksum,
 }
 
 impl FrameAssembler {
@@ -37,7 +37,7 @@ impl FrameAssembler {
         FrameAssembler {
             pool,
             current: None,
-            hasher: Xxh3::new(),
+            hasher: Checksum::new(),
         }
     }
 

@@ -14,11 +14,13 @@
 //!   socket straight into the frame's buffer without an intermediate copy.
 
 mod assemble;
+mod checksum;
 mod codec;
 mod error;
 mod message;
 
 pub use assemble::{Assembled, FrameAssembler};
+pub use checksum::{checksum, Checksum};
 pub use codec::{
     decode, decode_body, decode_preamble, encode, encode_bulk_head, encode_preamble, max_body_len,
     truncate_utf8, BulkHead, Envelope, BULK_HEAD_LEN, ENVELOPE_LEN, PREAMBLE_LEN,
