@@ -45,6 +45,11 @@ fn a_short_run_delivers_every_frame_and_reports_json() {
     assert!(n("gbps_total") > 0.0, "{report}");
     assert!(n("fps_per_viewer") > 0.0, "{report}");
     assert!(report["latency_ms"]["max"].as_f64() > Some(0.0), "{report}");
+    let tenths = report["latency_p50_ms_by_tenth"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no latency by tenth: {report}"));
+    assert_eq!(tenths.len(), 10, "{report}");
+    assert!(tenths.iter().all(|p| p.as_f64() > Some(0.0)), "{report}");
     // Every frame is published after its copy starts: latency from publish is the
     // shorter, frame by frame, hence in every percentile.
     for p in ["p50", "p90", "p99", "max"] {

@@ -1315,6 +1315,9 @@ struct BenchReport {
     /// latency grow during a long run?
     latency_ms_first_tenth: LatencyMs,
     latency_ms_last_tenth: LatencyMs,
+    /// The median over each tenth of each viewer's frames in turn (from capture): a
+    /// trend over a long run tells growth apart from a noisy stretch.
+    latency_p50_ms_by_tenth: Vec<f64>,
     sender: SideFigures,
     /// Time in the sender's `Frame::copied` (source → frame buffer, hashed).
     sender_copy_secs: f64,
@@ -1484,6 +1487,7 @@ fn combine(
     let mut all_latencies = Vec::new();
     let mut all_from_publish = Vec::new();
     let (mut first_tenth, mut last_tenth) = (Vec::new(), Vec::new());
+    let mut tenths: Vec<Vec<u64>> = vec![Vec::new(); 10];
     let mut per_viewer = Vec::new();
     for mut v in viewers {
         let secs = (v.last_receive_us.saturating_sub(v.first_capture_us) as f64 / 1e6).max(1e-9);
@@ -1491,6 +1495,10 @@ fn combine(
         let tenth = v.latencies_us.len() / 10;
         first_tenth.extend_from_slice(&v.latencies_us[..tenth]);
         last_tenth.extend_from_slice(&v.latencies_us[v.latencies_us.len() - tenth..]);
+        let len = v.latencies_us.len();
+        for (k, part) in tenths.iter_mut().enumerate() {
+            part.extend_from_slice(&v.latencies_us[k * len / 10..(k + 1) * len / 10]);
+        }
         let mut from_publish: Vec<u64> = from_publish_us(sender, &v).collect();
         all_from_publish.extend_from_slice(&from_publish);
         per_viewer.push(ViewerFigures {
@@ -1544,6 +1552,10 @@ fn combine(
         latency_from_publish_ms: LatencyMs::of(&mut all_from_publish),
         latency_ms_first_tenth: LatencyMs::of(&mut first_tenth),
         latency_ms_last_tenth: LatencyMs::of(&mut last_tenth),
+        latency_p50_ms_by_tenth: tenths
+            .iter_mut()
+            .map(|part| LatencyMs::of(part).p50)
+            .collect(),
         sender: SideFigures {
             cpu_secs: sender.cpu_secs,
             peak_rss_mib: sender.peak_rss_mib,
@@ -1640,6 +1652,15 @@ fn print_table(r: &BenchReport) {
     println!(
         "latency, first tenth of the frames: p50 {:.2} ms, p99 {:.2} ms; last tenth: p50 {:.2} ms, p99 {:.2} ms",
         first.p50, first.p99, last.p50, last.p99
+    );
+    let by_tenth: Vec<String> = r
+        .latency_p50_ms_by_tenth
+        .iter()
+        .map(|p| format!("{p:.2}"))
+        .collect();
+    println!(
+        "latency p50 by tenth of the run, in ms: {}",
+        by_tenth.join(" ")
     );
     if let Some(s) = &r.slow {
         println!(
