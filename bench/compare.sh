@@ -5,7 +5,7 @@
 # Markdown tables: throughput, and latency at 60 fps (1080p) against the bare floor.
 #
 # Install the tools first (Debian/Ubuntu):
-#   apt-get install iperf3 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+#   apt-get install iperf3 python3 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 # GStreamer is optional (skipped with a note when gst-launch-1.0 is missing); iperf3,
 # python3 and cargo are required. Everything runs on loopback (127.0.0.1) only.
 #
