@@ -422,6 +422,9 @@ fn a_received_file_is_a_row_until_done_and_open_folder_opens_its_folder() {
     step_until(&mut harness, "the viewer to connect", |h| {
         h.state().node().peers().iter().any(|p| p.name.is_some())
     });
+    // The window's side may finish its handshake first: the viewer's link is ready to
+    // send files once the viewer says it is connected.
+    common::wait_connected(&viewer, "the viewer's own link to the window");
 
     let path = tmp.path().join("report.bin");
     let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();

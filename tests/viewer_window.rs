@@ -289,6 +289,9 @@ fn chat_goes_both_ways() {
     step_until(&mut harness, None, "the viewer to connect", |h| {
         has_label_containing(h, &format!("connected to {addr}"))
     });
+    // The window's side may finish its handshake first: the sender's link takes text
+    // once the sender says it is connected.
+    common::wait_connected(&sender, "the sender's own link to the window");
     sender.send_text("hello from the sender");
     step_until(&mut harness, None, "the sender's text in the chat", |h| {
         h.query_by_label("hello from the sender").is_some()

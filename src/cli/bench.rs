@@ -17,7 +17,7 @@
 //! `publish` (the frame handed to the node).
 //!
 //! `--raw-tcp` measures the floor instead: the same frames and pacing over one bare
-//! TCP connection, with no protocol, no copy and no checksum ([`super::bench_floor`]).
+//! TCP connection, with no protocol, no copy and no checksum ([`floor`]).
 //!
 //! With `--gpu` the GPU stages are in the loop, on whatever adapter exists: the sender
 //! renders each frame with the live shader on a headless device and reads it back
