@@ -590,3 +590,24 @@ fn a_frame_waits_in_the_slot_of_a_peer_that_does_not_read() {
     });
     assert!(sender.wait_frame_taken(peer, Duration::ZERO));
 }
+
+#[test]
+fn a_file_offerer_works_from_another_thread_and_says_when_its_node_is_gone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notes.bin");
+    std::fs::write(&path, b"some bytes").expect("write the file");
+    let sender = listening_sender("sender");
+    let offerer = sender.file_offerer();
+    let (p, o) = (path.clone(), offerer.clone());
+    let from_thread = std::thread::spawn(move || o.send_file(&p))
+        .join()
+        .expect("offering thread");
+    assert_eq!(from_thread.expect("offered"), 0, "no peer takes files yet");
+    let missing = offerer
+        .send_file(&dir.path().join("missing.bin"))
+        .expect_err("a missing file is an error");
+    assert!(missing.to_string().contains("missing.bin"), "{missing}");
+    drop(sender);
+    let gone = offerer.send_file(&path).expect_err("the node is gone");
+    assert!(gone.to_string().contains("shut down"), "{gone}");
+}

@@ -584,11 +584,11 @@ fn a_dropped_file_goes_to_the_sender() {
         .input_mut()
         .dropped_files
         .push(std::sync::Arc::new(Dropped(path)));
-    harness.step();
-    assert!(has_label_containing(
-        &harness,
-        "offered notes.txt to 1 peer"
-    ));
+    // Offered on a thread of its own (the UI thread never reads the file system); the
+    // outcome wakes the window.
+    step_until(&mut harness, None, "the offer's note", |h| {
+        has_label_containing(h, "offered notes.txt to 1 peer")
+    });
     // The transfers panel shows it at once, as one sending row.
     harness.step();
     assert_eq!(harness.state().transfers().rows().len(), 1);

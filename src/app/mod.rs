@@ -13,7 +13,7 @@ pub mod viewer;
 
 pub use chat::Chat;
 pub use picker::FilePicker;
-pub use transfers::{FolderOpener, TransferControl, TransfersView};
+pub use transfers::{FileOffers, FolderOpener, TransferControl, TransfersView};
 
 use crate::net::{PeerStatus, Waker};
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::capture::{self, CaptureStatus, Command, Picture, Rate, PATTERN_SIZE};
 use super::{
-    dropped_paths, peers_ui, repaint_waker, Chat, EguiTexture, FilePicker, FolderOpener,
-    TransfersView,
+    dropped_paths, peers_ui, repaint_waker, Chat, EguiTexture, FileOffers, FilePicker,
+    FolderOpener, TransfersView,
 };
 use crate::gpu::check_texture_size;
 use crate::net::{now_us, Event, NetError, Node, NodeConfig};
@@ -42,6 +42,7 @@ pub struct SenderApp {
     picker: FilePicker,
     chat: Chat,
     transfers: TransfersView,
+    offers: FileOffers,
     message: Option<(String, bool)>,
     throughput: (Instant, u64, u64, f64, f64),
     companion: Option<std::process::Child>,
@@ -105,6 +106,7 @@ impl SenderApp {
             picker: FilePicker::default(),
             chat: Chat::default(),
             transfers: TransfersView::default(),
+            offers: FileOffers::default(),
             message,
             throughput: (now, 0, 0, 0.0, 0.0),
             companion: None,
@@ -278,6 +280,7 @@ impl SenderApp {
         for path in dropped_paths(ctx) {
             self.dropped(ctx, &path);
         }
+        self.offers_finished();
         self.take_loaded();
         self.transfers.refresh(&self.node, Instant::now());
         if let Some(error) = self.status.error.lock().ok().and_then(|mut e| e.take()) {
@@ -314,16 +317,25 @@ impl SenderApp {
             self.load(ctx, path.to_owned());
             return;
         }
-        let name = path.display();
-        self.transfers.mark_changed();
-        match self.node.send_file(path) {
-            Ok(0) => self
-                .chat
-                .note("file", &format!("{name}: no peer takes files"), now_us()),
-            Ok(n) => self
-                .chat
-                .note("file", &format!("offering {name} to {n} peer(s)"), now_us()),
-            Err(e) => self.message = Some((format!("cannot send {name}: {e}"), true)),
+        self.offers
+            .offer(self.node.file_offerer(), path.to_owned(), ctx);
+    }
+
+    /// Notes the outcome of each file offer that finished (on its own thread).
+    fn offers_finished(&mut self) {
+        for (path, outcome) in self.offers.finished() {
+            let name = path.display();
+            self.transfers.mark_changed();
+            match outcome {
+                Ok(0) => self
+                    .chat
+                    .note("file", &format!("{name}: no peer takes files"), now_us()),
+                Ok(n) => {
+                    self.chat
+                        .note("file", &format!("offering {name} to {n} peer(s)"), now_us())
+                }
+                Err(e) => self.message = Some((format!("cannot send {name}: {e}"), true)),
+            }
         }
     }
 

@@ -409,6 +409,54 @@ fn time_left_text(left: Duration) -> String {
     }
 }
 
+/// Outcomes of offers waiting to be shown, at most; an offering thread waits for room.
+const OFFER_OUTCOMES: usize = 64;
+
+/// Offers dropped files on threads of their own and hands the outcomes back to the
+/// window: reading a file's metadata may take long (a slow or network mount), and the
+/// UI thread never waits on it. Each outcome wakes the window.
+pub struct FileOffers {
+    tx: flume::Sender<(PathBuf, Result<usize, crate::net::NetError>)>,
+    rx: flume::Receiver<(PathBuf, Result<usize, crate::net::NetError>)>,
+}
+
+impl Default for FileOffers {
+    fn default() -> Self {
+        let (tx, rx) = flume::bounded(OFFER_OUTCOMES);
+        FileOffers { tx, rx }
+    }
+}
+
+impl FileOffers {
+    /// Offers `path` to every peer that takes files, through `offerer`, off this thread.
+    pub fn offer(&self, offerer: crate::net::FileOfferer, path: PathBuf, ctx: &egui::Context) {
+        let tx = self.tx.clone();
+        let ctx = ctx.clone();
+        let shown = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("texstream file offer".to_owned())
+            .spawn(move || {
+                let outcome = offerer.send_file(&path);
+                let _ = tx.send((path, outcome));
+                ctx.request_repaint();
+            });
+        if let Err(e) = spawned {
+            let _ = self.tx.try_send((
+                shown,
+                Err(crate::net::NetError::Refused(format!(
+                    "cannot start a thread to offer it: {e}"
+                ))),
+            ));
+        }
+    }
+
+    /// The offers that finished since the last call: each path, and how many peers it
+    /// was offered to or why not.
+    pub fn finished(&self) -> Vec<(PathBuf, Result<usize, crate::net::NetError>)> {
+        self.rx.try_iter().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::text::human_bytes;
-use super::{dropped_paths, peers_ui, Chat, EguiTexture, FolderOpener, TransfersView};
+use super::{dropped_paths, peers_ui, Chat, EguiTexture, FileOffers, FolderOpener, TransfersView};
 use crate::frame::Frame;
 use crate::gpu::UploadTexture;
 use crate::meter::{FrameMeter, StageMeter};
@@ -109,6 +109,7 @@ pub struct ViewerApp {
     view: View,
     chat: Chat,
     transfers: TransfersView,
+    offers: FileOffers,
     snapshot_dir: PathBuf,
     saving: Option<SavingSnapshot>,
     /// The last snapshot's outcome, shown in the toolbar.
@@ -142,6 +143,7 @@ impl ViewerApp {
             view: View::default(),
             chat: Chat::default(),
             transfers: TransfersView::default(),
+            offers: FileOffers::default(),
             snapshot_dir,
             saving: None,
             snapshot_note: None,
@@ -300,14 +302,18 @@ impl ViewerApp {
         }
     }
 
-    /// Offers each dropped file to every peer that takes files; notes the outcome.
+    /// Offers each dropped file to every peer that takes files, on a thread of its own;
+    /// notes the outcome of each offer that finished.
     fn send_dropped(&mut self, ctx: &egui::Context) {
         for path in dropped_paths(ctx) {
+            self.offers.offer(self.node.file_offerer(), path, ctx);
+        }
+        for (path, outcome) in self.offers.finished() {
             let name = path.file_name().map_or_else(
                 || path.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
-            let body = match self.node.send_file(&path) {
+            let body = match outcome {
                 Ok(0) => format!("{name} not sent: no connected peer takes files"),
                 Ok(1) => format!("offered {name} to 1 peer"),
                 Ok(n) => format!("offered {name} to {n} peers"),

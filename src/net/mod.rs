@@ -24,7 +24,7 @@ pub use backoff::Backoff;
 pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW};
 pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
-pub use node::{Event, Node, NodeConfig, Publisher, Waker};
+pub use node::{Event, FileOfferer, Node, NodeConfig, Publisher, Waker};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
 pub use tls::{config_dir, Tls, TlsOptions};
 pub use transfers::{Direction, TransferId, TransferState, TransferStatus};

@@ -361,6 +361,62 @@ impl Shared {
         }
     }
 
+    /// Offers a file to every connected peer that takes files, but `except`; returns
+    /// one transfer per peer. The file is read only while it is sent, through a
+    /// fixed-size buffer.
+    fn offer_file(&self, path: &Path, except: Option<PeerId>) -> Result<Vec<TransferId>, NetError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| NetError::Refused(format!("cannot read {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(NetError::Refused(format!(
+                "not a regular file: {}",
+                path.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_owned());
+        let mut offered = Vec::new();
+        for slot in self.slots() {
+            if Some(slot.id) == except {
+                continue;
+            }
+            let link = lock(&slot.link);
+            let Some(link) = link.as_ref().filter(|l| l.takes_files) else {
+                continue;
+            };
+            let peer_name = lock(&slot.info).name.clone().unwrap_or_default();
+            let id = self.next_file.fetch_add(1, Relaxed);
+            let transfer = self.files.transfers.add(
+                Direction::Outgoing,
+                &name,
+                meta.len(),
+                slot.id,
+                &peer_name,
+                Some(path.to_owned()),
+                TransferState::Waiting,
+            );
+            let file = OutgoingFile {
+                path: path.to_owned(),
+                name: name.clone(),
+                size: meta.len(),
+                stop: Arc::new(AtomicBool::new(false)),
+                transfer: transfer.clone(),
+            };
+            lock(&slot.outgoing_files).insert(id, file);
+            let offer = Message::FileOffer(FileOffer {
+                id,
+                size: meta.len(),
+                name: name.clone(),
+            });
+            // Behind the chunks of a file already streaming, if need be.
+            send_soon(&link.out_tx, Outgoing::Msg(offer));
+            offered.push(transfer.id);
+        }
+        Ok(offered)
+    }
+
     fn slots(&self) -> Vec<Arc<PeerSlot>> {
         lock(&self.peers).clone()
     }
@@ -582,6 +638,25 @@ impl Publisher {
     }
 }
 
+/// Offers files on a node from any thread; see [`Node::file_offerer`].
+#[derive(Clone)]
+pub struct FileOfferer {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl FileOfferer {
+    /// As [`Node::send_file`]: offers `path` to every connected peer that takes files
+    /// and returns how many; an error once the node is gone.
+    pub fn send_file(&self, path: &Path) -> Result<usize, NetError> {
+        let shared = self
+            .shared
+            .upgrade()
+            .filter(|s| !s.is_shutting_down())
+            .ok_or_else(|| NetError::Refused("the node has shut down".to_owned()))?;
+        shared.offer_file(path, None).map(|ids| ids.len())
+    }
+}
+
 /// One texstream endpoint. Dropping it shuts it down (goodbye to every peer).
 pub struct Node {
     shared: Arc<Shared>,
@@ -727,62 +802,23 @@ impl Node {
 
     /// Offers a file to every connected peer that takes files, but `except`; returns
     /// one transfer per peer. The file is read only while it is sent, through a
-    /// fixed-size buffer.
+    /// fixed-size buffer. Reads the file's metadata: from a UI thread, go through
+    /// [`Node::file_offerer`] on a thread of its own.
     pub fn offer_file(
         &self,
         path: &Path,
         except: Option<PeerId>,
     ) -> Result<Vec<TransferId>, NetError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| NetError::Refused(format!("cannot read {}: {e}", path.display())))?;
-        if !meta.is_file() {
-            return Err(NetError::Refused(format!(
-                "not a regular file: {}",
-                path.display()
-            )));
+        self.shared.offer_file(path, except)
+    }
+
+    /// A handle that offers files on this node from another thread, so that a window
+    /// never waits on the file system (a dropped file on a slow mount, say). Cheap to
+    /// clone; it does not keep the node running.
+    pub fn file_offerer(&self) -> FileOfferer {
+        FileOfferer {
+            shared: Arc::downgrade(&self.shared),
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".to_owned());
-        let mut offered = Vec::new();
-        for slot in self.shared.slots() {
-            if Some(slot.id) == except {
-                continue;
-            }
-            let link = lock(&slot.link);
-            let Some(link) = link.as_ref().filter(|l| l.takes_files) else {
-                continue;
-            };
-            let peer_name = lock(&slot.info).name.clone().unwrap_or_default();
-            let id = self.shared.next_file.fetch_add(1, Relaxed);
-            let transfer = self.shared.files.transfers.add(
-                Direction::Outgoing,
-                &name,
-                meta.len(),
-                slot.id,
-                &peer_name,
-                Some(path.to_owned()),
-                TransferState::Waiting,
-            );
-            let file = OutgoingFile {
-                path: path.to_owned(),
-                name: name.clone(),
-                size: meta.len(),
-                stop: Arc::new(AtomicBool::new(false)),
-                transfer: transfer.clone(),
-            };
-            lock(&slot.outgoing_files).insert(id, file);
-            let offer = Message::FileOffer(FileOffer {
-                id,
-                size: meta.len(),
-                name: name.clone(),
-            });
-            // Behind the chunks of a file already streaming, if need be.
-            send_soon(&link.out_tx, Outgoing::Msg(offer));
-            offered.push(transfer.id);
-        }
-        Ok(offered)
     }
 
     /// Every file transfer in and out (the last 100 finished ones too), with progress.
