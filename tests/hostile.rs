@@ -44,6 +44,9 @@ const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
 
 /// Serve's limits in these tests (`--max-handshaking` is its default, given explicitly).
+/// Every attacker here connects from 127.0.0.1, so the per-address limit is raised to
+/// the same: these tests are about the node-wide limit (`tests/security.rs` tests the
+/// per-address one).
 const MAX_HANDSHAKING: usize = 32;
 const HANDSHAKE_SECS: u64 = 2;
 const KEEPALIVE_SECS: u64 = 4;
@@ -125,6 +128,10 @@ impl Fixture {
             .args(["--fps", "30", "--listen", "127.0.0.1:0", "--files-dir"])
             .arg(&inbox)
             .args(["--max-handshaking", &MAX_HANDSHAKING.to_string()])
+            .args([
+                "--max-handshaking-per-address",
+                &MAX_HANDSHAKING.to_string(),
+            ])
             .args(["--handshake-secs", &options.handshake_secs.to_string()])
             .args(["--keepalive-secs", &options.keepalive_secs.to_string()])
             // Anything written relative to the working folder or HOME would show up in

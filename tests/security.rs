@@ -157,6 +157,41 @@ fn handshakes_and_connections_at_once_are_limited() {
     drop(more);
 }
 
+#[test]
+fn one_address_cannot_take_every_handshake_place() {
+    let mut c = fast_config(Role::Sender);
+    c.listen = Some("127.0.0.1:0".into());
+    c.max_handshaking = 10;
+    c.max_handshaking_per_address = 2;
+    c.handshake_timeout = Duration::from_secs(30);
+    let s = Node::start(c).unwrap();
+    let addr = listen_addr(&s);
+
+    // Two silent connections from 127.0.0.1 fill that address's places: a third from it
+    // is closed at once, though the node has room for ten.
+    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_millis(2000)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = matches!(extra.read(&mut [0u8; 16]), Ok(0) | Err(_));
+    assert!(
+        closed && started.elapsed() < Duration::from_millis(1500),
+        "closed at once, not at the handshake deadline"
+    );
+    assert!(s.stats().connections_refused >= 1);
+
+    // Once they leave, the address's places are free again.
+    drop(silent);
+    let honest = dialing_viewer("honest", addr);
+    wait_event_for(&honest, Duration::from_secs(5), "the honest viewer", |e| {
+        matches!(e, Event::PeerConnected { .. }).then_some(())
+    });
+    lockstep(&s, &[&honest], FrameGeometry::rgba8(32, 32), 1..=2);
+}
+
 // ---------------------------------------------------------------------------------------
 // TLS
 // ---------------------------------------------------------------------------------------

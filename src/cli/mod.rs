@@ -125,6 +125,9 @@ pub struct LinkArgs {
     /// once; more are closed at once.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_handshaking: usize,
+    /// The same, from one IP address: one address cannot take every handshake place.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_handshaking_per_address: usize,
     /// Files one peer may be sending us at once; more offers are refused with a reason.
     #[arg(long, value_name = "N", default_value_t = crate::net::MAX_INCOMING_PER_PEER)]
     pub max_files_per_peer: usize,
@@ -157,12 +160,18 @@ impl LinkArgs {
             anyhow::bail!("--handshake-secs must be a positive number of seconds");
         }
         config.handshake_timeout = Duration::from_secs_f64(self.handshake_secs);
-        if self.max_connections == 0 || self.max_handshaking == 0 {
-            anyhow::bail!("--max-connections and --max-handshaking must be at least 1");
+        if self.max_connections == 0
+            || self.max_handshaking == 0
+            || self.max_handshaking_per_address == 0
+        {
+            anyhow::bail!(
+                "--max-connections, --max-handshaking and --max-handshaking-per-address must be at least 1"
+            );
         }
         config.max_connections = self.max_connections;
         config.max_files_per_peer = self.max_files_per_peer;
         config.max_handshaking = self.max_handshaking;
+        config.max_handshaking_per_address = self.max_handshaking_per_address;
         config.token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
             (None, Some(path)) => Some(Token::from_file(path).map_err(anyhow::Error::msg)?),

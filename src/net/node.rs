@@ -68,6 +68,9 @@ pub struct NodeConfig {
     /// Accepted connections still in their handshake (not yet authenticated) at once;
     /// more are closed at once (default 32).
     pub max_handshaking: usize,
+    /// The same, from one IP address (default 8): one address holding silent
+    /// connections cannot take every handshake place.
+    pub max_handshaking_per_address: usize,
     /// Complete received frames kept for the application, newest wins (default 2).
     pub frame_queue: usize,
     /// Events kept for the application before further ones are dropped (default 1024).
@@ -120,6 +123,7 @@ impl NodeConfig {
             tls: None,
             max_connections: 256,
             max_handshaking: 32,
+            max_handshaking_per_address: 8,
             frame_queue: 2,
             event_queue: 1024,
             waker: None,
@@ -271,6 +275,8 @@ pub(crate) struct Shared {
     /// Accepted connections open now, and those of them still in their handshake.
     open_connections: Arc<AtomicUsize>,
     handshaking: Arc<AtomicUsize>,
+    /// Connections in their handshake, by address (addresses with none are not kept).
+    handshaking_by_address: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
     /// Failed authentications by address, to slow repeated guesses down.
     auth_failures: Mutex<HashMap<std::net::IpAddr, AuthFailures>>,
     peers: Mutex<Vec<Arc<PeerSlot>>>,
@@ -458,6 +464,24 @@ impl Shared {
             ));
         }
         None
+    }
+
+    /// Counts a connection from `ip` into its handshake, unless that address already
+    /// has `max_handshaking_per_address` there (then says why).
+    fn enter_handshake(&self, ip: std::net::IpAddr) -> Result<AddressHandshake, String> {
+        let mut by_address = lock(&self.handshaking_by_address);
+        let n = by_address.entry(ip).or_insert(0);
+        if *n >= self.config.max_handshaking_per_address {
+            return Err(format!(
+                "{n} connections from {ip} are in their handshake (at most {}, --max-handshaking-per-address)",
+                self.config.max_handshaking_per_address
+            ));
+        }
+        *n += 1;
+        Ok(AddressHandshake {
+            by_address: self.handshaking_by_address.clone(),
+            ip,
+        })
     }
 
     /// How long an address that failed to authenticate too often must wait.
@@ -693,6 +717,7 @@ impl Node {
             instance: random_u64().max(1),
             open_connections: Arc::new(AtomicUsize::new(0)),
             handshaking: Arc::new(AtomicUsize::new(0)),
+            handshaking_by_address: Arc::new(Mutex::new(HashMap::new())),
             auth_failures: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
             next_peer: AtomicU64::new(1),
@@ -974,7 +999,13 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         match conn {
             Ok(stream) => {
                 // Over a limit: close at once, before a thread or a byte is spent on it.
-                if let Some(why) = shared.over_connection_limits() {
+                let address = match stream.peer_addr() {
+                    Ok(addr) => shared.enter_handshake(addr.ip()).map(Some),
+                    // Gone already; `accepted` drops it.
+                    Err(_) => Ok(None),
+                };
+                let refusal = shared.over_connection_limits().map(Err).unwrap_or(address);
+                if let Err(why) = &refusal {
                     let n = shared.counters.connections_refused.fetch_add(1, Relaxed);
                     if n.is_power_of_two() {
                         let addr = stream
@@ -994,7 +1025,10 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 // Counted here, before the thread starts, so that a burst of connections
                 // cannot all pass the check before any of them is counted.
                 let open = Counted::new(&shared.open_connections);
-                let handshaking = Counted::new(&shared.handshaking);
+                let handshaking = Handshaking {
+                    _all: Counted::new(&shared.handshaking),
+                    _address: refusal.ok().flatten(),
+                };
                 shared.spawn(format!("texstream peer {addr}"), move || {
                     accepted(&s, stream, handshaking);
                     drop(open);
@@ -1023,6 +1057,30 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
     }
+}
+
+/// A connection from one address in its handshake, counted while it lives.
+struct AddressHandshake {
+    by_address: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressHandshake {
+    fn drop(&mut self) {
+        let mut by_address = lock(&self.by_address);
+        if let Some(n) = by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An accepted connection in its handshake: counted in all, and for its address.
+struct Handshaking {
+    _all: Counted,
+    _address: Option<AddressHandshake>,
 }
 
 /// A connection before its texstream handshake: the socket, or a TLS session over it.
@@ -1064,7 +1122,7 @@ impl Secured {
 
 /// Serves a connection the accept loop took; `handshaking` counts it until its
 /// handshake is over.
-fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Counted) {
+fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
     let Ok(addr) = stream.peer_addr() else {
         return;
     };
