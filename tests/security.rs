@@ -111,6 +111,26 @@ fn repeated_failures_from_one_address_are_slowed_down() {
     assert!(s.stats().auth_failures >= 3);
 }
 
+/// Opens `n` silent connections to `addr`, then one more, which the node must close
+/// within `within` (far sooner than any handshake deadline); returns the silent ones.
+fn fill_then_refused(addr: std::net::SocketAddr, n: usize, within: Duration) -> Vec<TcpStream> {
+    let silent: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(within + Duration::from_millis(500)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = matches!(extra.read(&mut [0u8; 16]), Ok(0) | Err(_));
+    assert!(
+        closed && started.elapsed() < within,
+        "connection {} was not closed at once ({:?})",
+        n + 1,
+        started.elapsed()
+    );
+    silent
+}
+
 #[test]
 fn handshakes_and_connections_at_once_are_limited() {
     let mut c = fast_config(Role::Sender);
@@ -122,18 +142,7 @@ fn handshakes_and_connections_at_once_are_limited() {
     let addr = listen_addr(&s);
 
     // Three silent connections fill the handshake places: a fourth is closed at once.
-    let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(100));
-    let mut extra = TcpStream::connect(addr).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let started = Instant::now();
-    let closed = matches!(extra.read(&mut [0u8; 16]), Ok(0) | Err(_));
-    assert!(
-        closed && started.elapsed() < Duration::from_millis(450),
-        "closed at once"
-    );
+    let silent = fill_then_refused(addr, 3, Duration::from_millis(450));
     assert!(s.stats().connections_refused >= 1);
 
     // The silent ones run out of time and make room: honest viewers get in.
@@ -169,18 +178,7 @@ fn one_address_cannot_take_every_handshake_place() {
 
     // Two silent connections from 127.0.0.1 fill that address's places: a third from it
     // is closed at once, though the node has room for ten.
-    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(100));
-    let mut extra = TcpStream::connect(addr).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_millis(2000)))
-        .unwrap();
-    let started = Instant::now();
-    let closed = matches!(extra.read(&mut [0u8; 16]), Ok(0) | Err(_));
-    assert!(
-        closed && started.elapsed() < Duration::from_millis(1500),
-        "closed at once, not at the handshake deadline"
-    );
+    let silent = fill_then_refused(addr, 2, Duration::from_millis(1500));
     assert!(s.stats().connections_refused >= 1);
 
     // Once they leave, the address's places are free again.
