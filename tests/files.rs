@@ -6,14 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::proc::Proc;
 use common::*;
 use texstream::net::{
     Direction, Event, Node, PeerState, TransferId, TransferState, TransferStatus,
@@ -549,42 +550,6 @@ fn a_zero_byte_file_arrives_and_an_id_is_never_reused_for_another_transfer() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_texstream");
 
-/// Starts `texstream ARGS`; returns the child, the address it printed, and the rest of
-/// its standard output once it ends.
-fn spawn_listening(
-    args: &[&str],
-) -> (
-    std::process::Child,
-    SocketAddr,
-    std::sync::mpsc::Receiver<String>,
-) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("expected the listen address, got {line:?}"))
-        .parse()
-        .unwrap();
-    // Keep reading so the child never blocks on a full pipe; hand back the rest.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = out.read_to_string(&mut rest);
-        let _ = tx.send(rest);
-    });
-    (child, addr, rx)
-}
-
 /// XXH3 of a file, read in pieces.
 fn file_hash(path: &Path) -> u64 {
     let mut f = std::fs::File::open(path).unwrap();
@@ -612,7 +577,7 @@ fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
     }
     let empty = write_file(dir.path(), "empty.bin", b"");
 
-    let (mut serve, serve_addr, _) = spawn_listening(&[
+    let serve = Proc::start(&[
         "serve",
         "pattern",
         "--size",
@@ -622,8 +587,8 @@ fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
         "--listen",
         "127.0.0.1:0",
     ]);
-    let serve_addr = serve_addr.to_string();
-    let (mut record, record_addr, record_out) = spawn_listening(&[
+    let serve_addr = serve.listen_addr();
+    let record = Proc::start(&[
         "record",
         "--connect",
         &serve_addr,
@@ -633,8 +598,9 @@ fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
         out.to_str().unwrap(),
         "--skip-while-busy",
     ]);
+    let record_addr = record.listen_addr();
     let sent = Command::new(BIN)
-        .args(["send-file", "--json", "--connect", &record_addr.to_string()])
+        .args(["send-file", "--json", "--connect", &record_addr])
         .arg(&big)
         .arg(&empty)
         .output()
@@ -655,13 +621,9 @@ fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
     assert_eq!(file_hash(&out.join("big.bin")), file_hash(&big));
     assert_eq!(std::fs::metadata(out.join("empty.bin")).unwrap().len(), 0);
 
-    let pid = record.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(record.wait().unwrap().success());
-    let rest = record_out.recv().unwrap();
-    let rec: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
-    let _ = serve.kill();
-    let _ = serve.wait();
+    let (code, rec, _) = record.stop_with_summary();
+    assert_eq!(code, 0, "{rec}");
+    drop(serve);
     assert_eq!(rec["files_received"], 2, "{rec}");
     assert_eq!(rec["checksum_failures"], 0, "{rec}");
     assert!(
@@ -743,7 +705,7 @@ fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on()
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let big = write_file(dir.path(), "too big.bin", &random_bytes(5_000_000, 9));
-    let (mut serve, serve_addr, _) = spawn_listening(&[
+    let serve = Proc::start(&[
         "serve",
         "pattern",
         "--size",
@@ -753,26 +715,17 @@ fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on()
         "--listen",
         "127.0.0.1:0",
     ]);
-    let mut record = Command::new("prlimit")
+    let serve_addr = serve.listen_addr();
+    let mut prlimit = Command::new("prlimit");
+    prlimit
         .arg("--fsize=2000000")
         .arg(BIN)
-        .args(["record", "--connect", &serve_addr.to_string()])
+        .args(["record", "--connect", &serve_addr])
         .args(["--listen", "127.0.0.1:0", "--skip-while-busy", "--out"])
         .arg(&out)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("prlimit (util-linux) runs texstream");
-    let mut lines = BufReader::new(record.stdout.take().unwrap());
-    let mut first = String::new();
-    lines.read_line(&mut first).unwrap();
-    let record_addr = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+        .env("RUST_LOG", "warn");
+    let mut record = Proc::start_command(prlimit, "prlimit (util-linux) runs texstream");
+    let record_addr = record.listen_addr();
 
     let sent = Command::new(BIN)
         .args(["send-file", "--connect", &record_addr])
@@ -787,19 +740,12 @@ fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on()
     // The receiver lives on, keeps taking frames, and kept no partial file.
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        record.try_wait().unwrap().is_none(),
+        record.child.try_wait().unwrap().is_none(),
         "record is still running"
     );
-    Command::new("kill")
-        .args(["-TERM", &record.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(record.wait().unwrap().success());
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
-    let _ = serve.kill();
-    let _ = serve.wait();
+    let (code, summary, _) = record.stop_with_summary();
+    assert_eq!(code, 0, "{summary}");
+    drop(serve);
     assert_eq!(summary["files_failed"], 1, "{summary}");
     assert!(
         summary["frames_received"].as_u64().unwrap() > 0,

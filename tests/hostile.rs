@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::proc::Proc;
 use common::*;
 use texstream::frame::{FrameGeometry, FramePool, PixelFormat};
 use texstream::net::Node;
@@ -506,33 +507,6 @@ fn send_best_effort(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = stream.write_all(bytes);
 }
 
-/// Reads and discards until the node closes the connection (an end of stream or a
-/// reset), for at most `timeout`.
-fn wait_closed(stream: &mut TcpStream, timeout: Duration, what: &str) {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 64 << 10];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "{what}: serve did not close the connection within {timeout:?}"
-        );
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted
-                        | std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
-}
-
 /// The goodbye serve sent before closing a handshaken peer's connection.
 fn goodbye_before_close(raw: &mut RawPeer, what: &str) -> (GoodbyeCode, String) {
     let got = raw.messages_until_closed(CLOSE_WITHIN, what);
@@ -685,20 +659,7 @@ fn frames_that_break_the_rules_are_refused_with_the_reason() {
     let attacks: [(&str, Attack, &str); 7] = [
         (
             "a frame start declaring 64 GiB",
-            |raw| {
-                // Consistent geometry (2 GiB rows x 32) adding up to 64 GiB: only the
-                // frame-size limit can refuse it.
-                raw.send_msg(&Message::FrameStart(FrameStart {
-                    seq: 8,
-                    width: 1024,
-                    height: 32,
-                    format: PixelFormat::Rgba8,
-                    bytes_per_row: 1 << 31,
-                    capture_us: 0,
-                    total_len: 64 << 30,
-                    checksum: 0,
-                }));
-            },
+            |raw| raw.send_msg(&frame_start_of_64_gib(8)),
             "68719476736 bytes exceeds the frame limit",
         ),
         (
@@ -791,18 +752,9 @@ fn a_frame_start_at_the_size_limit_takes_no_memory_before_its_bytes_arrive() {
     let addr = fx.addr;
     let ((), fps) = fx.rate_during(|| {
         let (mut raw, _) = RawPeer::handshaken(addr, sender_hello("1 GiB promise"));
-        // 16384 x 16384 RGBA: exactly the default frame limit (1 GiB), so it is valid;
-        // then no byte of it. Serve has no reason to hold 1 GiB for 62 bytes.
-        raw.send_msg(&Message::FrameStart(FrameStart {
-            seq: 1,
-            width: 16384,
-            height: 16384,
-            format: PixelFormat::Rgba8,
-            bytes_per_row: 16384 * 4,
-            capture_us: 0,
-            total_len: 1 << 30,
-            checksum: 0,
-        }));
+        // Exactly the default frame limit (1 GiB), so it is valid; then no byte of it.
+        // Serve has no reason to hold 1 GiB for 62 bytes.
+        raw.send_msg(&frame_start_at_the_limit(1));
         expect_protocol_error(&fx, &mut raw, "a 1 GiB frame start", NO_FRAMES);
     });
     fx.assert_full_rate("a frame start at the size limit", fps);
@@ -1296,7 +1248,8 @@ fn a_viewer_refuses_broken_frames_and_a_promised_gigabyte_costs_it_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
-    let mut record = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args([
             "record",
             "--listen",
@@ -1306,21 +1259,9 @@ fn a_viewer_refuses_broken_frames_and_a_promised_gigabyte_costs_it_nothing() {
         ])
         .arg(&out)
         .current_dir(root.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(record.stdout.take().unwrap());
-    let mut first = String::new();
-    lines.read_line(&mut first).unwrap();
-    let addr: SocketAddr = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+        .env("RUST_LOG", "warn");
+    let record = Proc::start_command(command, "texstream record starts");
+    let addr: SocketAddr = record.listen_addr().parse().unwrap();
 
     type Attack = fn(&mut RawPeer);
     let attacks: [(&str, Attack, &str); 5] = [
@@ -1383,18 +1324,9 @@ fn a_viewer_refuses_broken_frames_and_a_promised_gigabyte_costs_it_nothing() {
 
     // A valid start of the largest frame allowed (1 GiB), then an abort: no byte of it
     // arrives, and no memory is spent on it. A valid small frame still goes through.
-    let before = peak_rss_mib(record.id());
+    let before = peak_rss_mib(record.child.id());
     let (mut raw, _) = RawPeer::handshaken(addr, sender_hello("1 GiB promise"));
-    raw.send_msg(&Message::FrameStart(FrameStart {
-        seq: 1,
-        width: 16384,
-        height: 16384,
-        format: PixelFormat::Rgba8,
-        bytes_per_row: 16384 * 4,
-        capture_us: 0,
-        total_len: 1 << 30,
-        checksum: 0,
-    }));
+    raw.send_msg(&frame_start_at_the_limit(1));
     raw.send_msg(&Message::FrameAbort { seq: 1 });
     expect_pong(&mut raw, 1, "after a 1 GiB frame start");
     let frame = make_frame(&FramePool::new(1), SMALL, 2);
@@ -1405,19 +1337,13 @@ fn a_viewer_refuses_broken_frames_and_a_promised_gigabyte_costs_it_nothing() {
         data: frame.pixels().to_vec(),
     });
     expect_pong(&mut raw, 2, "after a valid frame");
-    let after = peak_rss_mib(record.id());
+    let after = peak_rss_mib(record.child.id());
     assert!(
         after < before + 64,
         "peak memory went from {before} MiB to {after} MiB for a promised gigabyte"
     );
-    Command::new("kill")
-        .args(["-TERM", &record.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(record.wait().unwrap().success());
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    let (code, summary, _) = record.stop_with_summary();
+    assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["frames_received"], 1, "{summary}");
     assert_eq!(summary["checksum_failures"], 1, "{summary}");
     assert!(listing(&out).iter().any(|n| n.starts_with("frame-")));

@@ -13,7 +13,7 @@ use common::*;
 use texstream::frame::{FrameGeometry, FramePool, PixelFormat};
 use texstream::net::{Event, Node};
 use texstream::protocol::{
-    encode_bulk_head, Capabilities, FrameStart, GoodbyeCode, Kind, Message, Role, MAGIC, VERSION,
+    encode_bulk_head, Capabilities, GoodbyeCode, Kind, Message, Role, MAGIC, VERSION,
 };
 
 /// What the node's honest viewer is sent, a few milliseconds apart.
@@ -251,19 +251,8 @@ fn chunk_without_start(fx: &Fixture) {
 fn huge_frame_start(fx: &Fixture) {
     let mut raw = fx.handshaken_sender("64 GiB");
     let peer = raw.local_addr();
-    // Consistent geometry (2 GiB rows x 32) adding up to 64 GiB: only the frame-size
-    // limit can refuse it, before anything is allocated.
     let total_len = 64u64 << 30;
-    raw.send_msg(&Message::FrameStart(FrameStart {
-        seq: 8,
-        width: 1024,
-        height: 32,
-        format: PixelFormat::Rgba8,
-        bytes_per_row: 1 << 31,
-        capture_us: 0,
-        total_len,
-        checksum: 0,
-    }));
+    raw.send_msg(&frame_start_of_64_gib(8));
     expect_protocol_goodbye(&mut raw, "exceeds the frame limit");
     let reason = fx.reason_for(peer, "exceeds the frame limit");
     assert!(reason.contains(&total_len.to_string()), "{reason}");

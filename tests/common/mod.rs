@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
 use texstream::net::{Event, KeepaliveConfig, Node, NodeConfig, PeerId};
 use texstream::protocol::{
-    decode, encode, encode_preamble, Capabilities, Hello, Limits, Message, Role, PREAMBLE_LEN,
+    decode, encode, encode_preamble, Capabilities, FrameStart, Hello, Limits, Message, Role,
+    PREAMBLE_LEN,
 };
 
 /// How long any single expected outcome may take before a test gives up. Generous: it
@@ -369,30 +370,10 @@ impl RawPeer {
     /// Reads messages until the node closes the connection (end of stream or a reset);
     /// returns them. Panics if it is still open after `timeout`.
     pub fn messages_until_closed(&mut self, timeout: Duration, what: &str) -> Vec<Message> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 64 << 10];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{what}: the node did not close the connection within {timeout:?}"
-            );
-            self.stream
-                .set_read_timeout(Some(left))
-                .expect("read timeout");
-            match self.stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => self.inbox.extend_from_slice(&buf[..k]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::Interrupted
-                            | std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => break,
-            }
-        }
+        let inbox = &mut self.inbox;
+        read_until_closed(&mut self.stream, timeout, what, |bytes| {
+            inbox.extend_from_slice(bytes)
+        });
         let limits = Limits::default();
         let mut messages = Vec::new();
         while let Ok(Some((msg, used))) = decode(&self.inbox, &limits) {
@@ -406,31 +387,76 @@ impl RawPeer {
     /// reset. Panics if it is still open after `timeout`.
     pub fn expect_closed(&mut self, timeout: Duration, what: &str) {
         self.inbox.clear();
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 64 << 10];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{what}: the node did not close the connection within {timeout:?}"
-            );
-            self.stream
-                .set_read_timeout(Some(left))
-                .expect("read timeout");
-            match self.stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                // A reset is a close too (the node left our bytes unread).
-                Err(_) => return,
-            }
+        wait_closed(&mut self.stream, timeout, what);
+    }
+}
+
+/// Reads and discards until the other end closes the connection (an end of stream, or
+/// a reset: a node that left our bytes unread), for at most `timeout`.
+pub fn wait_closed(stream: &mut TcpStream, timeout: Duration, what: &str) {
+    read_until_closed(stream, timeout, what, |_| {});
+}
+
+/// Hands what arrives to `sink` until the other end closes the connection (an end of
+/// stream or a reset); panics naming `what` if it is still open after `timeout`.
+fn read_until_closed(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    what: &str,
+    mut sink: impl FnMut(&[u8]),
+) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what}: the connection was not closed within {timeout:?}"
+        );
+        stream.set_read_timeout(Some(left)).expect("read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(k) => sink(&buf[..k]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
         }
     }
+}
+
+/// A valid frame start of the largest frame the default limits allow: 16384 x 16384
+/// RGBA, exactly 1 GiB.
+pub fn frame_start_at_the_limit(seq: u64) -> Message {
+    Message::FrameStart(FrameStart {
+        seq,
+        width: 16384,
+        height: 16384,
+        format: PixelFormat::Rgba8,
+        bytes_per_row: 16384 * 4,
+        capture_us: 0,
+        total_len: 1 << 30,
+        checksum: 0,
+    })
+}
+
+/// A frame start of consistent geometry (2 GiB rows x 32) adding up to 64 GiB: only the
+/// frame-size limit can refuse it, before anything is allocated.
+pub fn frame_start_of_64_gib(seq: u64) -> Message {
+    Message::FrameStart(FrameStart {
+        seq,
+        width: 1024,
+        height: 32,
+        format: PixelFormat::Rgba8,
+        bytes_per_row: 1 << 31,
+        capture_us: 0,
+        total_len: 64 << 30,
+        checksum: 0,
+    })
 }
 
 /// Deterministic pseudo-random bytes (for file contents).

@@ -28,8 +28,20 @@ impl Proc {
     }
 
     fn spawn(args: &[&str], with_stdin: bool) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("RUST_LOG", "texstream=info");
+        Proc::spawn_command(cmd, with_stdin, "texstream starts")
+    }
+
+    /// As [`Proc::start`], for a command set up by the caller (another program in
+    /// front of texstream, a working folder, a log level); `what` names it if it cannot
+    /// start.
+    pub fn start_command(cmd: Command, what: &str) -> Proc {
+        Proc::spawn_command(cmd, false, what)
+    }
+
+    fn spawn_command(mut cmd: Command, with_stdin: bool, what: &str) -> Proc {
+        let mut child = cmd
             .stdin(if with_stdin {
                 Stdio::piped()
             } else {
@@ -37,9 +49,8 @@ impl Proc {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("RUST_LOG", "texstream=info")
             .spawn()
-            .expect("texstream starts");
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let (tx, lines) = flume::bounded(4096);
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
