@@ -19,7 +19,7 @@ use common::*;
 use texstream::net::{
     Direction, Event, Node, PeerState, TransferId, TransferState, TransferStatus,
 };
-use texstream::protocol::{Capabilities, FileAccept, FileEnd, FileOffer, Message, Role};
+use texstream::protocol::{Capabilities, FileAccept, FileOffer, Message, Role};
 
 // ---------------------------------------------------------------------------------------
 // A TCP proxy that can be cut (the connection dies, both processes live on) and that
@@ -403,15 +403,7 @@ fn hostile_names_land_inside_the_receive_folder_or_are_refused() {
             Message::FileAccept(FileAccept { id, offset: 0 }),
             "{name:?} is accepted"
         );
-        peer.send_msg(&Message::FileChunk {
-            id,
-            offset: 0,
-            data: body.clone(),
-        });
-        peer.send_msg(&Message::FileEnd(FileEnd {
-            id,
-            checksum: xxhash_rust::xxh3::xxh3_64(&body),
-        }));
+        peer.send_whole_file(id, &body);
         let Message::FileResult(result) = next_file_message(&mut peer) else {
             panic!("a result for {name:?}");
         };

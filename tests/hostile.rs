@@ -827,15 +827,7 @@ fn send_whole_file(raw: &mut RawPeer, id: u64, name: &str, body: &[u8]) -> (bool
         Message::FileResult(r) if r.id == id => return (r.ok, r.message),
         other => panic!("{name:?}: expected an accept or a refusal, got {other:?}"),
     }
-    raw.send_msg(&Message::FileChunk {
-        id,
-        offset: 0,
-        data: body.to_vec(),
-    });
-    raw.send_msg(&Message::FileEnd(FileEnd {
-        id,
-        checksum: xxhash_rust::xxh3::xxh3_64(body),
-    }));
+    raw.send_whole_file(id, body);
     match next_message(raw) {
         Message::FileResult(r) if r.id == id => (r.ok, r.message),
         other => panic!("{name:?}: expected a result, got {other:?}"),

@@ -385,6 +385,20 @@ impl RawPeer {
 
     /// Reads (and discards) until the node closes the connection: end of stream or a
     /// reset. Panics if it is still open after `timeout`.
+    /// Sends `body` as the one chunk of file `id`, then the file's end with its
+    /// checksum (XXH3 as a second implementation computes it).
+    pub fn send_whole_file(&mut self, id: u64, body: &[u8]) {
+        self.send_msg(&Message::FileChunk {
+            id,
+            offset: 0,
+            data: body.to_vec(),
+        });
+        self.send_msg(&Message::FileEnd(texstream::protocol::FileEnd {
+            id,
+            checksum: xxhash_rust::xxh3::xxh3_64(body),
+        }));
+    }
+
     pub fn expect_closed(&mut self, timeout: Duration, what: &str) {
         self.inbox.clear();
         wait_closed(&mut self.stream, timeout, what);
