@@ -441,7 +441,7 @@ impl ViewerApp {
             if let Some(p) = peers.iter().find(|p| p.state == PeerState::Connected) {
                 ui.separator();
                 let text = super::security_text(p.authenticated, p.encrypted);
-                let label = match &p.tls_fingerprint {
+                match &p.tls_fingerprint {
                     // The first bytes identify it at a glance; the whole one on hover.
                     Some(fp) => ui
                         .label(format!("{text} {}", short_fingerprint(fp)))
@@ -449,7 +449,6 @@ impl ViewerApp {
                     None if p.authenticated => ui.label(text),
                     None => ui.colored_label(ui.visuals().warn_fg_color, text),
                 };
-                let _ = label;
             }
             ui.separator();
             match &self.last_frame {

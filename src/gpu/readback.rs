@@ -131,7 +131,7 @@ impl Readback {
         device
             .poll(wgpu::PollType::Poll)
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        self.take_ready(pool)
+        self.take_frame(pool)
     }
 
     /// Blocks until the readbacks in flight finish, then returns the newest. For tests,
@@ -142,7 +142,7 @@ impl Readback {
         pool: &FramePool,
     ) -> Result<Option<Frame>, GpuError> {
         self.wait_mapped(device)?;
-        self.take_ready(pool)
+        self.take_frame(pool)
     }
 
     /// Blocks until the readbacks in flight are mapped, without reading them: with
@@ -155,18 +155,14 @@ impl Readback {
         Ok(())
     }
 
-    /// The newest finished readback as a frame (one copy, hashed), without polling the
-    /// device: call after [`Readback::wait_mapped`] or a poll of your own.
-    pub fn take_frame(&mut self, pool: &FramePool) -> Result<Option<Frame>, GpuError> {
-        self.take_ready(pool)
-    }
-
     /// Buffers copied or mapping, not yet read.
     pub fn in_flight(&self) -> usize {
         self.slots.iter().filter(|s| s.state != State::Free).count()
     }
 
-    fn take_ready(&mut self, pool: &FramePool) -> Result<Option<Frame>, GpuError> {
+    /// The newest finished readback as a frame (one copy, hashed), without polling the
+    /// device: call after [`Readback::wait_mapped`] or a poll of your own.
+    pub fn take_frame(&mut self, pool: &FramePool) -> Result<Option<Frame>, GpuError> {
         let mut failed = false;
         for (index, ok) in self.done_rx.try_iter() {
             if let Some(slot) = self.slots.get_mut(index) {

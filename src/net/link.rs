@@ -54,8 +54,10 @@ pub(crate) const OUT_QUEUE: usize = 64;
 pub(crate) struct FrameSlot {
     frame: std::sync::Mutex<Option<Frame>>,
     wake_pending: std::sync::atomic::AtomicBool,
-    /// Signalled when the writer takes the frame (see [`FrameSlot::wait_empty`]).
+    /// Signalled when the writer takes the frame, if anyone waits (see
+    /// [`FrameSlot::wait_empty`]): no wake-up is spent per frame otherwise.
     taken: std::sync::Condvar,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl FrameSlot {
@@ -71,7 +73,7 @@ impl FrameSlot {
 
     fn take(&self) -> Option<Frame> {
         let frame = lock(&self.frame).take();
-        if frame.is_some() {
+        if frame.is_some() && self.waiting.load(SeqCst) > 0 {
             self.taken.notify_all();
         }
         frame
@@ -80,18 +82,25 @@ impl FrameSlot {
     /// Waits until the slot is empty (the writer took the frame), at most until
     /// `deadline`; returns whether it is.
     pub fn wait_empty(&self, deadline: Instant) -> bool {
+        // Counted before the slot is looked at: a writer that takes the frame after
+        // this sees the waiter and wakes it.
+        self.waiting.fetch_add(1, SeqCst);
         let mut frame = lock(&self.frame);
+        let mut empty = true;
         while frame.is_some() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                empty = false;
+                break;
             }
             frame = match self.taken.wait_timeout(frame, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        true
+        drop(frame);
+        self.waiting.fetch_sub(1, SeqCst);
+        empty
     }
 
     /// Re-arms the wake-up; returns whether a frame is waiting after all.
