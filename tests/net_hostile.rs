@@ -105,7 +105,7 @@ impl Fixture {
                 addr: Some(addr),
                 reason,
                 ..
-            } if *addr == peer => Some(reason.clone()),
+            } if *addr == peer => Some(reason.to_string()),
             _ => None,
         });
         assert!(

@@ -153,6 +153,14 @@ pub(super) fn log_event(event: &Event) {
                 if *ok { "ok" } else { "failed" }
             );
         }
+        // The library logs at warn what points at a broken peer or network; the normal
+        // end of a connection is this program's to tell.
+        Event::PeerDisconnected { peer, addr, reason }
+            if reason.severity() == crate::net::Severity::Info =>
+        {
+            let addr = addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
+            tracing::info!(peer = %peer, "disconnected: {reason}, from {addr}");
+        }
         Event::PeerConnected { .. }
         | Event::PeerDisconnected { .. }
         | Event::HandshakeFailed { .. } => {}

@@ -8,17 +8,16 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::protocol::Checksum;
 
-use super::link::{lock, Outgoing};
+use super::link::lock;
 use super::status::PeerId;
 use super::transfers::{Direction, Transfer, TransferState, Transfers};
 use super::NetError;
-use crate::frame::FramePool;
 use crate::protocol::{
     FileAccept, FileCancel, FileEnd, FileOffer, FileResult, Message, ProtocolError,
 };
@@ -164,7 +163,6 @@ impl Default for FileShelf {
 impl FileShelf {
     /// Keeps an outgoing transfer cut by a dropped connection, for the same peer.
     pub fn park_outgoing(&self, peer_instance: u64, wire_id: u64, file: OutgoingFile) {
-        file.stop.store(true, Relaxed);
         if peer_instance == 0 {
             // A peer without an identity cannot be recognised when it comes back.
             file.transfer
@@ -192,12 +190,7 @@ impl FileShelf {
             .drain(..)
             .partition(|p| p.peer_instance == peer_instance);
         *parked = keep;
-        back.into_iter()
-            .map(|p| {
-                p.file.stop.store(false, Relaxed);
-                (p.wire_id, p.file)
-            })
-            .collect()
+        back.into_iter().map(|p| (p.wire_id, p.file)).collect()
     }
 
     fn park_incoming(&self, peer_instance: u64, mut incoming: Incoming) {
@@ -619,92 +612,87 @@ pub(crate) struct OutgoingFile {
     pub path: PathBuf,
     pub name: String,
     pub size: u64,
-    /// Stops the streaming thread (the receiver answered, or the link went away).
-    pub stop: Arc<AtomicBool>,
     pub transfer: Arc<Transfer>,
 }
 
 /// Why streaming a file stopped early.
 #[derive(Debug)]
 pub(crate) enum StreamError {
-    /// The connection closed: the transfer waits to resume.
-    LinkClosed,
-    /// The receiver answered already, or the transfer was parked.
+    /// The receiver answered already, the application cancelled it, or the link
+    /// closed (the transfer is parked to resume).
     Stopped,
-    /// The application cancelled it.
-    Cancelled,
     /// Reading the file failed, or it changed: the reason.
     Failed(String),
 }
 
-/// Streams `file` from `offset` to a peer's link through buffers of the pool, then sends
-/// its checksum. Blocks on the link's bounded queue (back-pressure); ends early if the
-/// link closes or the transfer is stopped or cancelled.
-pub(crate) fn stream_file(
-    id: u64,
-    offset: u64,
-    file: &OutgoingFile,
-    out: &flume::Sender<Outgoing>,
-    pool: &FramePool,
-) -> Result<(), StreamError> {
-    let failed = |e: std::io::Error| {
-        StreamError::Failed(format!("cannot read {}: {e}", file.path.display()))
-    };
-    let mut f = File::open(&file.path)
-        .map_err(|e| StreamError::Failed(format!("cannot open {}: {e}", file.path.display())))?;
-    let mut hasher = Checksum::new();
-    // The checksum covers the whole file, also when resuming from an offset.
-    let mut pos = 0u64;
-    let mut buf = pool.take(FILE_CHUNK_BYTES);
-    while pos < offset {
-        let want = (offset - pos).min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..want]).map_err(failed)?;
-        hasher.update(&buf[..want]);
-        pos += want as u64;
+/// Reads an outgoing file in chunks from an offset, keeping the checksum of the whole
+/// file (the bytes before the offset are read and hashed once, at the start).
+pub(crate) struct FileReader<'a> {
+    file: &'a OutgoingFile,
+    f: File,
+    pos: u64,
+    hasher: Checksum,
+}
+
+impl<'a> FileReader<'a> {
+    pub fn open(file: &'a OutgoingFile, from: u64) -> Result<FileReader<'a>, StreamError> {
+        let mut f = File::open(&file.path).map_err(|e| {
+            StreamError::Failed(format!("cannot open {}: {e}", file.path.display()))
+        })?;
+        let mut hasher = Checksum::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut pos = 0u64;
+        while pos < from {
+            let want = (from - pos).min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..want])
+                .map_err(|e| read_failed(file, e))?;
+            hasher.update(&buf[..want]);
+            pos += want as u64;
+        }
+        f.seek(SeekFrom::Start(from))
+            .map_err(|e| read_failed(file, e))?;
+        Ok(FileReader {
+            file,
+            f,
+            pos,
+            hasher,
+        })
     }
-    f.seek(SeekFrom::Start(offset)).map_err(failed)?;
-    file.transfer.set_running(offset);
-    loop {
-        if file.stop.load(Relaxed) {
-            return Err(StreamError::Stopped);
-        }
-        if file.transfer.cancelled() {
-            return Err(StreamError::Cancelled);
-        }
-        let mut buf = pool.take(FILE_CHUNK_BYTES);
-        let n = read_up_to(&mut f, &mut buf).map_err(failed)?;
+
+    /// Fills `buf` with the next bytes; their offset and length, or `None` at the end.
+    pub fn next_chunk(&mut self, buf: &mut [u8]) -> Result<Option<(u64, usize)>, StreamError> {
+        let n = read_up_to(&mut self.f, buf).map_err(|e| read_failed(self.file, e))?;
         if n == 0 {
-            break;
+            return Ok(None);
         }
-        if pos + n as u64 > file.size {
+        if self.pos + n as u64 > self.file.size {
             return Err(StreamError::Failed(format!(
                 "{} grew while being sent",
-                file.path.display()
+                self.file.path.display()
             )));
         }
-        hasher.update(&buf[..n]);
-        out.send(Outgoing::FileChunk {
-            id,
-            offset: pos,
-            data: buf,
-            len: n,
-        })
-        .map_err(|_| StreamError::LinkClosed)?;
-        pos += n as u64;
-        file.transfer.add_done(n as u64);
+        self.hasher.update(&buf[..n]);
+        let offset = self.pos;
+        self.pos += n as u64;
+        Ok(Some((offset, n)))
     }
-    if pos != file.size {
-        return Err(StreamError::Failed(format!(
-            "{} shrank while being sent ({pos} of {} bytes)",
-            file.path.display(),
-            file.size
-        )));
+
+    /// The whole file's checksum, once every byte was read.
+    pub fn finish(self) -> Result<u64, StreamError> {
+        if self.pos != self.file.size {
+            return Err(StreamError::Failed(format!(
+                "{} shrank while being sent ({} of {} bytes)",
+                self.file.path.display(),
+                self.pos,
+                self.file.size
+            )));
+        }
+        Ok(self.hasher.digest())
     }
-    out.send(Outgoing::Msg(Message::FileEnd(FileEnd {
-        id,
-        checksum: hasher.digest(),
-    })))
-    .map_err(|_| StreamError::LinkClosed)
+}
+
+fn read_failed(file: &OutgoingFile, e: std::io::Error) -> StreamError {
+    StreamError::Failed(format!("cannot read {}: {e}", file.path.display()))
 }
 
 /// Reads until `buf` is full or the file ends.

@@ -53,6 +53,11 @@ impl Keepalive {
         self.last_rx = self.last_rx.max(at);
     }
 
+    /// The next instant at which [`Keepalive::poll`] has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        self.next_ping.min(self.last_rx + self.config.timeout)
+    }
+
     pub fn poll(&mut self, now: Instant) -> KeepaliveAction {
         let silent_for = now.saturating_duration_since(self.last_rx);
         if silent_for >= self.config.timeout {
@@ -63,7 +68,7 @@ impl Keepalive {
             self.nonce += 1;
             return KeepaliveAction::SendPing { nonce: self.nonce };
         }
-        KeepaliveAction::WaitUntil(self.next_ping.min(self.last_rx + self.config.timeout))
+        KeepaliveAction::WaitUntil(self.next_deadline())
     }
 }
 

@@ -5,118 +5,184 @@
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{
-    AtomicU64,
+    AtomicU64, AtomicUsize,
     Ordering::{Relaxed, SeqCst},
 };
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::files::{stream_file, FileOutcome, IncomingFiles, PeerRef, StreamError};
+use super::files::{
+    FileOutcome, FileReader, IncomingFiles, OutgoingFile, PeerRef, StreamError, FILE_CHUNK_BYTES,
+};
 use super::handshake::Handshaken;
-use super::keepalive::{Keepalive, KeepaliveAction};
-use super::node::{Event, LinkTx, PeerSlot, Shared};
+use super::node::{Event, PeerSlot, Shared};
+use super::reason::LinkEnd;
 use super::status::PeerState;
+use super::tx::{AcceptOutcome, Closing, Payload, PushOutcome, ReadRequest, TxConn};
 use super::{now_us, NetError};
-use crate::frame::{Frame, PooledBuf};
+use crate::frame::{Frame, FramePool};
 use crate::protocol::{
-    decode_body, encode, encode_bulk_head, Assembled, BulkHead, Capabilities, Envelope, FileCancel,
-    FrameAssembler, GoodbyeCode, Kind, Message, Ping, Pong, ProtocolError, BULK_HEAD_LEN,
-    ENVELOPE_LEN,
+    decode_body, Assembled, BulkHead, Capabilities, Envelope, FrameAssembler, GoodbyeCode, Kind,
+    Message, Pong, ProtocolError, BULK_HEAD_LEN, ENVELOPE_LEN,
 };
 
-/// Work for a link's writer thread, besides frames (which come through the frame slot).
-pub(crate) enum Outgoing {
-    Msg(Message),
-    /// A frame is waiting in the [`FrameSlot`].
-    Wake,
-    FileChunk {
-        id: u64,
-        offset: u64,
-        data: PooledBuf,
-        len: usize,
-    },
-    /// Send a goodbye, flush, and close the connection.
-    Close {
-        code: GoodbyeCode,
-        reason: String,
-    },
+/// How a reader ended short of a clean end: broken bytes, or a broken connection.
+pub(crate) enum ReadEnd {
+    Protocol(ProtocolError),
+    Io(LinkEnd),
 }
 
-/// Capacity of a link's queue of outgoing messages and file chunks.
-pub(crate) const OUT_QUEUE: usize = 64;
-
-/// A link's one-frame slot: the newest frame waiting for the writer. Publishing replaces
-/// a frame still waiting (that one is skipped) and wakes the writer through its outgoing
-/// queue — at most one wake-up in flight, so wakes never crowd out control messages.
-/// The writer re-arms the wake-up (and looks at the slot once more) before it sleeps, so
-/// a frame is never left waiting for a writer that missed it.
-#[derive(Default)]
-pub(crate) struct FrameSlot {
-    frame: std::sync::Mutex<Option<Frame>>,
-    wake_pending: std::sync::atomic::AtomicBool,
-    /// Signalled when the writer takes the frame, if anyone waits (see
-    /// [`FrameSlot::wait_empty`]): no wake-up is spent per frame otherwise.
-    taken: std::sync::Condvar,
-    waiting: std::sync::atomic::AtomicUsize,
+impl From<ProtocolError> for ReadEnd {
+    fn from(e: ProtocolError) -> ReadEnd {
+        ReadEnd::Protocol(e)
+    }
 }
 
-impl FrameSlot {
-    /// Puts `frame` in the slot; returns whether it replaced one not yet taken.
-    pub fn offer(&self, frame: Frame, out: &flume::Sender<Outgoing>) -> bool {
-        let replaced = lock(&self.frame).replace(frame).is_some();
-        if !self.wake_pending.swap(true, SeqCst) {
-            // A full queue means the writer is busy: it takes the slot in its loop.
-            let _ = out.try_send(Outgoing::Wake);
+impl From<NetError> for ReadEnd {
+    fn from(e: NetError) -> ReadEnd {
+        match e {
+            NetError::Protocol(e) => ReadEnd::Protocol(e),
+            NetError::Io { context, source } => ReadEnd::Io(LinkEnd::io(context, &source)),
+            other => ReadEnd::Io(LinkEnd::Io {
+                context: "reading from the peer",
+                kind: std::io::ErrorKind::Other,
+                message: other.to_string(),
+            }),
         }
+    }
+}
+
+/// What the application, the link's reader and its file worker reach of a live link:
+/// the sending half's state ([`TxConn`]) and the condition variables its threads wait
+/// on. Every change notifies whoever it concerns; nobody waits while holding the lock
+/// except on these condition variables.
+pub(crate) struct LinkHandle {
+    tx: Mutex<TxConn>,
+    /// The writer waits here for something to send (or the keepalive deadline).
+    writer_wake: Condvar,
+    /// The file worker waits here for a file to read, or room in the read-ahead.
+    worker_wake: Condvar,
+    /// Signalled when a frame leaves the slot, if anyone waits
+    /// ([`LinkHandle::wait_slot_empty`]): no wake-up is spent per frame otherwise.
+    taken: Condvar,
+    slot_waiters: AtomicUsize,
+    /// The socket, shared with the reader and writer (one file descriptor), for a
+    /// forced shutdown.
+    pub socket: Arc<TcpStream>,
+    pub wants_frames: bool,
+    pub takes_text: bool,
+    pub takes_files: bool,
+}
+
+impl LinkHandle {
+    /// Runs `f` on the sending state, then wakes the writer and the file worker.
+    pub fn with<R>(&self, f: impl FnOnce(&mut TxConn) -> R) -> R {
+        let r = f(&mut lock(&self.tx));
+        self.writer_wake.notify_one();
+        self.worker_wake.notify_one();
+        r
+    }
+
+    /// Puts `frame` in the link's one-frame slot; returns whether it replaced one not
+    /// yet sent.
+    pub fn offer_frame(&self, frame: Frame) -> bool {
+        let replaced = lock(&self.tx).offer_frame(frame);
+        self.writer_wake.notify_one();
         replaced
     }
 
-    fn take(&self) -> Option<Frame> {
-        let frame = lock(&self.frame).take();
-        if frame.is_some() && self.waiting.load(SeqCst) > 0 {
-            self.taken.notify_all();
+    /// Queues a small message; `false` if the peer is too far behind or the link is
+    /// closing (the message is dropped).
+    pub fn send(&self, msg: &Message) -> bool {
+        let queued = lock(&self.tx).send(msg);
+        if queued {
+            self.writer_wake.notify_one();
         }
-        frame
+        queued
+    }
+
+    /// Asks for the goodbye, sent at the next message boundary.
+    pub fn close(&self, code: GoodbyeCode, reason: &str) {
+        self.with(|tx| tx.close(code, reason));
     }
 
     /// Waits until the slot is empty (the writer took the frame), at most until
     /// `deadline`; returns whether it is.
-    pub fn wait_empty(&self, deadline: Instant) -> bool {
+    pub fn wait_slot_empty(&self, deadline: Instant) -> bool {
         // Counted before the slot is looked at: a writer that takes the frame after
         // this sees the waiter and wakes it.
-        self.waiting.fetch_add(1, SeqCst);
-        let mut frame = lock(&self.frame);
+        self.slot_waiters.fetch_add(1, SeqCst);
+        let mut tx = lock(&self.tx);
         let mut empty = true;
-        while frame.is_some() {
+        while !tx.slot_empty() && !tx.is_closed() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 empty = false;
                 break;
             }
-            frame = match self.taken.wait_timeout(frame, left) {
+            tx = match self.taken.wait_timeout(tx, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        drop(frame);
-        self.waiting.fetch_sub(1, SeqCst);
+        drop(tx);
+        self.slot_waiters.fetch_sub(1, SeqCst);
         empty
     }
 
-    /// Re-arms the wake-up; returns whether a frame is waiting after all.
-    fn arm(&self) -> bool {
-        self.wake_pending.store(false, SeqCst);
-        lock(&self.frame).is_some()
+    fn frame_taken(&self) {
+        if self.slot_waiters.load(SeqCst) > 0 {
+            // Under the lock, so a waiter between its check and its wait cannot miss it.
+            let _tx = lock(&self.tx);
+            self.taken.notify_all();
+        }
+    }
+
+    /// The connection is over: everything stops, and the files still on the link are
+    /// handed back (to wait for the peer's return).
+    fn finish(&self) -> Vec<(u64, OutgoingFile)> {
+        let files = lock(&self.tx).take_files();
+        self.writer_wake.notify_all();
+        self.worker_wake.notify_all();
+        self.taken.notify_all();
+        files
+    }
+}
+
+/// Capacity of the file pool's buffers for one link.
+pub(crate) const FILE_BUFFERS_PER_LINK: usize = super::tx::FILE_CHUNKS_AHEAD + 2;
+
+/// A socket shared by a connection's reader and writer: `&TcpStream` reads and writes,
+/// so the two halves need no second file descriptor.
+struct SharedSocket(Arc<TcpStream>);
+
+impl Read for SharedSocket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for SharedSocket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        (&*self.0).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 /// A connection's byte streams after its handshake: the socket itself, or the two
-/// halves of a TLS session over it.
+/// halves of a TLS session over it. All of them share one socket.
 pub(crate) struct Transport {
     pub reader: Box<dyn Read + Send>,
     pub writer: Box<dyn Write + Send>,
     /// The socket, for its address, options and shutdown.
-    pub socket: TcpStream,
+    pub socket: Arc<TcpStream>,
     pub encrypted: bool,
     /// The peer's TLS certificate fingerprint.
     pub peer_fingerprint: Option<String>,
@@ -124,14 +190,10 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub fn plain(socket: TcpStream) -> Result<Transport, NetError> {
-        let clone = || {
-            socket
-                .try_clone()
-                .map_err(|e| NetError::io("configuring the socket", e))
-        };
+        let socket = Arc::new(socket);
         Ok(Transport {
-            reader: Box::new(clone()?),
-            writer: Box::new(clone()?),
+            reader: Box::new(SharedSocket(socket.clone())),
+            writer: Box::new(SharedSocket(socket.clone())),
             socket,
             encrypted: false,
             peer_fingerprint: None,
@@ -151,16 +213,24 @@ impl Transport {
     }
 }
 
+/// Threads a link runs, besides the one that calls [`run_link`] (its reader): the
+/// writer and the file worker. Fixed: nothing a peer sends starts another.
+pub const THREADS_PER_LINK: usize = 3;
+
+/// How long a closing writer waits for the peer to close its side after our goodbye
+/// (so that nothing we sent is cut by a reset), before it closes the socket anyway.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 /// Runs a connected link until it ends; returns why it ended.
 pub(crate) fn run_link(
     shared: &Arc<Shared>,
     slot: &Arc<PeerSlot>,
     transport: Transport,
     handshaken: Handshaken,
-) -> String {
+) -> LinkEnd {
     match run_link_inner(shared, slot, transport, handshaken) {
-        Ok(reason) => reason,
-        Err(e) => e.to_string(),
+        Ok(end) => end,
+        Err(e) => LinkEnd::io("starting the link", &e),
     }
 }
 
@@ -169,7 +239,7 @@ fn run_link_inner(
     slot: &Arc<PeerSlot>,
     transport: Transport,
     handshaken: Handshaken,
-) -> Result<String, NetError> {
+) -> Result<LinkEnd, std::io::Error> {
     let Handshaken {
         hello,
         authenticated,
@@ -177,35 +247,78 @@ fn run_link_inner(
     let Transport {
         reader: reader_stream,
         writer: writer_stream,
-        socket: stream,
+        socket,
         encrypted,
         peer_fingerprint,
     } = transport;
     let config = &shared.config;
-    let setup = |e| NetError::io("configuring the socket", e);
-    let addr = stream.peer_addr().map_err(setup)?;
-    stream.set_nodelay(true).map_err(setup)?;
-    stream
-        .set_write_timeout(Some(config.keepalive.timeout))
-        .map_err(setup)?;
-    let slot_stream = stream.try_clone().map_err(setup)?;
-    let writer_socket = stream.try_clone().map_err(setup)?;
+    let addr = socket.peer_addr()?;
+    socket.set_nodelay(true)?;
+    socket.set_write_timeout(Some(config.keepalive.timeout))?;
 
-    let frame_slot = Arc::new(FrameSlot::default());
-    let (out_tx, out_rx) = flume::bounded::<Outgoing>(OUT_QUEUE);
     let epoch = Instant::now();
     let last_rx_us = Arc::new(AtomicU64::new(0));
     let caps = hello.capabilities;
-    *lock(&slot.link) = Some(LinkTx {
-        frame_slot: frame_slot.clone(),
-        out_tx: out_tx.clone(),
-        stream: slot_stream,
+    let link = Arc::new(LinkHandle {
+        tx: Mutex::new(TxConn::new(config.chunk_bytes, config.keepalive, epoch)),
+        writer_wake: Condvar::new(),
+        worker_wake: Condvar::new(),
+        taken: Condvar::new(),
+        slot_waiters: AtomicUsize::new(0),
+        socket: socket.clone(),
         wants_frames: caps.has(Capabilities::FRAMES_IN),
         takes_text: caps.has(Capabilities::TEXT),
         takes_files: caps.has(Capabilities::FILES_IN),
     });
+
+    // The writer and the file worker first: nothing is routed to the link before both
+    // run, and a failure to start either leaves nothing behind.
+    let (done_tx, done_rx) = flume::bounded(1);
+    let (reader_done_tx, reader_done_rx) = flume::bounded::<()>(1);
+    let writer = {
+        let link = link.clone();
+        let shared = shared.clone();
+        let slot = slot.clone();
+        let last_rx_us = last_rx_us.clone();
+        let span = tracing::info_span!("tx", peer = %addr);
+        std::thread::Builder::new()
+            .name(format!("texstream tx {addr}"))
+            .spawn(move || {
+                let _g = span.enter();
+                let mut stream = writer_stream;
+                let result = run_writer(&link, &mut *stream, &shared, &slot, epoch, &last_rx_us);
+                let _ = stream.flush();
+                if matches!(result, Ok(WriterEnd::Closed(_))) {
+                    // Our goodbye is the last thing we send: let the peer read it and
+                    // close its side, so that no reset cuts what is still in flight.
+                    let _ = link.socket.shutdown(Shutdown::Write);
+                    let _ = reader_done_rx.recv_timeout(CLOSE_LINGER);
+                }
+                let _ = link.socket.shutdown(Shutdown::Both);
+                let _ = done_tx.send(result);
+            })?
+    };
+    let worker = {
+        let link = link.clone();
+        let shared = shared.clone();
+        let slot = slot.clone();
+        std::thread::Builder::new()
+            .name(format!("texstream files {addr}"))
+            .spawn(move || run_file_worker(&link, &shared, &slot))
+    };
+    let worker = match worker {
+        Ok(w) => w,
+        Err(e) => {
+            link.finish();
+            let _ = socket.shutdown(Shutdown::Both);
+            let _ = writer.join();
+            return Err(e);
+        }
+    };
+
+    *lock(&slot.link) = Some(link.clone());
     slot.set_connected(addr, &hello, authenticated, encrypted, peer_fingerprint);
-    tracing::info!(peer = %slot.id, name = %hello.name, role = hello.role.name(), "connected to {addr}");
+    tracing::info!(peer = %slot.id, name = %hello.name.escape_debug(), role = hello.role.name(), "connected to {addr}");
     shared.emit(Event::PeerConnected {
         peer: slot.id,
         addr,
@@ -214,42 +327,10 @@ fn run_link_inner(
     });
     resume_outgoing_files(shared, slot);
 
-    let (done_tx, done_rx) = flume::bounded(1);
-    let writer = {
-        let w = Writer {
-            stream: writer_stream,
-            pending: Vec::with_capacity(64 << 10),
-            slot: slot.clone(),
-            shared: shared.clone(),
-        };
-        let last_rx_us = last_rx_us.clone();
-        let keepalive = config.keepalive;
-        let chunk_bytes = config.chunk_bytes.max(1);
-        let span = tracing::info_span!("tx", peer = %addr);
-        std::thread::Builder::new()
-            .name(format!("texstream tx {addr}"))
-            .spawn(move || {
-                let _g = span.enter();
-                let mut w = w;
-                let result = w.run(
-                    &frame_slot,
-                    out_rx,
-                    keepalive,
-                    chunk_bytes,
-                    epoch,
-                    &last_rx_us,
-                );
-                let _ = w.stream.flush();
-                let _ = writer_socket.shutdown(Shutdown::Both);
-                let _ = done_tx.send(result);
-            })
-            .map_err(|e| NetError::io("starting the writer thread", e))?
-    };
-
     let mut reader = Reader {
         shared: shared.clone(),
         slot: slot.clone(),
-        out: out_tx.clone(),
+        link: link.clone(),
         epoch,
         last_rx_us,
         addr,
@@ -261,247 +342,127 @@ fn run_link_inner(
     };
     let read_result = reader.run(reader_stream);
     drop(reader);
+    let _ = reader_done_tx.try_send(());
 
-    // Queue the goodbye, then stop routing frames and messages to this link. In this
-    // order: dropping the link drops the frame slot's only sender, and a writer that saw
-    // that disconnect before the goodbye was queued would end without sending it.
-    let goodbye = match &read_result {
-        Err(NetError::Protocol(e)) => {
+    // Answer the peer's end (or tell it why we end), at the next message boundary; then
+    // stop routing frames and messages to this link.
+    match &read_result {
+        Err(ReadEnd::Protocol(e)) => {
             shared.counters.protocol_errors.fetch_add(1, Relaxed);
             if matches!(e, ProtocolError::ChecksumMismatch { .. }) {
                 shared.counters.checksum_failures.fetch_add(1, Relaxed);
             }
-            Outgoing::Close {
-                code: GoodbyeCode::ProtocolError,
-                reason: e.to_string(),
-            }
+            link.close(GoodbyeCode::ProtocolError, &e.to_string());
         }
-        _ => Outgoing::Close {
-            code: GoodbyeCode::Normal,
-            reason: String::new(),
-        },
-    };
-    if out_tx.try_send(goodbye).is_err() {
-        let _ = stream.shutdown(Shutdown::Both);
+        _ => link.close(GoodbyeCode::Normal, ""),
     }
     *lock(&slot.link) = None;
-    drop(out_tx);
+    let write_result = match done_rx.recv_timeout(Duration::from_millis(500)) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = socket.shutdown(Shutdown::Both);
+            done_rx.recv().unwrap_or(Ok(WriterEnd::Dropped))
+        }
+    };
+    let _ = socket.shutdown(Shutdown::Both);
+    let _ = writer.join();
     // Files we were sending wait for this peer to come back.
-    let unfinished: Vec<_> = lock(&slot.outgoing_files).drain().collect();
-    for (wire_id, file) in unfinished {
+    for (wire_id, file) in link.finish() {
         shared.files.park_outgoing(hello.instance, wire_id, file);
     }
+    let _ = worker.join();
     // The peer may be back already on a new connection (it redialed before this one
     // was torn down): resume there.
     if let Some(other) = shared.connected_slot_of(hello.instance) {
         resume_outgoing_files(shared, &other);
     }
-    let write_result = match done_rx.recv_timeout(Duration::from_millis(500)) {
-        Ok(r) => r,
-        Err(_) => {
-            let _ = stream.shutdown(Shutdown::Both);
-            done_rx.recv().unwrap_or(Ok(WriterEnd::Dropped))
-        }
-    };
-    let _ = stream.shutdown(Shutdown::Both);
-    let _ = writer.join();
 
     // The writer's own failure (keepalive, a stalled peer) explains the reader's end.
-    let reason = match (read_result, write_result) {
-        (_, Err(e @ (NetError::KeepaliveTimeout(_) | NetError::PeerStalled(_)))) => e.to_string(),
+    let end = match (read_result, write_result) {
+        (_, Err(e @ (LinkEnd::KeepaliveTimeout(_) | LinkEnd::PeerStalled(_)))) => e,
+        (_, Ok(WriterEnd::Closed(Closing::KeepaliveTimeout(d)))) => LinkEnd::KeepaliveTimeout(d),
         // We closed it (operator, shutdown): the peer's end of stream is only the echo,
         // and so is a reset (bytes the peer sent after our shutdown make the kernel
         // abort the connection).
-        (Ok(_) | Err(NetError::Io { .. }), Ok(WriterEnd::Closed(ours))) if !ours.is_empty() => {
-            format!("closed by this side: {ours}")
+        (Ok(_) | Err(ReadEnd::Io(_)), Ok(WriterEnd::Closed(Closing::Asked { code, reason })))
+            if !reason.is_empty() =>
+        {
+            LinkEnd::ClosedHere { code, reason }
         }
-        (Ok(reason), _) => reason,
-        (Err(e), _) => e.to_string(),
+        (Ok(end), _) => end,
+        (Err(ReadEnd::Protocol(e)), _) => LinkEnd::Protocol(e),
+        (Err(ReadEnd::Io(end)), _) => end,
     };
-    Ok(reason)
+    Ok(end)
 }
 
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-struct Writer {
-    stream: Box<dyn Write + Send>,
-    /// Small messages gathered until the next flush or bulk write.
-    pending: Vec<u8>,
-    slot: Arc<PeerSlot>,
-    shared: Arc<Shared>,
-}
-
 /// How a writer ended without an error.
 enum WriterEnd {
-    /// It sent a goodbye with this reason (empty when answering the peer's end).
-    Closed(String),
-    /// The node let go of the link.
+    /// It sent a goodbye.
+    Closed(Closing),
+    /// The link was finished from outside.
     Dropped,
 }
 
-impl Writer {
-    fn run(
-        &mut self,
-        frames: &FrameSlot,
-        out: flume::Receiver<Outgoing>,
-        keepalive: super::KeepaliveConfig,
-        chunk_bytes: usize,
-        epoch: Instant,
-        last_rx_us: &AtomicU64,
-    ) -> Result<WriterEnd, NetError> {
-        let mut ka = Keepalive::new(keepalive, epoch);
-        let mut current: Option<(Frame, usize)> = None;
-        let mut next_out: Option<Outgoing> = None;
-        loop {
-            let now = Instant::now();
-            ka.on_receive(epoch + Duration::from_micros(last_rx_us.load(Relaxed)));
-            let wait_until = match ka.poll(now) {
-                KeepaliveAction::Dead { silent_for } => {
-                    // Best effort: the peer may still be reading.
-                    let _ = self.msg(&Message::Goodbye {
-                        code: GoodbyeCode::Timeout,
-                        reason: format!(
-                            "nothing received from you for {:.1} s",
-                            silent_for.as_secs_f64()
-                        ),
-                    });
-                    let _ = self.flush();
-                    return Err(NetError::KeepaliveTimeout(silent_for));
-                }
-                KeepaliveAction::SendPing { nonce } => {
-                    let sent_us = now.duration_since(epoch).as_micros() as u64;
-                    self.msg(&Message::Ping(Ping { nonce, sent_us }))?;
-                    now
-                }
-                KeepaliveAction::WaitUntil(t) => t,
+/// The writer thread: asks the link's [`TxConn`] for the next bytes and writes them,
+/// small messages, bulk head and payload in one vectored write straight from the
+/// shared frame or file buffer (no copy of ours). Sleeps on the link's condition
+/// variable until something changes or the keepalive deadline.
+fn run_writer(
+    link: &LinkHandle,
+    stream: &mut dyn Write,
+    shared: &Shared,
+    slot: &PeerSlot,
+    epoch: Instant,
+    last_rx_us: &AtomicU64,
+) -> Result<WriterEnd, LinkEnd> {
+    let stall = shared.config.keepalive.timeout;
+    let mut small = Vec::with_capacity(64 << 10);
+    let mut tx = lock(&link.tx);
+    loop {
+        let now = Instant::now();
+        tx.on_receive(epoch + Duration::from_micros(last_rx_us.load(Relaxed)));
+        let Some(t) = tx.poll_transmit(now, &mut small) else {
+            if tx.is_closed() {
+                return Ok(WriterEnd::Dropped);
+            }
+            let wait = tx.poll_timeout().saturating_duration_since(now);
+            tx = match link.writer_wake.wait_timeout(tx, wait) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
             };
-
-            // One queued message or file chunk, then one frame chunk: control and files
-            // interleave with a large frame instead of waiting behind it.
-            let mut busy = false;
-            if let Some(item) = next_out.take().or_else(|| out.try_recv().ok()) {
-                busy = true;
-                match item {
-                    Outgoing::Msg(m) => self.msg(&m)?,
-                    // The frame is taken from the slot below.
-                    Outgoing::Wake => busy = false,
-                    Outgoing::FileChunk {
-                        id,
-                        offset,
-                        data,
-                        len,
-                    } => {
-                        let head = encode_bulk_head(Kind::FileChunk, id, offset, len);
-                        self.bulk(&head, &data[..len])?;
-                    }
-                    Outgoing::Close { code, reason } => {
-                        if let Some((frame, _)) = current.take() {
-                            self.msg(&Message::FrameAbort {
-                                seq: frame.meta().seq,
-                            })?;
-                        }
-                        self.msg(&Message::Goodbye {
-                            code,
-                            reason: reason.clone(),
-                        })?;
-                        self.flush()?;
-                        return Ok(WriterEnd::Closed(reason));
-                    }
-                }
-            }
-            if current.is_none() {
-                if let Some(frame) = frames.take() {
-                    self.msg(&Message::FrameStart(frame.meta().start_message()))?;
-                    current = Some((frame, 0));
-                }
-            }
-            if let Some((frame, offset)) = current.as_mut() {
-                busy = true;
-                let pixels = frame.pixels();
-                let end = (*offset + chunk_bytes).min(pixels.len());
-                let head = encode_bulk_head(
-                    Kind::FrameChunk,
-                    frame.meta().seq,
-                    *offset as u64,
-                    end - *offset,
-                );
-                self.bulk(&head, &pixels[*offset..end])?;
-                *offset = end;
-                if end == pixels.len() {
-                    current = None;
-                    self.slot.counters.frames_sent.fetch_add(1, Relaxed);
-                    self.flush()?;
-                }
-            }
-            if busy {
-                continue;
-            }
-
-            self.flush()?;
-            if frames.arm() {
-                continue;
-            }
-            let timeout = wait_until.saturating_duration_since(Instant::now());
-            match out.recv_timeout(timeout) {
-                Ok(item) => next_out = Some(item),
-                Err(flume::RecvTimeoutError::Timeout) => {}
-                // Every sender is gone: the node is being dropped.
-                Err(flume::RecvTimeoutError::Disconnected) => {
-                    self.flush()?;
-                    return Ok(WriterEnd::Dropped);
-                }
-            }
+            continue;
+        };
+        drop(tx);
+        if t.frame_taken {
+            link.frame_taken();
         }
-    }
-
-    fn msg(&mut self, m: &Message) -> Result<(), NetError> {
-        encode(m, &mut self.pending);
-        if self.pending.len() >= 64 << 10 {
-            self.flush()?;
+        let result = match &t.bulk {
+            Some((head, payload)) => {
+                let payload = payload.bytes();
+                let mut slices = [
+                    IoSlice::new(&small),
+                    IoSlice::new(head),
+                    IoSlice::new(payload),
+                ];
+                write_all_vectored(stream, &mut slices)
+                    .map(|()| small.len() + head.len() + payload.len())
+            }
+            None => stream.write_all(&small).map(|()| small.len()),
         }
-        Ok(())
-    }
-
-    /// Writes what is pending, a bulk head and its payload in one vectored write: the
-    /// payload goes from the shared frame to the socket with no copy of ours.
-    fn bulk(&mut self, head: &[u8], payload: &[u8]) -> Result<(), NetError> {
-        let pending = std::mem::take(&mut self.pending);
-        let mut slices = [
-            IoSlice::new(&pending),
-            IoSlice::new(head),
-            IoSlice::new(payload),
-        ];
-        let total = pending.len() + head.len() + payload.len();
-        let result = write_all_vectored(&mut *self.stream, &mut slices);
-        self.pending = pending;
-        self.pending.clear();
-        self.written(total, result)
-    }
-
-    fn flush(&mut self) -> Result<(), NetError> {
-        if self.pending.is_empty() {
-            return Ok(());
+        .and_then(|n| stream.flush().map(|()| n));
+        if matches!(t.bulk, Some((_, Payload::File { .. }))) {
+            // Room in the read-ahead.
+            link.worker_wake.notify_one();
         }
-        let result = self.stream.write_all(&self.pending);
-        let total = self.pending.len();
-        self.pending.clear();
-        self.written(total, result)
-    }
-
-    fn written(&self, bytes: usize, result: std::io::Result<()>) -> Result<(), NetError> {
         match result {
-            Ok(()) => {
-                self.slot
-                    .counters
-                    .bytes_sent
-                    .fetch_add(bytes as u64, Relaxed);
-                self.shared
-                    .counters
-                    .bytes_sent
-                    .fetch_add(bytes as u64, Relaxed);
-                Ok(())
+            Ok(n) => {
+                slot.counters.bytes_sent.fetch_add(n as u64, Relaxed);
+                shared.counters.bytes_sent.fetch_add(n as u64, Relaxed);
             }
             Err(e)
                 if matches!(
@@ -509,10 +470,100 @@ impl Writer {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(NetError::PeerStalled(self.shared.config.keepalive.timeout))
+                return Err(LinkEnd::PeerStalled(stall));
             }
-            Err(e) => Err(NetError::io("sending to the peer", e)),
+            Err(e) => return Err(LinkEnd::io("sending to the peer", &e)),
         }
+        if t.frame_done {
+            slot.counters.frames_sent.fetch_add(1, Relaxed);
+        }
+        if let Some(closing) = t.close {
+            return Ok(WriterEnd::Closed(closing));
+        }
+        tx = lock(&link.tx);
+    }
+}
+
+/// The file worker: reads the files the peer accepted, one at a time, through buffers
+/// of the node's file pool, and hands their chunks to the writer (at most
+/// [`super::tx::FILE_CHUNKS_AHEAD`] ahead of the wire). Disk reads never happen on the
+/// writer or the reader, so a slow disk never holds up frames.
+fn run_file_worker(link: &LinkHandle, shared: &Shared, slot: &PeerSlot) {
+    loop {
+        let request = {
+            let mut tx = lock(&link.tx);
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                if let Some(r) = tx.take_read() {
+                    break r;
+                }
+                tx = match link.worker_wake.wait(tx) {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+            }
+        };
+        let id = request.id;
+        match stream_file(link, &request, &shared.file_pool) {
+            // Sent; the receiver's verdict comes as a FileResult. Stopped: answered,
+            // cancelled (the cancel went out already) or the link closed (parked).
+            Ok(()) | Err(StreamError::Stopped) => {}
+            Err(StreamError::Failed(reason)) => {
+                if let Some(file) = link.with(|tx| tx.file_read_failed(id, &reason)) {
+                    tracing::warn!("sending {} failed: {reason}", file.name.escape_debug());
+                    file.transfer.finish_failed(&reason);
+                    shared.emit(Event::FileSent {
+                        peer: slot.id,
+                        name: file.name,
+                        ok: false,
+                        message: reason,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Reads the file of `request` from its offset and queues its chunks on the link, then
+/// its checksum (which covers the whole file, also when resuming).
+fn stream_file(
+    link: &LinkHandle,
+    request: &ReadRequest,
+    pool: &FramePool,
+) -> Result<(), StreamError> {
+    let ReadRequest { id, from, file } = request;
+    let mut reader = FileReader::open(file, *from)?;
+    file.transfer.set_running(*from);
+    loop {
+        let mut buf = pool.take(FILE_CHUNK_BYTES);
+        let Some((offset, len)) = reader.next_chunk(&mut buf)? else {
+            break;
+        };
+        let mut tx = lock(&link.tx);
+        loop {
+            match tx.push_file_chunk(*id, offset, buf, len) {
+                PushOutcome::Queued => break,
+                PushOutcome::Stopped => return Err(StreamError::Stopped),
+                PushOutcome::Full(back) => {
+                    buf = back;
+                    tx = match link.worker_wake.wait(tx) {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                }
+            }
+        }
+        drop(tx);
+        link.writer_wake.notify_one();
+        file.transfer.add_done(len as u64);
+    }
+    let checksum = reader.finish()?;
+    if link.with(|tx| tx.file_read_done(*id, checksum)) {
+        Ok(())
+    } else {
+        Err(StreamError::Stopped)
     }
 }
 
@@ -535,7 +586,7 @@ fn write_all_vectored(
 struct Reader {
     shared: Arc<Shared>,
     slot: Arc<PeerSlot>,
-    out: flume::Sender<Outgoing>,
+    link: Arc<LinkHandle>,
     epoch: Instant,
     last_rx_us: Arc<AtomicU64>,
     addr: SocketAddr,
@@ -546,7 +597,7 @@ struct Reader {
 impl Reader {
     /// Reads messages until the peer leaves (`Ok` with the reason) or breaks the
     /// protocol or the connection (`Err`).
-    fn run(&mut self, stream: Box<dyn Read + Send>) -> Result<String, NetError> {
+    fn run(&mut self, stream: Box<dyn Read + Send>) -> Result<LinkEnd, ReadEnd> {
         let limits = self.shared.config.limits;
         // Small: it gathers envelopes and small messages. What it reads ahead of a bulk
         // payload is copied into the frame a second time, so it must not read far ahead
@@ -586,7 +637,7 @@ impl Reader {
             }
             let mut env = [0u8; ENVELOPE_LEN];
             if !read_first(&mut r, &mut env)? {
-                return Ok("connection closed by the peer".to_owned());
+                return Ok(LinkEnd::PeerClosed);
             }
             self.touch();
             let env = Envelope::parse(&env, &limits)?;
@@ -615,7 +666,7 @@ impl Reader {
             read_rest(&mut r, &mut scratch, env.kind)?;
             match decode_body(env.kind, &scratch, &limits)? {
                 Message::Goodbye { code, reason } => {
-                    return Ok(format!("peer said goodbye ({code:?}): {reason}"))
+                    return Ok(LinkEnd::PeerGoodbye { code, reason })
                 }
                 Message::Ping(p) => self.send(Message::Pong(Pong {
                     nonce: p.nonce,
@@ -648,7 +699,14 @@ impl Reader {
                     let reply = files.on_offer(&offer);
                     self.send(reply);
                 }
-                Message::FileAccept(accept) => self.start_file(accept.id, accept.offset),
+                Message::FileAccept(accept) => {
+                    // Only an offered file starts streaming: a repeated, late or unknown
+                    // accept changes nothing (and starts nothing).
+                    let outcome = self.link.with(|tx| tx.on_accept(accept.id, accept.offset));
+                    if outcome == AcceptOutcome::Ignored {
+                        tracing::debug!(id = accept.id, "an accept for no offered file, ignored");
+                    }
+                }
                 Message::FileEnd(end) => {
                     if let Some((reply, outcome)) = files.on_end(&end) {
                         self.send(reply);
@@ -661,8 +719,7 @@ impl Reader {
                     }
                 }
                 Message::FileResult(result) => {
-                    if let Some(file) = lock(&self.slot.outgoing_files).remove(&result.id) {
-                        file.stop.store(true, Relaxed);
+                    if let Some(file) = self.link.with(|tx| tx.on_result(result.id)) {
                         if result.ok {
                             file.transfer.finish_ok(&result.message, None);
                         } else {
@@ -712,8 +769,8 @@ impl Reader {
     /// Queues a control message; if the queue is full the peer is not reading and the
     /// message is dropped (keepalive or the write timeout will end the link).
     fn send(&self, m: Message) {
-        if self.out.try_send(Outgoing::Msg(m)).is_err() {
-            tracing::debug!("outgoing queue full, a control message was dropped");
+        if !self.link.send(&m) {
+            tracing::debug!("the peer is not reading: a control message was dropped");
         }
     }
 
@@ -744,48 +801,6 @@ impl Reader {
                 Event::FileFailed { peer, name, reason }
             }
         });
-    }
-
-    /// The peer accepted a file we offered: stream it from its own thread.
-    fn start_file(&self, id: u64, offset: u64) {
-        let Some(file) = lock(&self.slot.outgoing_files).get(&id).cloned() else {
-            return;
-        };
-        let out = self.out.clone();
-        let pool = self.shared.file_pool.clone();
-        let shared = self.shared.clone();
-        let slot = self.slot.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("texstream file {id}"))
-            .spawn(move || {
-                let reason = match stream_file(id, offset, &file, &out, &pool) {
-                    // Sent; the receiver's verdict comes as a FileResult. A closed link
-                    // parks the transfer; a stopped one was answered already.
-                    // Cancelled: `Node::cancel_transfer` told the peer already.
-                    Ok(())
-                    | Err(
-                        StreamError::LinkClosed | StreamError::Stopped | StreamError::Cancelled,
-                    ) => return,
-                    Err(StreamError::Failed(reason)) => reason,
-                };
-                let _ = out.try_send(Outgoing::Msg(Message::FileCancel(FileCancel {
-                    id,
-                    reason: reason.clone(),
-                })));
-                if lock(&slot.outgoing_files).remove(&id).is_some() {
-                    tracing::warn!("sending {} failed: {reason}", file.name);
-                    file.transfer.finish_failed(&reason);
-                    shared.emit(Event::FileSent {
-                        peer: slot.id,
-                        name: file.name,
-                        ok: false,
-                        message: reason,
-                    });
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start a file transfer thread: {e}");
-        }
     }
 }
 
@@ -867,28 +882,20 @@ fn resume_outgoing_files(shared: &Shared, slot: &PeerSlot) {
         let info = lock(&slot.info);
         (info.instance, info.name.clone().unwrap_or_default())
     };
-    let Some((out, takes_files)) = lock(&slot.link)
-        .as_ref()
-        .map(|l| (l.out_tx.clone(), l.takes_files))
-    else {
+    let Some(link) = lock(&slot.link).clone() else {
         return;
     };
     for (wire_id, file) in shared.files.unpark_outgoing(instance) {
-        if !takes_files {
+        if !link.takes_files {
             file.transfer
                 .finish_failed("the peer came back without taking files");
             continue;
         }
-        tracing::info!("offering {} again to resume it", file.name);
+        tracing::info!("offering {} again to resume it", file.name.escape_debug());
         file.transfer.set_waiting(slot.id, &name);
-        let offer = Message::FileOffer(crate::protocol::FileOffer {
-            id: wire_id,
-            size: file.size,
-            name: file.name.clone(),
-        });
-        lock(&slot.outgoing_files).insert(wire_id, file);
-        if out.try_send(Outgoing::Msg(offer)).is_err() {
-            tracing::warn!("a resumed file offer did not fit the peer's queue");
+        let transfer = file.transfer.clone();
+        if !link.with(|tx| tx.offer_file(wire_id, file)) {
+            transfer.finish_failed("the connection closed before the transfer could resume");
         }
     }
 }

@@ -9,22 +9,28 @@
 //! Dialed peers reconnect with backoff; keepalive pings find dead peers.
 
 mod backoff;
+mod fdlimit;
 mod files;
 mod handshake;
 mod keepalive;
 mod link;
 mod node;
+mod reason;
 mod status;
 mod tls;
 mod transfers;
+mod tx;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backoff::Backoff;
+pub use fdlimit::{fds_needed, FDS_PER_CONNECTION, FDS_RESERVED};
 pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW};
 pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
+pub use link::THREADS_PER_LINK;
 pub use node::{Event, FileOfferer, Node, NodeConfig, Publisher, Waker};
+pub use reason::{LinkEnd, Severity};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
 pub use tls::{config_dir, Tls, TlsOptions};
 pub use transfers::{Direction, TransferId, TransferState, TransferStatus};

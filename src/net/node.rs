@@ -13,15 +13,15 @@ use super::backoff::Backoff;
 use super::files::{FileShelf, OutgoingFile};
 use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side, Token};
 use super::keepalive::KeepaliveConfig;
-use super::link::{lock, run_link, FrameSlot, Outgoing, Transport};
+use super::link::{lock, run_link, LinkHandle, Transport, FILE_BUFFERS_PER_LINK};
+use super::reason::{LinkEnd, Severity};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
 use super::tls::Tls;
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
 use crate::protocol::{
-    encode, Capabilities, FileOffer, GoodbyeCode, Hello, Limits, Message, Role, Text,
-    DEFAULT_CHUNK_BYTES,
+    encode, Capabilities, GoodbyeCode, Hello, Limits, Message, Role, Text, DEFAULT_CHUNK_BYTES,
 };
 use std::io::Write as _;
 
@@ -158,7 +158,7 @@ pub enum Event {
     PeerDisconnected {
         peer: PeerId,
         addr: Option<SocketAddr>,
-        reason: String,
+        reason: LinkEnd,
     },
     /// A connection was refused or failed before it was established (bad handshake,
     /// wrong version, node full).
@@ -190,16 +190,6 @@ pub enum Event {
     },
 }
 
-/// What publishing and sending reach: the live link of one peer.
-pub(crate) struct LinkTx {
-    pub frame_slot: Arc<FrameSlot>,
-    pub out_tx: flume::Sender<Outgoing>,
-    pub stream: TcpStream,
-    pub wants_frames: bool,
-    pub takes_text: bool,
-    pub takes_files: bool,
-}
-
 pub(crate) struct SlotInfo {
     pub state: PeerState,
     pub addr: Option<SocketAddr>,
@@ -221,8 +211,8 @@ pub(crate) struct PeerSlot {
     pub target: String,
     pub info: Mutex<SlotInfo>,
     pub counters: LinkCounters,
-    pub link: Mutex<Option<LinkTx>>,
-    pub outgoing_files: Mutex<HashMap<u64, OutgoingFile>>,
+    /// The live link, while there is one.
+    pub link: Mutex<Option<Arc<LinkHandle>>>,
     /// The peer has sent us frames: frames never flow back to it (a relay chain or a
     /// bridge never echoes a stream upstream).
     pub sends_frames: AtomicBool,
@@ -338,13 +328,10 @@ impl Shared {
             if Some(slot.id) == except {
                 continue;
             }
-            if let Some(link) = lock(&slot.link).as_ref().filter(|l| l.takes_text) {
-                if link
-                    .out_tx
-                    .try_send(Outgoing::Msg(Message::Text(text.clone())))
-                    .is_err()
-                {
-                    tracing::warn!(peer = %slot.id, "text not sent: the peer's queue is full");
+            let link = lock(&slot.link).clone();
+            if let Some(link) = link.filter(|l| l.takes_text) {
+                if !link.send(&Message::Text(text.clone())) {
+                    tracing::warn!(peer = %slot.id, "text not sent: the peer is not reading");
                 }
             }
         }
@@ -361,7 +348,7 @@ impl Shared {
             let Some(link) = link.as_ref().filter(|l| l.wants_frames) else {
                 continue;
             };
-            if link.frame_slot.offer(frame.clone(), &link.out_tx) {
+            if link.offer_frame(frame.clone()) {
                 slot.counters.frames_skipped.fetch_add(1, Relaxed);
             }
         }
@@ -388,8 +375,8 @@ impl Shared {
             if Some(slot.id) == except {
                 continue;
             }
-            let link = lock(&slot.link);
-            let Some(link) = link.as_ref().filter(|l| l.takes_files) else {
+            let link = lock(&slot.link).clone();
+            let Some(link) = link.filter(|l| l.takes_files) else {
                 continue;
             };
             let peer_name = lock(&slot.info).name.clone().unwrap_or_default();
@@ -407,18 +394,15 @@ impl Shared {
                 path: path.to_owned(),
                 name: name.clone(),
                 size: meta.len(),
-                stop: Arc::new(AtomicBool::new(false)),
                 transfer: transfer.clone(),
             };
-            lock(&slot.outgoing_files).insert(id, file);
-            let offer = Message::FileOffer(FileOffer {
-                id,
-                size: meta.len(),
-                name: name.clone(),
-            });
-            // Behind the chunks of a file already streaming, if need be.
-            send_soon(&link.out_tx, Outgoing::Msg(offer));
-            offered.push(transfer.id);
+            // The offer is state on the link (never a message that could be lost or a
+            // thread waiting for room): it goes out in order, behind what is queued.
+            if link.with(|tx| tx.offer_file(id, file)) {
+                offered.push(transfer.id);
+            } else {
+                transfer.finish_failed("the connection closed before the offer went out");
+            }
         }
         Ok(offered)
     }
@@ -569,7 +553,6 @@ impl Shared {
             }),
             counters: LinkCounters::default(),
             link: Mutex::new(None),
-            outgoing_files: Mutex::new(HashMap::new()),
             sends_frames: AtomicBool::new(false),
         })
     }
@@ -692,7 +675,12 @@ pub struct Node {
 impl Node {
     /// Binds the listener (if any) and starts dialing (if asked). Fails only if the
     /// listen address cannot be bound; dial targets are retried until shutdown.
-    pub fn start(config: NodeConfig) -> Result<Node, NetError> {
+    pub fn start(mut config: NodeConfig) -> Result<Node, NetError> {
+        if config.listen.is_some() {
+            // Every connection the limits allow must be able to open its socket.
+            config.max_connections =
+                super::fdlimit::ensure(config.max_connections, config.connect.len());
+        }
         let listener = match &config.listen {
             Some(addr) => {
                 Some(
@@ -712,7 +700,7 @@ impl Node {
         let shared = Arc::new(Shared {
             counters: NodeCounters::default(),
             pool: FramePool::new(pool_size),
-            file_pool: FramePool::new(2 * super::link::OUT_QUEUE),
+            file_pool: FramePool::new(2 * FILE_BUFFERS_PER_LINK),
             files: Arc::new(FileShelf::default()),
             instance: random_u64().max(1),
             open_connections: Arc::new(AtomicUsize::new(0)),
@@ -783,11 +771,11 @@ impl Node {
         let deadline = Instant::now() + timeout;
         // Looked up under the peers lock (no list is cloned per frame), then waited on
         // with no lock of the node's held.
-        let frame_slot = lock(&self.shared.peers)
+        let link = lock(&self.shared.peers)
             .iter()
             .find(|s| s.id == peer)
-            .and_then(|s| lock(&s.link).as_ref().map(|l| l.frame_slot.clone()));
-        frame_slot.is_none_or(|f| f.wait_empty(deadline))
+            .and_then(|s| lock(&s.link).clone());
+        link.is_none_or(|l| !l.wants_frames || l.wait_slot_empty(deadline))
     }
 
     /// A handle that publishes frames on this node from another thread (a capture
@@ -869,25 +857,13 @@ impl Node {
         // one is cancelled by its link's reader, which sees the flag.)
         if transfer.direction == Direction::Outgoing {
             for slot in self.shared.slots() {
-                let mut outgoing = lock(&slot.outgoing_files);
-                let found = outgoing
-                    .iter()
-                    .find(|(_, f)| f.transfer.id == id)
-                    .map(|(wire_id, _)| *wire_id);
-                let Some(file) = found.and_then(|wire_id| outgoing.remove_entry(&wire_id)) else {
+                let Some(link) = lock(&slot.link).clone() else {
                     continue;
                 };
-                drop(outgoing);
-                let (wire_id, file) = file;
-                file.stop.store(true, Relaxed);
+                let Some((_, file)) = link.with(|tx| tx.cancel_transfer(id, "cancelled")) else {
+                    continue;
+                };
                 transfer.finish_failed("cancelled");
-                if let Some(link) = lock(&slot.link).as_ref() {
-                    let cancel = Outgoing::Msg(Message::FileCancel(crate::protocol::FileCancel {
-                        id: wire_id,
-                        reason: "cancelled".to_owned(),
-                    }));
-                    send_soon(&link.out_tx, cancel);
-                }
                 self.shared.emit(Event::FileSent {
                     peer: slot.id,
                     name: file.name,
@@ -948,7 +924,9 @@ impl Node {
             };
             let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
         }
-        let deadline = Instant::now() + Duration::from_secs(1);
+        // Each link sends its goodbye at the next message boundary and waits for the
+        // peer to close its side; a peer that does not read is cut after this.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
         loop {
             let done = lock(&self.shared.threads).iter().all(|t| t.is_finished());
             if done {
@@ -957,7 +935,7 @@ impl Node {
             if Instant::now() > deadline {
                 for slot in self.shared.slots() {
                     if let Some(link) = lock(&slot.link).as_ref() {
-                        let _ = link.stream.shutdown(Shutdown::Both);
+                        let _ = link.socket.shutdown(Shutdown::Both);
                     }
                 }
                 break;
@@ -979,15 +957,12 @@ impl Drop for Node {
     }
 }
 
+/// How long [`Node::shutdown`] lets links say goodbye before it cuts them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 fn close_link(slot: &PeerSlot, code: GoodbyeCode, reason: &str) {
-    if let Some(link) = lock(&slot.link).as_ref() {
-        let close = Outgoing::Close {
-            code,
-            reason: reason.to_owned(),
-        };
-        if link.out_tx.try_send(close).is_err() {
-            let _ = link.stream.shutdown(Shutdown::Both);
-        }
+    if let Some(link) = lock(&slot.link).clone() {
+        link.close(code, reason);
     }
 }
 
@@ -1216,25 +1191,23 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
         return;
     };
     let reason = run_link(shared, &slot, transport, handshaken);
-    log_disconnect(shared, &slot, addr, &reason);
+    log_disconnect(shared, &slot, addr, reason);
     slot.set_state(PeerState::Closed);
     shared.remove_slot(slot.id);
 }
 
-fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: &str) {
-    if reason.starts_with("protocol error")
-        || reason.contains("keepalive")
-        || reason.contains("stopped reading")
-    {
-        tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}");
-    } else {
-        tracing::info!(peer = %slot.id, "disconnected: {reason}, from {addr}");
+fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: LinkEnd) {
+    // Reported to the application, which chooses how loudly to say it; the library
+    // logs it at debug, or at warn for what points at a broken peer or network.
+    match reason.severity() {
+        Severity::Warn => tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
+        Severity::Info => tracing::debug!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
     }
-    lock(&slot.info).last_error = Some(reason.to_owned());
+    lock(&slot.info).last_error = Some(reason.to_string());
     shared.emit(Event::PeerDisconnected {
         peer: slot.id,
         addr: Some(addr),
-        reason: reason.to_owned(),
+        reason,
     });
 }
 
@@ -1255,7 +1228,7 @@ fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
                 }
                 connected_before = true;
                 let reason = run_link(shared, slot, stream, hello);
-                log_disconnect(shared, slot, addr, &reason);
+                log_disconnect(shared, slot, addr, reason);
             }
             Err(e) => {
                 tracing::debug!("dial failed: {e}");
@@ -1301,22 +1274,6 @@ fn dial(shared: &Shared, target: &str) -> Result<(Transport, Handshaken, SocketA
         shared.handshake_failed(addr, e);
     }
     result
-}
-
-/// Queues a message that must not be lost without blocking the caller: when the link's
-/// queue is full (a file streaming into it), a short-lived thread waits for room.
-fn send_soon(out: &flume::Sender<Outgoing>, item: Outgoing) {
-    if let Err(flume::TrySendError::Full(item)) = out.try_send(item) {
-        let out = out.clone();
-        let spawned = std::thread::Builder::new()
-            .name("texstream send".into())
-            .spawn(move || {
-                let _ = out.send_timeout(item, Duration::from_secs(10));
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("a message to a peer was dropped: {e}");
-        }
-    }
 }
 
 /// A random number (not for secrets): std's per-process hash seed, mixed with the

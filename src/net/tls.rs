@@ -430,13 +430,15 @@ impl TlsSession {
     }
 
     /// Splits the session for the link's reader and writer threads.
-    pub(crate) fn split(self) -> Result<(TlsReader, TlsWriter, TcpStream), NetError> {
+    /// The three share one socket (one file descriptor per connection).
+    pub(crate) fn split(self) -> Result<(TlsReader, TlsWriter, Arc<TcpStream>), NetError> {
         let setup = |e| NetError::io("configuring the socket", e);
         self.sock.set_read_timeout(None).map_err(setup)?;
         let conn = Arc::new(Mutex::new(self.conn));
+        let sock = Arc::new(self.sock);
         let reader = TlsReader {
             conn: conn.clone(),
-            sock: self.sock.try_clone().map_err(setup)?,
+            sock: sock.clone(),
             buf: vec![0u8; 256 << 10],
             start: 0,
             end: 0,
@@ -444,10 +446,10 @@ impl TlsSession {
         };
         let writer = TlsWriter {
             conn,
-            sock: self.sock.try_clone().map_err(setup)?,
+            sock: sock.clone(),
             out: Vec::with_capacity(1 << 20),
         };
-        Ok((reader, writer, self.sock))
+        Ok((reader, writer, sock))
     }
 }
 
@@ -520,7 +522,7 @@ impl HandshakeStream for TlsSession {
 /// out with the writer's next write, at the latest with the next keepalive ping.
 pub(crate) struct TlsReader {
     conn: Arc<Mutex<rustls::Connection>>,
-    sock: TcpStream,
+    sock: Arc<TcpStream>,
     /// Ciphertext read from the socket, `start..end` not yet given to the session.
     buf: Vec<u8>,
     start: usize,
@@ -563,7 +565,7 @@ impl Read for TlsReader {
                 }
             }
             let n = loop {
-                match self.sock.read(&mut self.buf) {
+                match (&*self.sock).read(&mut self.buf) {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     other => break other?,
                 }
@@ -579,7 +581,7 @@ impl Read for TlsReader {
 /// Only this half writes to the socket.
 pub(crate) struct TlsWriter {
     conn: Arc<Mutex<rustls::Connection>>,
-    sock: TcpStream,
+    sock: Arc<TcpStream>,
     out: Vec<u8>,
 }
 
@@ -592,7 +594,7 @@ impl TlsWriter {
                 conn.write_tls(&mut self.out)?;
             }
         }
-        self.sock.write_all(&self.out)
+        (&*self.sock).write_all(&self.out)
     }
 }
 

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod proc;
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_texstream");
+/// The binary under test: this build's, or another one named by `TEXSTREAM_TEST_BIN`
+/// (to check that a test fails on a build without the behaviour it names).
+pub fn bin() -> String {
+    std::env::var("TEXSTREAM_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_texstream").into())
+}
 
 /// A child process whose stdout and stderr lines arrive on a channel; killed (SIGKILL)
 /// when dropped.
@@ -28,7 +32,7 @@ impl Proc {
     }
 
     fn spawn(args: &[&str], with_stdin: bool) -> Proc {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(args).env("RUST_LOG", "texstream=info");
         Proc::spawn_command(cmd, with_stdin, "texstream starts")
     }
@@ -190,4 +194,22 @@ pub fn saved_frames(dir: &Path) -> Vec<PathBuf> {
         .collect();
     frames.sort();
     frames
+}
+
+/// A figure from `/proc/PID/status` (`VmRSS`, `VmHWM`: kB; `Threads`).
+pub fn proc_figure(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the process's /proc status is readable");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's fds are listable")
+        .count()
 }
