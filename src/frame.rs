@@ -1,6 +1,7 @@
-//! Frames: pixels plus their geometry, shared between consumers without copying
-//! (`Frame` is an `Arc`), in buffers recycled through a [`FramePool`] so that no buffer
-//! is allocated per frame once the pool is warm.
+//! Frames: a per-frame header (`FrameMeta`) by value and the pixels behind an `Arc` of
+//! their own, shared between consumers and re-published under a new header without
+//! copying; the pixel buffers, `Arc` and all, recycled through a [`FramePool`] so that
+//! nothing is allocated per frame once the pool is warm.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -63,18 +64,18 @@ impl FrameMeta {
     }
 }
 
-/// A complete, immutable frame. Cloning shares the pixels.
+/// A complete, immutable frame: its per-frame header by value and its pixels behind an
+/// `Arc` of their own. Cloning shares the pixels; [`Frame::with_seq`] re-publishes them
+/// under a new header with no copy, no hash and no allocation.
 #[derive(Clone)]
-pub struct Frame(Arc<FrameInner>);
-
-struct FrameInner {
+pub struct Frame {
     meta: FrameMeta,
-    pixels: PooledBuf,
+    pixels: Pixels,
 }
 
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frame").field("meta", &self.0.meta).finish()
+        f.debug_struct("Frame").field("meta", &self.meta).finish()
     }
 }
 
@@ -161,16 +162,38 @@ impl Frame {
     /// Wraps pixels whose checksum has already been computed or verified.
     pub(crate) fn from_verified(meta: FrameMeta, pixels: PooledBuf) -> Frame {
         debug_assert_eq!(pixels.len(), meta.total_len());
-        Frame(Arc::new(FrameInner { meta, pixels }))
+        Frame {
+            meta,
+            pixels: pixels.into_shared(),
+        }
+    }
+
+    /// The same pixels under a new sequence number and capture time: geometry and
+    /// checksum are kept, nothing is copied, hashed or allocated. For a producer whose
+    /// picture has not changed (a still image, an animation's same frame).
+    pub fn with_seq(&self, seq: u64, capture_us: u64) -> Frame {
+        Frame {
+            meta: FrameMeta {
+                seq,
+                capture_us,
+                ..self.meta
+            },
+            pixels: self.pixels.clone(),
+        }
+    }
+
+    /// Whether both frames show the very same pixel buffer (not merely equal bytes).
+    pub fn shares_pixels(&self, other: &Frame) -> bool {
+        self.pixels.ptr_eq(&other.pixels)
     }
 
     pub fn meta(&self) -> &FrameMeta {
-        &self.0.meta
+        &self.meta
     }
 
     /// All pixel bytes, row padding included.
     pub fn pixels(&self) -> &[u8] {
-        &self.0.pixels
+        &self.pixels
     }
 
     /// The rows without their padding, `width * 4` bytes each.
@@ -199,12 +222,70 @@ impl Frame {
     }
 }
 
-/// Recycles pixel buffers: a buffer taken from the pool goes back to it when its last
-/// user drops it. Cloning the pool shares it.
+/// The bytes of one buffer and the pool it goes back to. Always behind an `Arc`; the
+/// pool keeps the `Arc` itself, so a recycled buffer costs no allocation at all.
+struct PixelData {
+    bytes: Vec<u8>,
+    /// Weak, so that idle buffers queued in the pool's channel do not keep that channel
+    /// (and so themselves) alive once every handle to the pool is gone.
+    home: Option<flume::WeakSender<Arc<PixelData>>>,
+}
+
+/// Hands `arc` back to its pool if this is the last handle to it; otherwise (or with
+/// no pool, or a full or dropped one) just lets go of this handle.
+fn release(mut arc: Arc<PixelData>) {
+    // `get_mut` succeeds only for the last handle (no weak references are ever made),
+    // and from then on nobody else can reach the buffer. Two last handles dropped at
+    // the same instant on two threads may both see the other and neither recycle: the
+    // buffer is then freed, and the pool allocates once more later. Never unsound,
+    // only a missed reuse.
+    let Some(data) = Arc::get_mut(&mut arc) else {
+        return;
+    };
+    let Some(home) = data.home.as_ref().and_then(flume::WeakSender::upgrade) else {
+        return;
+    };
+    // A full or closed pool just lets the buffer go.
+    let _ = home.try_send(arc);
+}
+
+/// A frame's shared, read-only pixels. The last clone dropped returns the buffer
+/// (`Arc` and all) to its pool.
+#[derive(Clone)]
+struct Pixels(Option<Arc<PixelData>>);
+
+impl Pixels {
+    fn ptr_eq(&self, other: &Pixels) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Deref for Pixels {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // Always `Some` but while being dropped.
+        self.0.as_deref().map_or(&[], |data| &data.bytes)
+    }
+}
+
+impl Drop for Pixels {
+    fn drop(&mut self) {
+        if let Some(arc) = self.0.take() {
+            release(arc);
+        }
+    }
+}
+
+/// Recycles pixel buffers: a buffer taken from the pool goes back to it — the `Arc`
+/// that frames share, not only its bytes — when its last user drops it. Cloning the
+/// pool shares it.
 #[derive(Clone)]
 pub struct FramePool {
-    tx: flume::Sender<Vec<u8>>,
-    rx: flume::Receiver<Vec<u8>>,
+    tx: flume::Sender<Arc<PixelData>>,
+    rx: flume::Receiver<Arc<PixelData>>,
 }
 
 impl FramePool {
@@ -217,23 +298,30 @@ impl FramePool {
     /// A buffer of exactly `len` bytes. Its contents are unspecified (a recycled buffer
     /// keeps old pixels): the caller overwrites all of it.
     pub fn take(&self, len: usize) -> PooledBuf {
-        let data = match self.rx.try_recv() {
-            // The usual case, frames of one size: reused as it is, nothing written.
-            Ok(data) if data.len() == len => data,
-            // A buffer that fits and is not much larger: only growth writes (zeroes).
-            Ok(mut data) if data.capacity() >= len && data.capacity() / 2 <= len => {
-                data.resize(len, 0);
-                data
+        let recycled = self.rx.try_recv().ok().and_then(|mut arc| {
+            // Only the last handle is ever queued, so the pool holds it alone.
+            let bytes = &mut Arc::get_mut(&mut arc)?.bytes;
+            if bytes.len() == len {
+                // The usual case, frames of one size: reused as it is, nothing written.
+            } else if bytes.capacity() >= len && bytes.capacity() / 2 <= len {
+                // A buffer that fits and is not much larger: only growth writes (zeroes).
+                bytes.resize(len, 0);
+            } else {
+                // Too small, or much larger than needed (let go, not kept for small
+                // frames): a fresh zeroed allocation below.
+                return None;
             }
-            // Otherwise a fresh zeroed allocation, whose pages the system provides only
-            // as they are written: a frame declared large but never sent costs no
-            // memory. (A much larger idle buffer is let go, not kept for small frames.)
-            _ => vec![0u8; len],
-        };
-        PooledBuf {
-            data,
-            home: Some(self.tx.clone()),
-        }
+            Some(arc)
+        });
+        let arc = recycled.unwrap_or_else(|| {
+            // A fresh zeroed allocation, whose pages the system provides only as they
+            // are written: a frame declared large but never sent costs no memory.
+            Arc::new(PixelData {
+                bytes: vec![0u8; len],
+                home: Some(self.tx.downgrade()),
+            })
+        });
+        PooledBuf(Some(arc))
     }
 
     /// Idle buffers in the pool now.
@@ -242,37 +330,47 @@ impl FramePool {
     }
 }
 
-/// A byte buffer that returns to its pool when dropped.
-pub struct PooledBuf {
-    data: Vec<u8>,
-    home: Option<flume::Sender<Vec<u8>>>,
-}
+/// A writable byte buffer, held alone until it becomes a [`Frame`]'s pixels; it returns
+/// to its pool when dropped.
+pub struct PooledBuf(Option<Arc<PixelData>>);
 
 impl PooledBuf {
     /// A buffer that belongs to no pool.
     pub fn detached(data: Vec<u8>) -> PooledBuf {
-        PooledBuf { data, home: None }
+        PooledBuf(Some(Arc::new(PixelData {
+            bytes: data,
+            home: None,
+        })))
+    }
+
+    fn into_shared(mut self) -> Pixels {
+        Pixels(self.0.take())
     }
 }
 
 impl Deref for PooledBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.data
+        // Always `Some` but while being dropped or shared.
+        self.0.as_deref().map_or(&[], |data| &data.bytes)
     }
 }
 
 impl DerefMut for PooledBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.data
+        // A `PooledBuf` is the one handle to its buffer (made fresh, or queued in the
+        // pool only once unique, and never cloned), so `get_mut` always succeeds.
+        match self.0.as_mut().and_then(Arc::get_mut) {
+            Some(data) => &mut data.bytes,
+            None => &mut [],
+        }
     }
 }
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        if let Some(home) = self.home.take() {
-            // A full or closed pool just lets the buffer go.
-            let _ = home.try_send(std::mem::take(&mut self.data));
+        if let Some(arc) = self.0.take() {
+            release(arc);
         }
     }
 }
@@ -294,6 +392,66 @@ mod tests {
             ptr,
             "the same allocation is handed out again"
         );
+    }
+
+    #[test]
+    fn a_republished_frame_shares_its_pixels_under_a_new_header() {
+        let pool = FramePool::new(2);
+        let g = FrameGeometry::rgba8(64, 32);
+        let src: Vec<u8> = (0..g.total_len()).map(|i| (i % 253) as u8).collect();
+        let first = Frame::copied(g, 1, 100, &src, &pool);
+        let again = first.with_seq(2, 200);
+        assert_eq!(again.pixels().as_ptr(), first.pixels().as_ptr());
+        assert!(again.shares_pixels(&first));
+        assert_eq!((again.meta().seq, again.meta().capture_us), (2, 200));
+        assert_eq!(
+            FrameMeta {
+                seq: 1,
+                capture_us: 100,
+                ..*again.meta()
+            },
+            *first.meta(),
+            "geometry and checksum are kept"
+        );
+        let other = Frame::copied(g, 3, 300, &src, &pool);
+        assert!(!other.shares_pixels(&first), "equal bytes, another buffer");
+    }
+
+    #[test]
+    fn pixels_go_back_to_the_pool_only_with_their_last_frame() {
+        let pool = FramePool::new(2);
+        let g = FrameGeometry::rgba8(16, 16);
+        let frame = Frame::new(g, 1, 0, pool.take(g.total_len()));
+        let ptr = frame.pixels().as_ptr();
+        let republished = frame.with_seq(2, 0);
+        let peer_copy = republished.clone();
+        drop(frame);
+        drop(republished);
+        assert_eq!(pool.idle(), 0, "a frame still holds the pixels");
+        drop(peer_copy);
+        assert_eq!(pool.idle(), 1);
+        let next = Frame::new(g, 3, 0, pool.take(g.total_len()));
+        assert_eq!(next.pixels().as_ptr(), ptr, "the same buffer, reused");
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[test]
+    fn an_unused_buffer_goes_back_to_the_pool() {
+        let pool = FramePool::new(1);
+        drop(pool.take(100));
+        drop(pool.take(100));
+        assert_eq!(pool.idle(), 1, "at most `capacity` idle buffers are kept");
+        let detached = PooledBuf::detached(vec![1, 2, 3]);
+        drop(detached);
+        assert_eq!(pool.idle(), 1, "a detached buffer belongs to no pool");
+    }
+
+    #[test]
+    fn a_buffer_outliving_its_pool_is_simply_freed() {
+        let pool = FramePool::new(1);
+        let buf = pool.take(10);
+        drop(pool);
+        drop(buf);
     }
 
     #[test]
