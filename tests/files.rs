@@ -87,6 +87,50 @@ fn listing(dir: &Path) -> Vec<String> {
 // Resume, frames beside files, cancels
 // ---------------------------------------------------------------------------------------
 
+/// The receiver is back on a new connection while the sender's old one still looks
+/// alive (its far end vanished without a word): when that one finally times out, the
+/// transfer resumes on the new connection, not on the dead one.
+#[test]
+fn a_transfer_resumes_when_the_old_connection_ends_after_the_peer_is_back() {
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    let content = random_bytes(16 << 20, 11);
+    let path = write_file(files.path(), "late.bin", &content);
+
+    let sender = listening_sender("file sender");
+    let proxy = Proxy::start(listen_addr(&sender), 40_000_000);
+    let viewer = receiving_viewer(proxy.addr, received.path());
+    wait_connected(&sender, "the receiver connects through the proxy");
+    wait_connected(&viewer, "the receiver is connected");
+
+    sender.offer_file(&path, None).unwrap();
+    wait_transfer(&viewer, "a quarter of the file to arrive", |all| {
+        all.iter().any(|t| t.done_bytes >= content.len() as u64 / 4)
+    });
+    proxy.cut_dialer_side();
+    // The receiver redials at once; the sender serves the new connection beside the
+    // old, silent one.
+    let deadline = Instant::now() + PATIENCE;
+    while sender.peers().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver came back beside the old link"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let (ok, message) = file_sent(&sender);
+    assert!(ok, "the file was confirmed after the resume: {message}");
+    let stored = wait_event_for(&viewer, PATIENCE, "the stored file", |e| match e {
+        Event::FileReceived { path, .. } => Some(path.clone()),
+        _ => None,
+    });
+    assert!(std::fs::read(&stored).unwrap() == content, "bytes equal");
+    let outgoing = transfer(&sender, Direction::Outgoing).unwrap();
+    assert!(matches!(outgoing.state, TransferState::Done { .. }));
+    assert_eq!(outgoing.resumes, 1, "the sender resumed once");
+}
+
 #[test]
 fn a_transfer_cut_by_a_dropped_connection_resumes_and_completes() {
     let files = tempfile::tempdir().unwrap();

@@ -373,7 +373,7 @@ fn run_link_inner(
     let _ = worker.join();
     // The peer may be back already on a new connection (it redialed before this one
     // was torn down): resume there.
-    if let Some(other) = shared.connected_slot_of(hello.instance) {
+    if let Some(other) = shared.connected_slot_of(hello.instance, slot.id) {
         resume_outgoing_files(shared, &other);
     }
 

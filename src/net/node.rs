@@ -411,14 +411,19 @@ impl Shared {
         lock(&self.peers).clone()
     }
 
-    /// A connected peer whose process is `instance` (0 matches nothing).
-    pub fn connected_slot_of(&self, instance: u64) -> Option<Arc<PeerSlot>> {
+    /// Another slot than `except` whose live connection is from peer `instance`: where a
+    /// peer that redialed before its old connection was torn down now is. The old slot
+    /// itself still reads as connected while it is being torn down, so it is skipped.
+    pub fn connected_slot_of(&self, instance: u64, except: PeerId) -> Option<Arc<PeerSlot>> {
         if instance == 0 {
             return None;
         }
         lock(&self.peers)
             .iter()
             .find(|s| {
+                if s.id == except || lock(&s.link).is_none() {
+                    return false;
+                }
                 let info = lock(&s.info);
                 info.instance == instance && info.state == PeerState::Connected
             })

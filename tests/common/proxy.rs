@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 pub struct Proxy {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// Target-side sockets kept open, silent, after a cut of the dialer side only.
+    held: Mutex<Vec<TcpStream>>,
+    /// Set by a cut of the dialer side only: the pumps leave the target's side open.
+    spare_target: Arc<AtomicBool>,
     /// Bytes passed from the target (the listening node) to the dialer.
     pub to_dialer: Arc<AtomicU64>,
 }
@@ -25,6 +29,8 @@ impl Proxy {
         let conns = Arc::new(Mutex::new(Vec::new()));
         let to_dialer = Arc::new(AtomicU64::new(0));
         let (c, counter) = (conns.clone(), to_dialer.clone());
+        let spare_target = Arc::new(AtomicBool::new(false));
+        let spare = spare_target.clone();
         std::thread::spawn(move || {
             for dialer in listener.incoming() {
                 let Ok(dialer) = dialer else { continue };
@@ -36,15 +42,36 @@ impl Proxy {
                     .extend([dialer.try_clone().unwrap(), upstream.try_clone().unwrap()]);
                 let (d2, u2) = (dialer.try_clone().unwrap(), upstream.try_clone().unwrap());
                 let down = counter.clone();
-                std::thread::spawn(move || pump(upstream, dialer, bytes_per_sec, &down));
+                let (spare_down, spare_up) = (spare.clone(), spare.clone());
+                std::thread::spawn(move || {
+                    pump(upstream, dialer, bytes_per_sec, &down, (&spare_down, true))
+                });
                 let up = Arc::new(AtomicU64::new(0));
-                std::thread::spawn(move || pump(d2, u2, bytes_per_sec, &up));
+                std::thread::spawn(move || pump(d2, u2, bytes_per_sec, &up, (&spare_up, false)));
             }
         });
         Proxy {
             addr,
             conns,
+            held: Mutex::new(Vec::new()),
+            spare_target,
             to_dialer,
+        }
+    }
+
+    /// Kills the dialer's side of every connection through the proxy, while the
+    /// target's side stays open and goes silent (as a link whose far end vanished):
+    /// the dialer notices at once, the target only by its keepalive.
+    pub fn cut_dialer_side(&self) {
+        self.spare_target.store(true, Relaxed);
+        let mut conns = self.conns.lock().unwrap();
+        let mut held = self.held.lock().unwrap();
+        for (i, s) in conns.drain(..).enumerate() {
+            if i % 2 == 0 {
+                let _ = s.shutdown(Shutdown::Both);
+            } else {
+                held.push(s);
+            }
         }
     }
 
@@ -56,7 +83,15 @@ impl Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, bytes_per_sec: u64, counter: &AtomicU64) {
+/// Copies `from` to `to` at `bytes_per_sec`; at the end shuts both down, but for the
+/// target's side (`from` when `spare.1`, else `to`) once `spare.0` is set.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    bytes_per_sec: u64,
+    counter: &AtomicU64,
+    spare: (&AtomicBool, bool),
+) {
     let start = Instant::now();
     let mut total = 0u64;
     let mut buf = vec![0u8; 32 << 10];
@@ -75,6 +110,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, bytes_per_sec: u64, counter: &At
             std::thread::sleep(wait);
         }
     }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
+    let (spared, target_is_from) = spare;
+    let spared = spared.load(Relaxed);
+    if !(spared && target_is_from) {
+        let _ = from.shutdown(Shutdown::Both);
+    }
+    if !(spared && !target_is_from) {
+        let _ = to.shutdown(Shutdown::Both);
+    }
 }
