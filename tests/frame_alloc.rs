@@ -1,8 +1,7 @@
 //! Steady-state frames allocate nothing: a counting global allocator counts every
 //! allocation the measuring thread makes while frames are filled in a warm pool's
-//! buffers, shared, re-published and dropped. (`Frame::copied` still makes one small
-//! allocation per frame: the streaming XXH3 hasher's state, made anew by
-//! `protocol::Checksum::new`.)
+//! buffers, shared, re-published and dropped. (`tests/net_alloc.rs` does the same for
+//! the whole network path, over every thread.)
 
 // The crate denies unsafe code; this test-only global allocator is the one exception,
 // since `GlobalAlloc` is an unsafe trait. It forwards every call to `System` unchanged.

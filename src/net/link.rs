@@ -619,7 +619,9 @@ impl Reader {
             self.shared.files.clone(),
             peer,
         );
-        let mut scratch = Vec::new();
+        // Sized for every control message but the rare large text or hello, so the
+        // steady state never grows it.
+        let mut scratch = Vec::with_capacity(4 << 10);
         let mut cancels_seen = 0;
         let takes_frames = self
             .shared

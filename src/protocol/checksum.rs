@@ -6,6 +6,8 @@
 
 use std::hash::Hasher as _;
 
+use twox_hash::xxhash3_64::{RawHasher, SecretBuffer, DEFAULT_SECRET_LENGTH};
+
 /// XXH3-64 of `bytes` in one call.
 pub fn checksum(bytes: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot(bytes)
@@ -13,12 +15,22 @@ pub fn checksum(bytes: &[u8]) -> u64 {
 
 /// XXH3-64 over bytes that arrive in pieces: the same value as [`checksum`] of the
 /// pieces joined, whatever their sizes.
-#[derive(Clone, Default)]
-pub struct Checksum(twox_hash::XxHash3_64);
+///
+/// Built on twox-hash's `RawHasher` over the reference secret by `&'static` reference
+/// and an inline stripe buffer, so neither [`Checksum::new`] nor [`Checksum::reset`]
+/// allocates (its `XxHash3_64::new` boxes a copy of the 192-byte secret every time).
+#[derive(Clone)]
+pub struct Checksum(RawHasher<&'static [u8; DEFAULT_SECRET_LENGTH]>);
+
+impl Default for Checksum {
+    fn default() -> Checksum {
+        Checksum::new()
+    }
+}
 
 impl Checksum {
     pub fn new() -> Checksum {
-        Checksum::default()
+        Checksum(RawHasher::new(SecretBuffer::default()))
     }
 
     pub fn update(&mut self, piece: &[u8]) {
