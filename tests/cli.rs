@@ -282,6 +282,84 @@ fn bad_inputs_fail_with_a_clear_message_and_exit_code() {
     assert!(String::from_utf8_lossy(&fps.stderr).contains("--fps"));
 }
 
+/// Each error says its cause once, and a hint only where it fits.
+#[test]
+fn errors_name_their_cause_once_and_hint_only_where_it_fits() {
+    let missing = run_to_end(&["serve", "/nonexistent/pic.png", "--listen", "127.0.0.1:0"]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("cannot open /nonexistent/pic.png"), "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause is said once: {err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let busy = run_to_end(&["serve", "pattern", "--listen", &addr, "--seconds", "1"]);
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert_eq!(busy.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {addr}"))
+            && err.contains("(is another texstream running there?)"),
+        "{err}"
+    );
+    assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
+
+    // A name that does not resolve is no other texstream's fault.
+    let unknown = run_to_end(&["serve", "pattern", "--listen", "no-such-host.invalid:7878"]);
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("cannot listen on no-such-host.invalid:7878"),
+        "{err}"
+    );
+    assert!(!err.contains("another texstream"), "no wrong hint: {err}");
+    // An image that is not one: its decoder's reason, once.
+    let tmp = tempfile::tempdir().unwrap();
+    let not_image = tmp.path().join("notes.txt");
+    std::fs::write(&not_image, "not a picture").unwrap();
+    let bad = run_to_end(&[
+        "serve",
+        not_image.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("not a readable image"), "{err}");
+    assert_eq!(err.matches("not recognized").count(), 1, "said once: {err}");
+    // A peer name that does not resolve, for a dialer: the lookup's reason, once.
+    let lost = run_to_end(&[
+        "send-file",
+        not_image.to_str().unwrap(),
+        "--connect",
+        "no-such-host.invalid:7878",
+        "--timeout-secs",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&lost.stderr);
+    assert_eq!(lost.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("no peer at no-such-host.invalid:7878")
+            && err.contains("resolving the address"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("resolving the address").count(),
+        1,
+        "said once: {err}"
+    );
+    // An address no interface has.
+    let foreign = run_to_end(&["serve", "pattern", "--listen", "192.0.2.1:7878"]);
+    let err = String::from_utf8_lossy(&foreign.stderr);
+    assert_eq!(foreign.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("no network interface here has that address")
+            && !err.contains("another texstream"),
+        "{err}"
+    );
+}
+
 #[test]
 fn every_subcommand_answers_help() {
     for sub in [

@@ -254,7 +254,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("texstream: error: {e:#}");
+            eprintln!("texstream: error: {}", error_chain(&e));
             let code = if let Some(e) = e.downcast_ref::<sendfile::SendFileError>() {
                 e.exit_code()
             } else if e.downcast_ref::<SourceError>().is_some() {
@@ -267,6 +267,21 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose words its
+/// parent's message already holds (as `cannot open X: {io error}` holds the I/O error)
+/// is not repeated.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let said = cause.to_string();
+        if !said.is_empty() && !line.contains(&said) {
+            line.push_str(": ");
+            line.push_str(&said);
+        }
+    }
+    line
 }
 
 /// The SIGUSR2 listing: one line per peer, to standard error.

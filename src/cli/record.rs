@@ -85,7 +85,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
                 for (n, frame) in png_rx {
                     if let Err(e) = save_png(&out, n, &frame) {
                         save_errors.fetch_add(1, Relaxed);
-                        tracing::error!("{e:#}");
+                        tracing::error!("{}", super::error_chain(&e));
                     }
                 }
             })?

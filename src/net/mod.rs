@@ -61,7 +61,7 @@ pub enum NetError {
     PeerStalled(Duration),
     #[error("peer said goodbye ({code:?}): {reason}")]
     Goodbye { code: GoodbyeCode, reason: String },
-    #[error("cannot listen on {addr}: {source} (is another texstream running there?)")]
+    #[error("cannot listen on {addr}: {source}{}", listen_hint(.source))]
     Listen {
         addr: String,
         #[source]
@@ -75,6 +75,17 @@ pub enum NetError {
     AuthFailed(String),
     #[error("{0}")]
     Tls(String),
+}
+
+/// What most likely stands in the way of a listen that failed with `e`, if anything
+/// more than its own message says.
+fn listen_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => " (is another texstream running there?)",
+        std::io::ErrorKind::AddrNotAvailable => " (no network interface here has that address)",
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root)",
+        _ => "",
+    }
 }
 
 impl NetError {
