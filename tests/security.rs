@@ -37,7 +37,7 @@ fn viewer(addr: std::net::SocketAddr, token: Option<&str>) -> Node {
 
 fn handshake_failure(node: &Node, what: &str) -> String {
     wait_event(node, what, |e| match e {
-        Event::HandshakeFailed { reason, .. } => Some(reason.clone()),
+        Event::HandshakeFailed { reason, .. } => Some(reason.to_string()),
         _ => None,
     })
 }
@@ -152,16 +152,38 @@ fn handshakes_and_connections_at_once_are_limited() {
     });
     drop(silent);
 
-    // Five connections at once at most: four more viewers, and the last is refused.
-    let more: Vec<Node> = (0..4)
+    // Five connections at once at most: five more viewers make six, and one of them
+    // stays out (its dials are refused, counted, and retried) while five are served.
+    let refused_before = s.stats().connections_refused;
+    let more: Vec<Node> = (0..5)
         .map(|i| dialing_viewer(&format!("v{i}"), addr))
         .collect();
+    let connected = |n: &Node| {
+        n.peers()
+            .iter()
+            .any(|p| p.state == texstream::net::PeerState::Connected)
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while s.peers().len() < 5 && Instant::now() < deadline {
+    while more.iter().filter(|n| connected(n)).count() < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s.peers().len(), 5, "five connections at most");
+    // Time for the sixth to be refused a few times over (its backoff is 20–200 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let served = s
+        .peers()
+        .iter()
+        .filter(|p| p.state == texstream::net::PeerState::Connected)
+        .count();
+    assert_eq!(served, 5, "five connections at most");
+    assert_eq!(
+        more.iter().filter(|n| connected(n)).count(),
+        4,
+        "one viewer of the six is kept out"
+    );
+    assert!(
+        s.stats().connections_refused > refused_before,
+        "the sixth was refused"
+    );
     lockstep(&s, &[&honest], FrameGeometry::rgba8(32, 32), 1..=2);
     drop(more);
 }
@@ -218,6 +240,7 @@ fn tls_viewer(addr: std::net::SocketAddr, dir: &std::path::Path, token: Option<&
     let mut c = with_token(fast_config(Role::Viewer), token);
     c.connect = vec![addr.to_string()];
     c.tls = Some(tls_in(dir));
+    c.files_dir = Some(dir.join("received"));
     c.backoff_initial = Duration::from_millis(200);
     c.backoff_max = Duration::from_millis(400);
     Node::start(c).unwrap()
@@ -249,6 +272,24 @@ fn tls_carries_frames_byte_exact_and_the_viewer_remembers_the_fingerprint() {
         _ => None,
     });
     assert_eq!(text, "over tls");
+    let file = sd.path().join("over tls.bin");
+    let body: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i * 2_654_435_761 >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &body).unwrap();
+    assert_eq!(s.send_file(&file).unwrap(), 1, "the TLS viewer takes files");
+    let stored = wait_event(&v, "the file over TLS", |e| match e {
+        Event::FileReceived { path, .. } => Some(path.clone()),
+        _ => None,
+    });
+    assert!(std::fs::read(&stored).unwrap() == body, "bytes equal");
+    let sent = wait_event(&s, "the receiver's verdict", |e| match e {
+        Event::FileSent { ok, .. } => Some(*ok),
+        _ => None,
+    });
+    assert!(sent, "the receiver confirmed the file");
+    assert_eq!(s.peers().len(), 1, "still the one session");
+    assert!(s.peers()[0].encrypted);
 }
 
 #[test]

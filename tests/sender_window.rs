@@ -326,6 +326,61 @@ fn a_dropped_animation_plays_and_other_files_are_sent() {
     });
 }
 
+/// Aborts the whole test process with `what` if [`Watchdog::pet`] is not called for
+/// `limit`: a window step that blocks fails the test instead of hanging it.
+struct Watchdog {
+    last: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Watchdog {
+    fn start(what: &'static str, limit: Duration) -> Watchdog {
+        let last = std::sync::Arc::new(std::sync::Mutex::new(Some(Instant::now())));
+        let watched = last.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let Some(at) = *watched.lock().unwrap() else {
+                return;
+            };
+            if at.elapsed() > limit {
+                // Straight to stderr: the test's captured output is lost with the abort.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{what}: blocked for over {limit:?}; aborting the test process"
+                );
+                std::process::abort();
+            }
+        });
+        Watchdog { last }
+    }
+
+    fn pet(&self) {
+        *self.last.lock().unwrap() = Some(Instant::now());
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        *self.last.lock().unwrap() = None;
+    }
+}
+
+/// The count the window itself shows in "N frames published, …".
+fn shown_published(harness: &Harness<'_, SenderApp>) -> u64 {
+    use egui_kittest::kittest::NodeT;
+    // A label's text is its accesskit value.
+    let label = harness
+        .get_by_label_contains("frames published")
+        .accesskit_node()
+        .value()
+        .expect("the stats line has a text");
+    label
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {label:?}"))
+}
+
 #[test]
 fn four_stalled_viewers_never_stop_the_window() {
     if !gpu_present("stalled viewers") {
@@ -333,6 +388,9 @@ fn four_stalled_viewers_never_stop_the_window() {
     }
     use std::io::{Read, Write};
     let mut harness = sender_harness(Some(PathBuf::from("pattern")));
+    // One frame streamed per window frame: what is published is what the window drove.
+    harness.get_by_label("Every UI frame").click();
+    harness.run_steps(2);
     let addr = harness.state().node().local_addr().unwrap();
     // Four viewers that say hello and then never read a byte.
     let stalled: Vec<std::net::TcpStream> = (0..4)
@@ -357,14 +415,21 @@ fn four_stalled_viewers_never_stop_the_window() {
             s
         })
         .collect();
+    // From here the window keeps stepping (no step may block: the watchdog ends the
+    // process) and keeps showing new frames streamed while every viewer's socket is full.
+    let watchdog = Watchdog::start("a sender window step", Duration::from_secs(10));
     step_until(&mut harness, "four viewers", |h| {
+        watchdog.pet();
         h.state().node().peers().len() == 4
     });
-    // The window keeps stepping and streaming while every viewer's socket is full.
-    let before = harness.state().frames_published();
-    step_until(&mut harness, "60 more frames published", |h| {
-        h.state().frames_published() >= before + 60
+    let before = shown_published(&harness);
+    let mut steps = 0u64;
+    step_until(&mut harness, "the window to show 60 more frames", |h| {
+        watchdog.pet();
+        steps += 1;
+        shown_published(h) >= before + 60
     });
+    drop(watchdog);
     let skipped: u64 = harness
         .state()
         .node()
@@ -372,7 +437,14 @@ fn four_stalled_viewers_never_stop_the_window() {
         .iter()
         .map(|p| p.frames_skipped)
         .sum();
-    assert!(skipped > 0, "stalled viewers should be skipping frames");
+    assert!(
+        skipped > 0,
+        "the stalled viewers' sockets filled and they skipped frames"
+    );
+    assert!(
+        steps >= 60,
+        "one frame per window step at most: {steps} steps"
+    );
     drop(stalled);
 }
 

@@ -121,44 +121,59 @@ fn the_viewer_window_shows_the_sent_image() {
     {
         return skip("xwd is not installed (apt-get install x11-apps)");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
     let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/texstream.png");
     let tmp = tempfile::tempdir().unwrap();
-    let spawn = |args: &[&str]| {
+    let files = tmp.path().to_str().unwrap();
+    let spawn = |args: &[&str], stdout: Stdio| {
         Killed(
             Command::new(BIN)
                 .args(args)
                 .env("RUST_LOG", "texstream=warn")
-                .stdout(Stdio::null())
+                .stdout(stdout)
                 .spawn()
                 .unwrap(),
         )
     };
-    let files = tmp.path().to_str().unwrap();
-    let _viewer = spawn(&[
-        "view",
-        "--connect",
-        &addr,
-        "--position",
-        "0,0",
-        "--files-dir",
-        files,
-    ]);
-    let _sender = spawn(&[
-        "send",
-        image.to_str().unwrap(),
-        "--listen",
-        &addr,
-        "--position",
-        "1120,0",
-        "--files-dir",
-        files,
-    ]);
+    // The sender takes a free port itself and says which; nothing else can take it
+    // between a probe and the bind.
+    let mut sender = spawn(
+        &[
+            "send",
+            image.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--position",
+            "1120,0",
+            "--files-dir",
+            files,
+        ],
+        Stdio::piped(),
+    );
+    let addr = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(sender.0.stdout.take().unwrap()).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+            .expect("the sender says where it listens");
+        // Keep reading, so the sender never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        addr
+    };
+    let _viewer = spawn(
+        &[
+            "view",
+            "--connect",
+            &addr,
+            "--position",
+            "0,0",
+            "--files-dir",
+            files,
+        ],
+        Stdio::null(),
+    );
+    let _sender = sender;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = None;
