@@ -241,3 +241,47 @@ fn a_sender_stopped_in_the_middle_of_a_large_frame_ends_the_link_in_order() {
     let (code, lines) = serve.finish(Duration::from_secs(15));
     assert_eq!(code, 0, "serve stops cleanly: {lines:?}");
 }
+
+#[test]
+fn a_flood_of_bad_handshakes_logs_a_few_warnings_not_one_per_connection() {
+    let serve = Proc::start(&[
+        "serve",
+        "pattern",
+        "--size",
+        "64x64",
+        "--fps",
+        "5",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr: SocketAddr = serve.listen_addr().parse().unwrap();
+    // 200 hosts' worth of junk: each a connection that sends bytes that are no preamble.
+    for i in 0..200u32 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(format!("GET /{i} HTTP/1.1\r\nHost: texstream\r\n\r\n").as_bytes());
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+    }
+    // An honest viewer still gets in and gets a frame.
+    let (mut peer, _) = RawPeer::handshaken(
+        addr,
+        raw_hello(Role::Viewer, Capabilities::FRAMES_IN, "honest"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(peer.read_message(), Message::FrameStart(_)) {
+        assert!(Instant::now() < deadline, "the honest viewer got no frame");
+    }
+    drop(peer);
+    serve.signal("TERM");
+    let (_, lines) = serve.finish(Duration::from_secs(10));
+    let warnings: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("handshake failed"))
+        .collect();
+    assert!(
+        !warnings.is_empty() && warnings.len() <= 5,
+        "200 bad handshakes gave {} warning lines, expected 1 to 5: {warnings:#?}",
+        warnings.len()
+    );
+}

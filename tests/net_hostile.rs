@@ -100,7 +100,7 @@ impl Fixture {
     /// checks the reason names the problem.
     fn reason_for(&self, peer: SocketAddr, phrase: &str) -> String {
         let reason = wait_event(&self.node, &format!("a report on {peer}"), |e| match e {
-            Event::HandshakeFailed { addr, reason } if *addr == peer => Some(reason.clone()),
+            Event::HandshakeFailed { addr, reason } if *addr == peer => Some(reason.to_string()),
             Event::PeerDisconnected {
                 addr: Some(addr),
                 reason,

@@ -360,7 +360,7 @@ fn a_full_node_says_so_and_keeps_serving_its_peers() {
     }
     third.expect_closed(Duration::from_secs(5), "the refused third peer");
     let reason = wait_event(&sender, "the refusal to be reported", |e| match e {
-        Event::HandshakeFailed { addr, reason } if *addr == third_addr => Some(reason.clone()),
+        Event::HandshakeFailed { addr, reason } if *addr == third_addr => Some(reason.to_string()),
         _ => None,
     });
     assert!(reason.contains("full"), "reason: {reason}");
@@ -377,7 +377,7 @@ fn a_full_node_says_so_and_keeps_serving_its_peers() {
         if let Ok(Event::HandshakeFailed { reason, .. }) =
             d.events().recv_timeout(Duration::from_millis(50))
         {
-            assert!(reason.contains("full"), "reason: {reason}");
+            assert!(reason.to_string().contains("full"), "reason: {reason}");
             refusals += 1;
         }
     }

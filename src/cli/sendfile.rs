@@ -201,8 +201,9 @@ fn offer_when_connected(
             return Err(SendFileError::Unreachable(why).into());
         }
         for event in node.events().try_iter() {
+            // The node logs it already (rate-limited where a peer can cause it).
             if let Event::HandshakeFailed { addr, reason } = event {
-                tracing::warn!("handshake with {addr} failed: {reason}");
+                tracing::debug!("handshake with {addr} failed: {reason}");
             }
         }
         if let Ok(ControlSignal::Stop) = signals.rx.recv_timeout(Duration::from_millis(20)) {

@@ -799,7 +799,12 @@ impl Reader {
                 }
             }
             FileOutcome::Failed { name, reason } => {
-                tracing::warn!("file {name} from {} failed: {reason}", self.addr);
+                match self.shared.may_warn(super::node::PeerWarning::File) {
+                    Some(note) => {
+                        tracing::warn!("file {name} from {} failed: {reason}{note}", self.addr);
+                    }
+                    None => tracing::debug!("file {name} from {} failed: {reason}", self.addr),
+                }
                 Event::FileFailed { peer, name, reason }
             }
         });

@@ -14,7 +14,8 @@ use super::files::{FileShelf, OutgoingFile};
 use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side, Token};
 use super::keepalive::KeepaliveConfig;
 use super::link::{lock, run_link, LinkHandle, Transport, FILE_BUFFERS_PER_LINK};
-use super::reason::{LinkEnd, Severity};
+use super::ratelimit::{Verdict, WarnLimiter};
+use super::reason::{HandshakeFailure, LinkEnd, Severity};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
 use super::tls::Tls;
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
@@ -164,7 +165,7 @@ pub enum Event {
     /// wrong version, node full).
     HandshakeFailed {
         addr: SocketAddr,
-        reason: String,
+        reason: HandshakeFailure,
     },
     Text {
         peer: PeerId,
@@ -280,9 +281,34 @@ pub(crate) struct Shared {
     frames_tx: flume::Sender<Frame>,
     frames_evict: flume::Receiver<Frame>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Rate limits for the warnings any host that reaches us can cause.
+    peer_warnings: Mutex<[WarnLimiter; PeerWarning::KINDS]>,
+}
+
+/// Kinds of warning a peer (or any host that reaches the port) can cause, each
+/// rate-limited on its own so a flood of one kind does not hide the others.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PeerWarning {
+    Handshake = 0,
+    Auth = 1,
+    Disconnect = 2,
+    File = 3,
+}
+
+impl PeerWarning {
+    const KINDS: usize = 4;
 }
 
 impl Shared {
+    /// Whether a warning of `kind` may be logged now; `Some` holds the note to end it
+    /// with (how many like it were held back). `None`: log it at debug only.
+    pub(crate) fn may_warn(&self, kind: PeerWarning) -> Option<String> {
+        match lock(&self.peer_warnings)[kind as usize].check(Instant::now()) {
+            Verdict::Log { held_back } => Some(super::ratelimit::held_back_note(held_back)),
+            Verdict::Suppress => None,
+        }
+    }
+
     pub fn emit(&self, event: Event) {
         if self.events_tx.try_send(event).is_err() {
             let n = self.counters.events_dropped.fetch_add(1, Relaxed);
@@ -498,10 +524,14 @@ impl Shared {
         f.last = now;
         f.blocked_until = auth_block(f.count).map(|d| now + d);
         self.counters.auth_failures.fetch_add(1, Relaxed);
-        tracing::warn!(
-            "authentication failed for {ip} ({} time(s) in a row)",
-            f.count
-        );
+        let count = f.count;
+        drop(failures);
+        match self.may_warn(PeerWarning::Auth) {
+            Some(note) => {
+                tracing::warn!("authentication failed for {ip} ({count} time(s) in a row){note}")
+            }
+            None => tracing::debug!("authentication failed for {ip} ({count} time(s) in a row)"),
+        }
     }
 
     fn auth_succeeded(&self, ip: std::net::IpAddr) {
@@ -567,11 +597,21 @@ impl Shared {
         if matches!(error, NetError::Protocol(_)) {
             self.counters.protocol_errors.fetch_add(1, Relaxed);
         }
-        tracing::warn!("handshake failed: {error}, with {addr}");
-        self.emit(Event::HandshakeFailed {
-            addr,
-            reason: error.to_string(),
-        });
+        self.report_handshake_failure(addr, HandshakeFailure::from(error));
+    }
+
+    /// Logs (rate-limited where a peer can cause it) and reports a connection that
+    /// never became a link.
+    fn report_handshake_failure(&self, addr: SocketAddr, reason: HandshakeFailure) {
+        let note = match reason.severity() {
+            Severity::Warn => self.may_warn(PeerWarning::Handshake),
+            Severity::Info => None,
+        };
+        match note {
+            Some(note) => tracing::warn!("handshake failed: {reason}, with {addr}{note}"),
+            None => tracing::debug!("handshake failed: {reason}, with {addr}"),
+        }
+        self.emit(Event::HandshakeFailed { addr, reason });
     }
 
     fn remove_slot(&self, id: PeerId) {
@@ -723,6 +763,7 @@ impl Node {
             frames_evict: frames.clone(),
             frames_tx,
             threads: Mutex::new(Vec::new()),
+            peer_warnings: Mutex::new(std::array::from_fn(|_| WarnLimiter::default())),
             config,
         });
         if let (Some(listener), Some(addr)) = (listener, local_addr) {
@@ -1147,8 +1188,7 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
             reason: reason.clone(),
         };
         if conn.refuse(shared, &bye).is_ok() {
-            tracing::warn!("refused {addr}: {reason}");
-            shared.emit(Event::HandshakeFailed { addr, reason });
+            shared.report_handshake_failure(addr, HandshakeFailure::RefusedHere { code, reason });
         }
         return;
     }
@@ -1179,7 +1219,6 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
     let Some(slot) = shared.new_accepted_slot(addr) else {
         let max = config.max_peers.unwrap_or_default();
         let reason = format!("this node is full: it serves at most {max} peers");
-        tracing::warn!("refused {addr}: {reason}");
         let mut bye = Vec::new();
         encode(
             &Message::Goodbye {
@@ -1192,7 +1231,13 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
         let _ = writer.write_all(&bye);
         let _ = writer.flush();
         let _ = transport.socket.shutdown(Shutdown::Both);
-        shared.emit(Event::HandshakeFailed { addr, reason });
+        shared.report_handshake_failure(
+            addr,
+            HandshakeFailure::RefusedHere {
+                code: GoodbyeCode::Full,
+                reason,
+            },
+        );
         return;
     };
     let reason = run_link(shared, &slot, transport, handshaken);
@@ -1204,9 +1249,15 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
 fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: LinkEnd) {
     // Reported to the application, which chooses how loudly to say it; the library
     // logs it at debug, or at warn for what points at a broken peer or network.
-    match reason.severity() {
-        Severity::Warn => tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
-        Severity::Info => tracing::debug!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
+    let note = match reason.severity() {
+        Severity::Warn => shared.may_warn(PeerWarning::Disconnect),
+        Severity::Info => None,
+    };
+    match note {
+        Some(note) => {
+            tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}{note}");
+        }
+        None => tracing::debug!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
     }
     lock(&slot.info).last_error = Some(reason.to_string());
     shared.emit(Event::PeerDisconnected {

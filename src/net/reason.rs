@@ -1,5 +1,6 @@
-//! Why a link ended, as a type: the node reports it in [`super::Event::PeerDisconnected`],
-//! and the log level comes from a `match` on it, never from its text.
+//! Why a link ended, or why a connection never became one, as types: the node reports
+//! them in [`super::Event::PeerDisconnected`] and [`super::Event::HandshakeFailed`], and
+//! the log level comes from a `match` on them, never from their text.
 
 use std::time::Duration;
 
@@ -114,6 +115,114 @@ impl std::fmt::Display for LinkEnd {
     }
 }
 
+/// Why a connection never became a link: refused before or in its handshake, or a
+/// handshake that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// This node turned the connection away (a limit, an address's penalty, full);
+    /// the goodbye it sent carries `code` and `reason`.
+    RefusedHere { code: GoodbyeCode, reason: String },
+    /// The peer turned us away with a goodbye (full, wrong token, …).
+    RefusedByPeer { code: GoodbyeCode, reason: String },
+    /// The handshake did not finish in time.
+    Timeout(Duration),
+    /// The connection closed before the handshake finished; what was expected there.
+    Closed(&'static str),
+    /// The token did not check out (ours, or the peer's).
+    AuthFailed(String),
+    /// The TLS session could not be set up (or the certificate changed).
+    Tls(String),
+    /// The peer's bytes broke the protocol.
+    Protocol(ProtocolError),
+    /// The connection failed under us: what was being done.
+    Io {
+        context: &'static str,
+        kind: std::io::ErrorKind,
+        message: String,
+    },
+}
+
+impl HandshakeFailure {
+    /// Every handshake failure points at a peer or a network that went wrong — any
+    /// host that reaches the port can cause one — except a peer that is full or
+    /// turned us away in the normal way, and this node's own refusals for a limit.
+    pub fn severity(&self) -> Severity {
+        match self {
+            HandshakeFailure::RefusedByPeer { code, .. } => match code {
+                GoodbyeCode::Full | GoodbyeCode::Normal | GoodbyeCode::Kicked => Severity::Info,
+                GoodbyeCode::ProtocolError
+                | GoodbyeCode::Timeout
+                | GoodbyeCode::AuthFailed
+                | GoodbyeCode::Other => Severity::Warn,
+            },
+            HandshakeFailure::RefusedHere { .. }
+            | HandshakeFailure::Timeout(_)
+            | HandshakeFailure::Closed(_)
+            | HandshakeFailure::AuthFailed(_)
+            | HandshakeFailure::Tls(_)
+            | HandshakeFailure::Protocol(_) => Severity::Warn,
+            HandshakeFailure::Io { .. } => Severity::Info,
+        }
+    }
+}
+
+impl From<&super::NetError> for HandshakeFailure {
+    fn from(e: &super::NetError) -> HandshakeFailure {
+        use super::NetError;
+        match e {
+            NetError::Io { context, source } => HandshakeFailure::Io {
+                context,
+                kind: source.kind(),
+                message: source.to_string(),
+            },
+            NetError::Protocol(p) => HandshakeFailure::Protocol(p.clone()),
+            NetError::HandshakeTimeout(d) => HandshakeFailure::Timeout(*d),
+            NetError::ClosedInHandshake(what) => HandshakeFailure::Closed(what),
+            NetError::Goodbye { code, reason } => HandshakeFailure::RefusedByPeer {
+                code: *code,
+                reason: reason.clone(),
+            },
+            NetError::AuthFailed(r) => HandshakeFailure::AuthFailed(r.clone()),
+            NetError::Tls(r) => HandshakeFailure::Tls(r.clone()),
+            // Not made by a handshake; kept whole if one ever is.
+            NetError::KeepaliveTimeout(d) => HandshakeFailure::Timeout(*d),
+            other @ (NetError::PeerStalled(_)
+            | NetError::Listen { .. }
+            | NetError::Resolve(_)
+            | NetError::Refused(_)) => HandshakeFailure::Io {
+                context: "handshake",
+                kind: std::io::ErrorKind::Other,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeFailure::RefusedHere { reason, .. } => write!(f, "refused: {reason}"),
+            HandshakeFailure::RefusedByPeer { code, reason } => {
+                // Peer-chosen text: escaped.
+                write!(f, "peer said goodbye ({code:?}): {}", reason.escape_debug())
+            }
+            HandshakeFailure::Timeout(d) => {
+                write!(f, "handshake not finished within {:.1} s", d.as_secs_f64())
+            }
+            HandshakeFailure::Closed(what) => write!(
+                f,
+                "connection closed during the handshake (is the peer a texstream {what}?)"
+            ),
+            HandshakeFailure::AuthFailed(r) => write!(f, "authentication failed: {r}"),
+            HandshakeFailure::Tls(r) => write!(f, "{r}"),
+            HandshakeFailure::Protocol(e) => write!(f, "protocol error: {e}"),
+            HandshakeFailure::Io {
+                context, message, ..
+            } => write!(f, "{context}: {message}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +247,27 @@ mod tests {
         assert!(!LinkEnd::Protocol(ProtocolError::UnknownKind(9)).is_orderly());
         assert!(!goodbye(GoodbyeCode::ProtocolError, "").is_orderly());
         assert!(LinkEnd::PeerClosed.is_orderly());
+    }
+
+    #[test]
+    fn a_handshake_failure_keeps_its_kind_and_says_what_the_error_said() {
+        use super::super::NetError;
+        let timeout = NetError::HandshakeTimeout(Duration::from_secs(5));
+        let failure = HandshakeFailure::from(&timeout);
+        assert_eq!(failure, HandshakeFailure::Timeout(Duration::from_secs(5)));
+        assert_eq!(failure.to_string(), timeout.to_string());
+        assert_eq!(failure.severity(), Severity::Warn);
+        let full = NetError::Goodbye {
+            code: GoodbyeCode::Full,
+            reason: "this node is full".into(),
+        };
+        assert_eq!(HandshakeFailure::from(&full).severity(), Severity::Info);
+        let auth = NetError::AuthFailed("the peer sent no token".into());
+        assert_eq!(auth.to_string(), HandshakeFailure::from(&auth).to_string());
+        let closed = NetError::ClosedInHandshake("sender");
+        assert_eq!(
+            closed.to_string(),
+            HandshakeFailure::from(&closed).to_string()
+        );
     }
 }
