@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use super::backoff::Backoff;
 use super::files::{FileShelf, OutgoingFile};
 use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side, Token};
@@ -270,7 +272,11 @@ pub(crate) struct Shared {
     handshaking_by_address: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
     /// Failed authentications by address, to slow repeated guesses down.
     auth_failures: Mutex<HashMap<std::net::IpAddr, AuthFailures>>,
-    peers: Mutex<Vec<Arc<PeerSlot>>>,
+    /// The peer list, read without a lock (`publish` on a capture thread and the UI
+    /// thread's `peers` never wait for each other); changed copy-on-write under
+    /// `peers_edit`, only when a peer comes or goes.
+    peers: ArcSwap<Vec<Arc<PeerSlot>>>,
+    peers_edit: Mutex<()>,
     next_peer: AtomicU64,
     next_file: AtomicU64,
     shutting_down: AtomicBool,
@@ -364,9 +370,9 @@ impl Shared {
     }
 
     pub fn publish(&self, frame: &Frame) {
-        // Under the peers lock, not over a clone of the list: nothing is allocated per
-        // frame. Lock order is always peers, then a link.
-        for slot in lock(&self.peers).iter() {
+        // Over the current list as it is (a lock-free load, no clone): nothing is
+        // allocated per frame, and no lock the UI thread takes is held.
+        for slot in self.peers.load().iter() {
             if slot.sends_frames.load(Relaxed) {
                 continue;
             }
@@ -434,7 +440,17 @@ impl Shared {
     }
 
     fn slots(&self) -> Vec<Arc<PeerSlot>> {
-        lock(&self.peers).clone()
+        self.peers.load().to_vec()
+    }
+
+    /// Changes the peer list: a new list, swapped in whole (readers keep the one they
+    /// loaded); one change at a time.
+    fn edit_peers<R>(&self, f: impl FnOnce(&mut Vec<Arc<PeerSlot>>) -> R) -> R {
+        let _one_at_a_time = lock(&self.peers_edit);
+        let mut peers = self.peers.load().to_vec();
+        let out = f(&mut peers);
+        self.peers.store(Arc::new(peers));
+        out
     }
 
     /// Another slot than `except` whose live connection is from peer `instance`: where a
@@ -444,7 +460,8 @@ impl Shared {
         if instance == 0 {
             return None;
         }
-        lock(&self.peers)
+        self.peers
+            .load()
             .iter()
             .find(|s| {
                 if s.id == except || lock(&s.link).is_none() {
@@ -458,7 +475,7 @@ impl Shared {
 
     fn new_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
         let slot = self.make_slot(origin, target);
-        lock(&self.peers).push(slot.clone());
+        self.edit_peers(|peers| peers.push(slot.clone()));
         slot
     }
 
@@ -543,8 +560,8 @@ impl Shared {
         let Some(max) = self.config.max_peers else {
             return false;
         };
-        let peers = lock(&self.peers);
-        peers
+        self.peers
+            .load()
             .iter()
             .filter(|s| s.origin == Origin::Accepted)
             .count()
@@ -555,19 +572,20 @@ impl Shared {
     /// served (checked and inserted under one lock, so two peers arriving together
     /// cannot both take the last place).
     fn new_accepted_slot(&self, addr: SocketAddr) -> Option<Arc<PeerSlot>> {
-        let mut peers = lock(&self.peers);
-        if let Some(max) = self.config.max_peers {
-            let accepted = peers
-                .iter()
-                .filter(|s| s.origin == Origin::Accepted)
-                .count();
-            if accepted >= max {
-                return None;
+        self.edit_peers(|peers| {
+            if let Some(max) = self.config.max_peers {
+                let accepted = peers
+                    .iter()
+                    .filter(|s| s.origin == Origin::Accepted)
+                    .count();
+                if accepted >= max {
+                    return None;
+                }
             }
-        }
-        let slot = self.make_slot(Origin::Accepted, addr.to_string());
-        peers.push(slot.clone());
-        Some(slot)
+            let slot = self.make_slot(Origin::Accepted, addr.to_string());
+            peers.push(slot.clone());
+            Some(slot)
+        })
     }
 
     fn make_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
@@ -615,7 +633,7 @@ impl Shared {
     }
 
     fn remove_slot(&self, id: PeerId) {
-        lock(&self.peers).retain(|s| s.id != id);
+        self.edit_peers(|peers| peers.retain(|s| s.id != id));
     }
 
     fn hello(&self) -> Hello {
@@ -752,7 +770,8 @@ impl Node {
             handshaking: Arc::new(AtomicUsize::new(0)),
             handshaking_by_address: Arc::new(Mutex::new(HashMap::new())),
             auth_failures: Mutex::new(HashMap::new()),
-            peers: Mutex::new(Vec::new()),
+            peers: ArcSwap::from_pointee(Vec::new()),
+            peers_edit: Mutex::new(()),
             next_peer: AtomicU64::new(1),
             // Random, so that ids do not repeat across restarts.
             next_file: AtomicU64::new(random_u64() >> 16),
@@ -817,7 +836,10 @@ impl Node {
         let deadline = Instant::now() + timeout;
         // Looked up under the peers lock (no list is cloned per frame), then waited on
         // with no lock of the node's held.
-        let link = lock(&self.shared.peers)
+        let link = self
+            .shared
+            .peers
+            .load()
             .iter()
             .find(|s| s.id == peer)
             .and_then(|s| lock(&s.link).clone());
@@ -1354,4 +1376,54 @@ struct AuthFailures {
 fn auth_block(failures: u32) -> Option<Duration> {
     (failures >= 3)
         .then(|| Duration::from_secs(1 << (failures - 3).min(6)).min(Duration::from_secs(60)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameGeometry;
+
+    /// `publish` reads the peer list without a lock: a change of the list in progress
+    /// (a peer coming or going) never holds a frame back.
+    #[test]
+    fn publish_goes_on_while_the_peer_list_is_being_changed() {
+        let mut c = NodeConfig::new(Role::Sender);
+        c.listen = Some("127.0.0.1:0".into());
+        let sender = Node::start(c).unwrap();
+        let mut c = NodeConfig::new(Role::Viewer);
+        c.connect = vec![sender.local_addr().unwrap().to_string()];
+        let viewer = Node::start(c).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sender
+            .peers()
+            .iter()
+            .all(|p| p.state != PeerState::Connected)
+        {
+            assert!(Instant::now() < deadline, "the viewer connects");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let editing = lock(&sender.shared.peers_edit);
+        let pool = FramePool::new(2);
+        let g = FrameGeometry::rgba8(64, 64);
+        let mut buf = pool.take(g.total_len());
+        buf.fill(7);
+        let frame = Frame::new(g, 1, 0, buf);
+        let publisher = sender.publisher();
+        let (done_tx, done) = flume::bounded(1);
+        std::thread::spawn(move || {
+            publisher.publish(&frame);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "publish waited for the change of the peer list"
+        );
+        let got = viewer
+            .frames()
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the frame arrives meanwhile");
+        assert!(got.pixels().iter().all(|&b| b == 7));
+        drop(editing);
+    }
 }
