@@ -1389,10 +1389,10 @@ mod tests {
     fn publish_goes_on_while_the_peer_list_is_being_changed() {
         let mut c = NodeConfig::new(Role::Sender);
         c.listen = Some("127.0.0.1:0".into());
-        let sender = Node::start(c).unwrap();
+        let sender = Node::start(c).expect("the sender starts");
         let mut c = NodeConfig::new(Role::Viewer);
-        c.connect = vec![sender.local_addr().unwrap().to_string()];
-        let viewer = Node::start(c).unwrap();
+        c.connect = vec![sender.local_addr().expect("it listens").to_string()];
+        let viewer = Node::start(c).expect("the viewer starts");
         let deadline = Instant::now() + Duration::from_secs(10);
         while sender
             .peers()

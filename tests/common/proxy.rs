@@ -115,7 +115,7 @@ fn pump(
     if !(spared && target_is_from) {
         let _ = from.shutdown(Shutdown::Both);
     }
-    if !(spared && !target_is_from) {
+    if !spared || target_is_from {
         let _ = to.shutdown(Shutdown::Both);
     }
 }
