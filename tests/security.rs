@@ -274,7 +274,7 @@ fn tls_carries_frames_byte_exact_and_the_viewer_remembers_the_fingerprint() {
     assert_eq!(text, "over tls");
     let file = sd.path().join("over tls.bin");
     let body: Vec<u8> = (0..3u32 << 20)
-        .map(|i| ((i * 2_654_435_761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&file, &body).unwrap();
     assert_eq!(s.send_file(&file).unwrap(), 1, "the TLS viewer takes files");

@@ -143,19 +143,15 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    /// Every handshake failure points at a peer or a network that went wrong — any
-    /// host that reaches the port can cause one — except a peer that is full or
-    /// turned us away in the normal way, and this node's own refusals for a limit.
+    /// Every handshake failure deserves a warning: it points at a peer or a network
+    /// that went wrong (any host that reaches the port can cause one), or tells the
+    /// user that the node they dialed turned them away (full, wrong token); only a
+    /// connection that failed under us (reset, unreachable) is the network's normal
+    /// life, retried by the dialer.
     pub fn severity(&self) -> Severity {
         match self {
-            HandshakeFailure::RefusedByPeer { code, .. } => match code {
-                GoodbyeCode::Full | GoodbyeCode::Normal | GoodbyeCode::Kicked => Severity::Info,
-                GoodbyeCode::ProtocolError
-                | GoodbyeCode::Timeout
-                | GoodbyeCode::AuthFailed
-                | GoodbyeCode::Other => Severity::Warn,
-            },
-            HandshakeFailure::RefusedHere { .. }
+            HandshakeFailure::RefusedByPeer { .. }
+            | HandshakeFailure::RefusedHere { .. }
             | HandshakeFailure::Timeout(_)
             | HandshakeFailure::Closed(_)
             | HandshakeFailure::AuthFailed(_)
@@ -261,7 +257,12 @@ mod tests {
             code: GoodbyeCode::Full,
             reason: "this node is full".into(),
         };
-        assert_eq!(HandshakeFailure::from(&full).severity(), Severity::Info);
+        assert_eq!(HandshakeFailure::from(&full).severity(), Severity::Warn);
+        let reset = NetError::io(
+            "reading the hello",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        );
+        assert_eq!(HandshakeFailure::from(&reset).severity(), Severity::Info);
         let auth = NetError::AuthFailed("the peer sent no token".into());
         assert_eq!(auth.to_string(), HandshakeFailure::from(&auth).to_string());
         let closed = NetError::ClosedInHandshake("sender");
