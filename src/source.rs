@@ -120,15 +120,7 @@ impl Source {
         match self {
             Source::Still(img) => image_frame(img, seq, capture_us, pool),
             Source::Animation { frames, total } => {
-                let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos().max(1)) as u64);
-                let mut index = frames.len() - 1;
-                for (i, (_, delay)) in frames.iter().enumerate() {
-                    if at < *delay {
-                        index = i;
-                        break;
-                    }
-                    at -= *delay;
-                }
+                let index = animation_index(frames, *total, t);
                 image_frame(&frames[index].0, seq, capture_us, pool)
             }
             Source::Slideshow {
@@ -136,32 +128,136 @@ impl Source {
                 slide,
                 shown,
             } => {
-                let want = (t.as_nanos() / slide.as_nanos().max(1)) as usize % paths.len();
-                if shown.as_ref().map(|(i, _)| *i) != Some(want) {
-                    match open_image(&paths[want]) {
-                        Ok(img) => *shown = Some((want, img)),
-                        Err(e) => {
-                            tracing::warn!("slideshow: skipping a picture: {e}");
-                            if shown.is_none() {
-                                *shown = Some((want, RgbaImage::new(1, 1)));
-                            }
-                        }
-                    }
-                }
-                let img = shown.as_ref().map(|(_, img)| img);
-                match img {
-                    Some(img) => image_frame(img, seq, capture_us, pool),
+                show_slide(paths, *slide, shown, t);
+                match shown.as_ref() {
+                    Some((_, img)) => image_frame(img, seq, capture_us, pool),
                     None => image_frame(&RgbaImage::new(1, 1), seq, capture_us, pool),
                 }
             }
             Source::Pattern { width, height } => {
-                let g = FrameGeometry::rgba8(*width, *height);
-                let mut buf = pool.take(g.total_len());
-                draw_pattern(&mut buf, *width, *height, t);
-                Frame::new(g, seq, capture_us, buf)
+                pattern_frame(*width, *height, t, seq, capture_us, pool)
             }
         }
     }
+}
+
+/// A source's frames as a producer publishes them, with nothing done twice: a picture
+/// that has not changed since the last frame (a still image; an animation's or a
+/// slideshow's same picture) goes out as the same pixels under a new sequence number —
+/// copied and hashed once, then shared, with no copy, hash or allocation per frame —
+/// and the pattern is hashed as it is drawn, in one pass.
+pub struct Frames {
+    source: Source,
+    /// The last picture copied out, and which one it was.
+    last: Option<(PictureKey, Frame)>,
+    copies: u64,
+}
+
+/// Which picture of a source a frame shows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PictureKey {
+    Still,
+    Animation(usize),
+    Slide(usize),
+}
+
+impl Frames {
+    pub fn new(source: Source) -> Frames {
+        Frames {
+            source,
+            last: None,
+            copies: 0,
+        }
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Pictures copied out of the source (and hashed) so far: 1 for a still image
+    /// however many frames it made; for the pattern, one per frame drawn.
+    pub fn copies(&self) -> u64 {
+        self.copies
+    }
+
+    /// The picture at time `t` since the start, as frame `seq`.
+    pub fn frame_at(&mut self, t: Duration, seq: u64, capture_us: u64, pool: &FramePool) -> Frame {
+        let key = match &mut self.source {
+            Source::Still(_) => PictureKey::Still,
+            Source::Animation { frames, total } => {
+                PictureKey::Animation(animation_index(frames, *total, t))
+            }
+            Source::Slideshow {
+                paths,
+                slide,
+                shown,
+            } => PictureKey::Slide(show_slide(paths, *slide, shown, t)),
+            Source::Pattern { width, height } => {
+                self.copies += 1;
+                return pattern_frame(*width, *height, t, seq, capture_us, pool);
+            }
+        };
+        if let Some((last_key, frame)) = &self.last {
+            if *last_key == key {
+                return frame.with_seq(seq, capture_us);
+            }
+        }
+        let frame = self.source.frame_at(t, seq, capture_us, pool);
+        self.copies += 1;
+        self.last = Some((key, frame.with_seq(seq, capture_us)));
+        frame
+    }
+}
+
+/// Which of an animation's frames shows at `t`.
+fn animation_index(frames: &[(RgbaImage, Duration)], total: Duration, t: Duration) -> usize {
+    let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos().max(1)) as u64);
+    for (i, (_, delay)) in frames.iter().enumerate() {
+        if at < *delay {
+            return i;
+        }
+        at -= *delay;
+    }
+    frames.len() - 1
+}
+
+/// Makes the slide due at `t` the one shown (decoding it if it is not); returns its
+/// index. An unreadable picture is skipped (the one shown before stays).
+fn show_slide(
+    paths: &[PathBuf],
+    slide: Duration,
+    shown: &mut Option<(usize, RgbaImage)>,
+    t: Duration,
+) -> usize {
+    let want = (t.as_nanos() / slide.as_nanos().max(1)) as usize % paths.len();
+    if shown.as_ref().map(|(i, _)| *i) != Some(want) {
+        match open_image(&paths[want]) {
+            Ok(img) => *shown = Some((want, img)),
+            Err(e) => {
+                tracing::warn!("slideshow: skipping a picture: {e}");
+                if shown.is_none() {
+                    *shown = Some((want, RgbaImage::new(1, 1)));
+                }
+            }
+        }
+    }
+    shown.as_ref().map_or(0, |(i, _)| *i)
+}
+
+/// The pattern at `t`, hashed row by row as it is drawn (each row still in cache).
+fn pattern_frame(
+    width: u32,
+    height: u32,
+    t: Duration,
+    seq: u64,
+    capture_us: u64,
+    pool: &FramePool,
+) -> Frame {
+    let g = FrameGeometry::rgba8(width, height);
+    let mut buf = pool.take(g.total_len());
+    let mut hasher = crate::protocol::Checksum::new();
+    draw_pattern_rows(&mut buf, width, height, t, |row| hasher.update(row));
+    Frame::from_verified(g.meta(seq, capture_us, hasher.digest()), buf)
 }
 
 fn image_frame(img: &RgbaImage, seq: u64, capture_us: u64, pool: &FramePool) -> Frame {
@@ -295,6 +391,17 @@ fn open_folder(dir: &Path, slide: Duration) -> Result<Source, SourceError> {
 /// A moving test pattern: colour bars, a gradient scrolling with time, and a white box
 /// sweeping across, so motion, tearing and colour order are all visible.
 pub fn draw_pattern(buf: &mut [u8], width: u32, height: u32, t: Duration) {
+    draw_pattern_rows(buf, width, height, t, |_| {});
+}
+
+/// [`draw_pattern`], handing each row to `done` as soon as it is drawn.
+fn draw_pattern_rows(
+    buf: &mut [u8],
+    width: u32,
+    height: u32,
+    t: Duration,
+    mut done: impl FnMut(&[u8]),
+) {
     const BARS: [[u8; 3]; 8] = [
         [255, 255, 255],
         [255, 255, 0],
@@ -324,12 +431,76 @@ pub fn draw_pattern(buf: &mut [u8], width: u32, height: u32, t: Duration) {
             let rgb = if in_box { [255, 255, 255] } else { rgb };
             px.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
         }
+        done(row);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_still_image_is_copied_and_hashed_once_then_shared() {
+        let img = RgbaImage::from_fn(97, 61, |x, y| image::Rgba([x as u8, y as u8, 7, 255]));
+        let pool = FramePool::new(4);
+        let mut frames = Frames::new(Source::from_image(img.clone()));
+        let first = frames.frame_at(Duration::ZERO, 0, 10, &pool);
+        for seq in 1..100u64 {
+            let f = frames.frame_at(Duration::from_millis(seq * 16), seq, 10 + seq, &pool);
+            assert_eq!((f.meta().seq, f.meta().capture_us), (seq, 10 + seq));
+            assert_eq!(f.meta().checksum, first.meta().checksum);
+            assert!(
+                f.shares_pixels(&first),
+                "frame {seq} shares the first's pixels"
+            );
+        }
+        assert_eq!(frames.copies(), 1, "one copy and hash for 100 frames");
+        assert_eq!(first.pixels(), img.as_raw().as_slice());
+        assert_eq!(
+            first.meta().checksum,
+            crate::protocol::checksum(img.as_raw())
+        );
+    }
+
+    #[test]
+    fn an_animation_copies_each_picture_as_it_changes() {
+        let pic = |v: u8| {
+            (
+                RgbaImage::from_pixel(8, 8, image::Rgba([v, v, v, 255])),
+                Duration::from_millis(100),
+            )
+        };
+        let source = Source::Animation {
+            frames: vec![pic(1), pic(2)],
+            total: Duration::from_millis(200),
+        };
+        let pool = FramePool::new(4);
+        let mut frames = Frames::new(source);
+        let mut shown = Vec::new();
+        // 10 ms steps over two loops: 4 changes of picture.
+        for i in 0..40u64 {
+            let f = frames.frame_at(Duration::from_millis(i * 10), i, 0, &pool);
+            shown.push(f.pixels()[0]);
+        }
+        assert_eq!(&shown[..10], &[1; 10]);
+        assert_eq!(&shown[10..20], &[2; 10]);
+        assert_eq!(&shown[20..30], &[1; 10]);
+        assert_eq!(frames.copies(), 4);
+    }
+
+    #[test]
+    fn the_pattern_is_hashed_as_it_is_drawn() {
+        let pool = FramePool::new(2);
+        let mut frames = Frames::new(Source::Pattern {
+            width: 333,
+            height: 77,
+        });
+        let f = frames.frame_at(Duration::from_millis(1234), 5, 0, &pool);
+        assert_eq!(f.meta().checksum, crate::protocol::checksum(f.pixels()));
+        let mut drawn = vec![0u8; 333 * 77 * 4];
+        draw_pattern(&mut drawn, 333, 77, Duration::from_millis(1234));
+        assert_eq!(f.pixels(), drawn.as_slice());
+    }
 
     #[test]
     fn pattern_moves_over_time() {

@@ -282,6 +282,40 @@ fn bad_inputs_fail_with_a_clear_message_and_exit_code() {
     assert!(String::from_utf8_lossy(&fps.stderr).contains("--fps"));
 }
 
+/// A still image is copied and hashed once, however many frames it makes.
+#[test]
+fn serve_copies_and_hashes_a_still_image_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = common::proc::write_source_image(tmp.path());
+    let out = run_to_end(&[
+        "serve",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--fps",
+        "60",
+        "--seconds",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("stopping after"))
+        .unwrap_or_else(|| panic!("no summary line: {err}"));
+    let frames: u64 = line
+        .split("stopping after ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no frame count in {line:?}"));
+    assert!(frames >= 20, "{line}");
+    assert!(
+        line.contains("; 1 picture(s) copied and hashed"),
+        "{frames} frames from one copy: {line}"
+    );
+}
+
 /// Each error says its cause once, and a hint only where it fits.
 #[test]
 fn errors_name_their_cause_once_and_hint_only_where_it_fits() {

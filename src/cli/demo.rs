@@ -11,7 +11,7 @@ use crate::frame::FramePool;
 use crate::meter::FrameMeter;
 use crate::net::{now_us, Node, NodeConfig};
 use crate::protocol::Role;
-use crate::source::Source;
+use crate::source::{Frames, Source};
 
 /// The image shipped with texstream, shown by the demo.
 pub const BUNDLED_IMAGE: &[u8] = include_bytes!("../../assets/texstream.png");
@@ -52,10 +52,10 @@ fn run_headless(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         60.0
     };
-    let mut source = match &args.source {
+    let mut source = Frames::new(match &args.source {
         Some(spec) => Source::open(spec, (1280, 720), Duration::from_secs(3))?,
         None => Source::from_image(image::load_from_memory(BUNDLED_IMAGE)?.to_rgba8()),
-    };
+    });
     let signals = Signals::install()?;
     let mut sender_config = NodeConfig::new(Role::Sender);
     sender_config.listen = Some("127.0.0.1:0".into());
@@ -68,7 +68,7 @@ fn run_headless(args: DemoArgs) -> anyhow::Result<()> {
     let viewer = Node::start(viewer_config)?;
     println!(
         "texstream demo: streaming {} from {addr} to a viewer over loopback at {fps} fps (Ctrl-C to stop)",
-        source.describe()
+        source.source().describe()
     );
 
     let pool = FramePool::new(4);

@@ -13,7 +13,7 @@ use super::{forward_stdin_lines, parse_size, print_peers, ControlSignal, LinkArg
 use crate::frame::FramePool;
 use crate::net::{now_us, Event, Node, PeerId, PeerStatus};
 use crate::protocol::Role;
-use crate::source::Source;
+use crate::source::{Frames, Source};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -59,7 +59,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let report_every = report_interval(args.report_secs)?;
     let slide = Duration::from_secs_f64(args.slide_secs.max(0.01));
-    let mut source = Source::open(&args.source, args.size, slide)?;
+    let mut source = Frames::new(Source::open(&args.source, args.size, slide)?);
     let signals = Signals::install()?;
     let mut config = args.link.node_config(Role::Sender, true)?;
     config.chunk_bytes = args.chunk_bytes;
@@ -73,7 +73,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = node.local_addr() {
         println!("listening on {addr}");
     }
-    tracing::info!("serving {} at {} fps", source.describe(), args.fps);
+    tracing::info!("serving {} at {} fps", source.source().describe(), args.fps);
 
     let (chat_tx, chat_rx) = flume::bounded(64);
     forward_stdin_lines(chat_tx);
@@ -130,7 +130,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Err(_) => {}
         }
     }
-    tracing::info!("stopping after {seq} frames");
+    tracing::info!(
+        "stopping after {seq} frames; {} picture(s) copied and hashed",
+        source.copies()
+    );
     node.shutdown();
     Ok(())
 }
