@@ -220,6 +220,52 @@ fn the_file_picker_loads_a_typed_path() {
     assert_eq!(harness.state().image().unwrap().1, (64, 48));
 }
 
+/// A folder that takes 3 s to read holds no window pass up: the picker says it is
+/// reading, the window steps on, and the listing shows when it comes.
+#[test]
+fn a_slow_folder_read_never_holds_the_window_up() {
+    if !gpu_present("slow picker") {
+        return;
+    }
+    let mut harness = sender_harness(None);
+    let slow: texstream::app::DirReader = std::sync::Arc::new(|_dir: &Path| {
+        std::thread::sleep(Duration::from_secs(3));
+        Ok(Some(vec![("slowly-listed.png".to_owned(), false)]))
+    });
+    harness.state_mut().set_dir_reader(slow);
+    harness.run_steps(2);
+    harness.get_by_label("Pick image…").click();
+    let started = Instant::now();
+    let mut passes = 0u32;
+    let mut slowest = Duration::ZERO;
+    let mut saw_reading = false;
+    while harness.query_by_label("slowly-listed.png").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the listing never came"
+        );
+        let pass = Instant::now();
+        harness.step();
+        slowest = slowest.max(pass.elapsed());
+        passes += 1;
+        saw_reading |= harness.query_by_label_contains("reading ").is_some();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(saw_reading, "the picker said it was reading meanwhile");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the listing came from the slow reader"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a window pass took {slowest:?} while the folder was read"
+    );
+    assert!(
+        passes >= 20,
+        "the window went on: {passes} passes during the read"
+    );
+}
+
 #[test]
 fn chat_typed_in_the_sender_window_reaches_the_viewer_window() {
     if !gpu_present("chat") {

@@ -12,7 +12,7 @@ pub mod transfers;
 pub mod viewer;
 
 pub use chat::Chat;
-pub use picker::FilePicker;
+pub use picker::{DirReader, FilePicker};
 pub use transfers::{FileOffers, FolderOpener, TransferControl, TransfersView};
 
 use crate::net::{PeerStatus, Waker};

@@ -123,6 +123,11 @@ impl SenderApp {
         &self.node
     }
 
+    /// How the file picker reads folders (on its loader thread); a slow one in tests.
+    pub fn set_dir_reader(&mut self, reader: super::picker::DirReader) {
+        self.picker.set_dir_reader(reader);
+    }
+
     /// Streams an image already in memory (the demo's bundled picture).
     pub fn show_image(&mut self, name: &str, image: image::RgbaImage) {
         let _ = self
@@ -343,7 +348,7 @@ impl SenderApp {
         ui.horizontal_wrapped(|ui| {
             if ui.button("Pick image…").clicked() {
                 let start = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-                self.picker.open(&start);
+                self.picker.open(ui.ctx(), &start);
             }
             let mut chosen = None;
             egui::ComboBox::from_label("Source")
