@@ -36,6 +36,9 @@ pub struct ViewArgs {
     /// Where to put the window, X,Y in screen pixels (a hint to the window manager).
     #[arg(long, value_name = "X,Y", value_parser = parse_position)]
     pub position: Option<[f32; 2]>,
+    /// The window's size, WIDTHxHEIGHT in screen pixels (default 1100x720).
+    #[arg(long, value_name = "WxH", value_parser = super::parse_size)]
+    pub window_size: Option<(u32, u32)>,
     /// Exit when standard input closes (the demo ties its viewer to the sender's
     /// process this way, so the viewer never outlives it).
     #[arg(long, hide = true)]
@@ -118,7 +121,11 @@ pub fn run_view(args: ViewArgs) -> anyhow::Result<()> {
     eframe::run_native(
         "texstream viewer",
         placed(
-            native_options("texstream viewer", [1100.0, 720.0]),
+            native_options(
+                "texstream viewer",
+                args.window_size
+                    .map_or([1100.0, 720.0], |(w, h)| [w as f32, h as f32]),
+            ),
             args.position,
         ),
         Box::new(move |cc| {
@@ -130,6 +137,10 @@ pub fn run_view(args: ViewArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e}"))
 }
 
+/// Each demo window's size, and the gap between them.
+const DEMO_WINDOW: [f32; 2] = [940.0, 720.0];
+const DEMO_GAP: f32 = 20.0;
+
 /// The windowed demo: the sender window streams `image` on an ephemeral loopback port,
 /// and a viewer window (a second texstream process) connects to it.
 pub fn run_demo(name: &str, image: image::RgbaImage) -> anyhow::Result<()> {
@@ -140,7 +151,12 @@ pub fn run_demo(name: &str, image: image::RgbaImage) -> anyhow::Result<()> {
     let name = name.to_owned();
     eframe::run_native(
         "texstream sender (demo)",
-        native_options("texstream sender (demo)", [1200.0, 720.0]),
+        // Side by side, each half of a 1920-pixel-wide screen: the sender on the
+        // left, its viewer on the right.
+        placed(
+            native_options("texstream sender (demo)", DEMO_WINDOW),
+            Some([0.0, 0.0]),
+        ),
         Box::new(move |cc| {
             let mut app = SenderApp::new(cc, config, None)?;
             app.show_image(&name, image);
@@ -149,6 +165,11 @@ pub fn run_demo(name: &str, image: image::RgbaImage) -> anyhow::Result<()> {
                 // it ends, and the viewer then exits too.
                 let child = std::process::Command::new(exe)
                     .args(["view", "--exit-with-stdin", "--connect", &addr.to_string()])
+                    .args(["--position", &format!("{},0", DEMO_WINDOW[0] + DEMO_GAP)])
+                    .args([
+                        "--window-size",
+                        &format!("{}x{}", DEMO_WINDOW[0], DEMO_WINDOW[1]),
+                    ])
                     .stdin(std::process::Stdio::piped())
                     .spawn()?;
                 app.attach_companion(child);
