@@ -8,6 +8,7 @@
 //! to the application through a bounded channel that also keeps only the newest.
 //! Dialed peers reconnect with backoff; keepalive pings find dead peers.
 
+mod admission;
 mod backoff;
 mod fdlimit;
 mod files;

@@ -1,16 +1,16 @@
 //! The node: one endpoint with its listener, its dialers and its peers. The public API
 //! the windows and the command line use (publish, text, files, status, events).
 
-use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use super::admission::{Admission, AdmissionLimits, Admitted};
 use super::backoff::Backoff;
 use super::files::{FileShelf, OutgoingFile};
 use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side, Token};
@@ -265,13 +265,9 @@ pub(crate) struct Shared {
     pub files: Arc<FileShelf>,
     /// Ours, sent in the hello: peers recognise us when we come back.
     pub instance: u64,
-    /// Accepted connections open now, and those of them still in their handshake.
-    open_connections: Arc<AtomicUsize>,
-    handshaking: Arc<AtomicUsize>,
-    /// Connections in their handshake, by address (addresses with none are not kept).
-    handshaking_by_address: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
-    /// Failed authentications by address, to slow repeated guesses down.
-    auth_failures: Mutex<HashMap<std::net::IpAddr, AuthFailures>>,
+    /// Accepted connections open and in their handshake (in all, per address), and
+    /// the addresses that failed to authenticate: checked before a connection is served.
+    admission: Arc<Mutex<Admission>>,
     /// The peer list, read without a lock (`publish` on a capture thread and the UI
     /// thread's `peers` never wait for each other); changed copy-on-write under
     /// `peers_edit`, only when a peer comes or goes.
@@ -479,70 +475,14 @@ impl Shared {
         slot
     }
 
-    /// Why a new connection must be closed at once, if it must.
-    fn over_connection_limits(&self) -> Option<String> {
-        let open = self.open_connections.load(Relaxed);
-        if open >= self.config.max_connections {
-            return Some(format!(
-                "{open} connections are open (at most {}, --max-connections)",
-                self.config.max_connections
-            ));
-        }
-        let handshaking = self.handshaking.load(Relaxed);
-        if handshaking >= self.config.max_handshaking {
-            return Some(format!(
-                "{handshaking} connections are in their handshake (at most {}, --max-handshaking)",
-                self.config.max_handshaking
-            ));
-        }
-        None
-    }
-
-    /// Counts a connection from `ip` into its handshake, unless that address already
-    /// has `max_handshaking_per_address` there (then says why).
-    fn enter_handshake(&self, ip: std::net::IpAddr) -> Result<AddressHandshake, String> {
-        let mut by_address = lock(&self.handshaking_by_address);
-        let n = by_address.entry(ip).or_insert(0);
-        if *n >= self.config.max_handshaking_per_address {
-            return Err(format!(
-                "{n} connections from {ip} are in their handshake (at most {}, --max-handshaking-per-address)",
-                self.config.max_handshaking_per_address
-            ));
-        }
-        *n += 1;
-        Ok(AddressHandshake {
-            by_address: self.handshaking_by_address.clone(),
-            ip,
-        })
-    }
-
     /// How long an address that failed to authenticate too often must wait.
     fn auth_penalty(&self, ip: std::net::IpAddr) -> Option<Duration> {
-        let failures = lock(&self.auth_failures);
-        let until = failures.get(&ip)?.blocked_until?;
-        until.checked_duration_since(Instant::now())
+        lock(&self.admission).penalty(ip, Instant::now())
     }
 
     fn auth_failed(&self, ip: std::net::IpAddr) {
-        let now = Instant::now();
-        let mut failures = lock(&self.auth_failures);
-        if failures.len() > 4096 {
-            failures.retain(|_, f| now.duration_since(f.last) < Duration::from_secs(600));
-        }
-        let f = failures.entry(ip).or_insert(AuthFailures {
-            count: 0,
-            last: now,
-            blocked_until: None,
-        });
-        if now.duration_since(f.last) > Duration::from_secs(600) {
-            f.count = 0;
-        }
-        f.count += 1;
-        f.last = now;
-        f.blocked_until = auth_block(f.count).map(|d| now + d);
+        let count = lock(&self.admission).auth_failed(ip, Instant::now());
         self.counters.auth_failures.fetch_add(1, Relaxed);
-        let count = f.count;
-        drop(failures);
         match self.may_warn(PeerWarning::Auth) {
             Some(note) => {
                 tracing::warn!("authentication failed for {ip} ({count} time(s) in a row){note}")
@@ -552,7 +492,7 @@ impl Shared {
     }
 
     fn auth_succeeded(&self, ip: std::net::IpAddr) {
-        lock(&self.auth_failures).remove(&ip);
+        lock(&self.admission).auth_succeeded(ip);
     }
 
     /// Whether `max_peers` accepted peers are served already.
@@ -766,10 +706,11 @@ impl Node {
             file_pool: FramePool::new(2 * FILE_BUFFERS_PER_LINK),
             files: Arc::new(FileShelf::default()),
             instance: random_u64().max(1),
-            open_connections: Arc::new(AtomicUsize::new(0)),
-            handshaking: Arc::new(AtomicUsize::new(0)),
-            handshaking_by_address: Arc::new(Mutex::new(HashMap::new())),
-            auth_failures: Mutex::new(HashMap::new()),
+            admission: Arc::new(Mutex::new(Admission::new(AdmissionLimits {
+                max_connections: config.max_connections,
+                max_handshaking: config.max_handshaking,
+                max_handshaking_per_address: config.max_handshaking_per_address,
+            }))),
             peers: ArcSwap::from_pointee(Vec::new()),
             peers_edit: Mutex::new(()),
             next_peer: AtomicU64::new(1),
@@ -1042,39 +983,28 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         match conn {
             Ok(stream) => {
                 // Over a limit: close at once, before a thread or a byte is spent on it.
-                let address = match stream.peer_addr() {
-                    Ok(addr) => shared.enter_handshake(addr.ip()).map(Some),
-                    // Gone already; `accepted` drops it.
-                    Err(_) => Ok(None),
-                };
-                let refusal = shared.over_connection_limits().map(Err).unwrap_or(address);
-                if let Err(why) = &refusal {
-                    let n = shared.counters.connections_refused.fetch_add(1, Relaxed);
-                    if n.is_power_of_two() {
-                        let addr = stream
-                            .peer_addr()
-                            .map_or_else(|_| "?".into(), |a| a.to_string());
-                        tracing::warn!(
-                            "refused a connection: {why}; {} so far, latest from {addr}",
-                            n + 1
-                        );
-                    }
-                    continue;
-                }
-                let s = shared.clone();
-                let addr = stream
-                    .peer_addr()
-                    .map_or_else(|_| "?".to_owned(), |a| a.to_string());
                 // Counted here, before the thread starts, so that a burst of connections
                 // cannot all pass the check before any of them is counted.
-                let open = Counted::new(&shared.open_connections);
-                let handshaking = Handshaking {
-                    _all: Counted::new(&shared.handshaking),
-                    _address: refusal.ok().flatten(),
+                let peer = stream.peer_addr().ok();
+                let admitted = match Admitted::ask(&shared.admission, peer.map(|a| a.ip())) {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        let n = shared.counters.connections_refused.fetch_add(1, Relaxed);
+                        if n.is_power_of_two() {
+                            let addr = peer.map_or_else(|| "?".into(), |a| a.to_string());
+                            tracing::warn!(
+                                "refused a connection: {why}; {} so far, latest from {addr}",
+                                n + 1
+                            );
+                        }
+                        continue;
+                    }
                 };
+                let s = shared.clone();
+                let addr = peer.map_or_else(|| "?".to_owned(), |a| a.to_string());
                 shared.spawn(format!("texstream peer {addr}"), move || {
-                    accepted(&s, stream, handshaking);
-                    drop(open);
+                    // The ticket lives as long as the connection.
+                    accepted(&s, stream, admitted);
                 });
             }
             Err(e) => {
@@ -1084,46 +1014,6 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             }
         }
     }
-}
-
-/// Counts something while it lives (a connection, a handshake under way).
-struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    fn new(counter: &Arc<AtomicUsize>) -> Counted {
-        counter.fetch_add(1, Relaxed);
-        Counted(counter.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-/// A connection from one address in its handshake, counted while it lives.
-struct AddressHandshake {
-    by_address: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for AddressHandshake {
-    fn drop(&mut self) {
-        let mut by_address = lock(&self.by_address);
-        if let Some(n) = by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by_address.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// An accepted connection in its handshake: counted in all, and for its address.
-struct Handshaking {
-    _all: Counted,
-    _address: Option<AddressHandshake>,
 }
 
 /// A connection before its texstream handshake: the socket, or a TLS session over it.
@@ -1163,9 +1053,9 @@ impl Secured {
     }
 }
 
-/// Serves a connection the accept loop took; `handshaking` counts it until its
-/// handshake is over.
-fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
+/// Serves a connection the accept loop took; `admitted` holds its places (in the
+/// handshake until that is over, open until it closes).
+fn accepted(shared: &Arc<Shared>, stream: TcpStream, mut admitted: Admitted) {
     let Ok(addr) = stream.peer_addr() else {
         return;
     };
@@ -1215,7 +1105,7 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, handshaking: Handshaking) {
         return;
     }
     let result = conn.handshake(shared, Side::Acceptor);
-    drop(handshaking);
+    admitted.handshake_over();
     let handshaken = match result {
         Ok(h) => {
             shared.auth_succeeded(addr.ip());
@@ -1362,20 +1252,6 @@ fn random_u64() -> u64 {
     h.write_u64(super::now_us());
     h.write_u32(std::process::id());
     h.finish()
-}
-
-/// An address's failed authentications.
-struct AuthFailures {
-    count: u32,
-    last: Instant,
-    blocked_until: Option<Instant>,
-}
-
-/// How long an address waits after `failures` failed authentications in a row: not at
-/// all for the first three, then 1 s, doubling up to a minute.
-fn auth_block(failures: u32) -> Option<Duration> {
-    (failures >= 3)
-        .then(|| Duration::from_secs(1 << (failures - 3).min(6)).min(Duration::from_secs(60)))
 }
 
 #[cfg(test)]
