@@ -220,6 +220,33 @@ fn the_file_picker_loads_a_typed_path() {
     assert_eq!(harness.state().image().unwrap().1, (64, 48));
 }
 
+/// The capture renders and copies the next frame while the last one is read back:
+/// streaming a frame per window frame, more than one readback is in flight at once,
+/// and the window's figures say so.
+#[test]
+fn readbacks_are_pipelined_and_counted() {
+    if !gpu_present("pipelined readback") {
+        return;
+    }
+    let mut harness = sender_harness(Some(PathBuf::from("pattern")));
+    harness.get_by_label("Every UI frame").click();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.state().readbacks_in_flight_peak() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "never more than one readback in flight ({} frames published)",
+            harness.state().frames_published()
+        );
+        harness.step();
+    }
+    step_until(&mut harness, "frames published", |h| {
+        h.state().frames_published() >= 30
+    });
+    assert!(harness
+        .query_by_label_contains("Readbacks in flight:")
+        .is_some());
+}
+
 /// A folder that takes 3 s to read holds no window pass up: the picker says it is
 /// reading, the window steps on, and the listing shows when it comes.
 #[test]

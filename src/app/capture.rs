@@ -93,10 +93,15 @@ pub struct CaptureStatus {
     pub published: AtomicU64,
     /// Captures skipped because every staging buffer was still in flight.
     pub gpu_busy: AtomicU64,
+    /// Readbacks submitted and not yet taken, now; and the most there ever were. The
+    /// capture renders and copies frame n while frame n−1 maps, so at a high rate
+    /// more than one is in flight.
+    pub readbacks_in_flight: AtomicU64,
+    pub readbacks_in_flight_peak: AtomicU64,
     pub preview: Mutex<Option<Preview>>,
     pub error: Mutex<Option<String>>,
-    /// The published frames' stages over the last second, in milliseconds: render
-    /// (or copy) start → staging buffer mapped, and `Frame::copied` out of it.
+    /// The published frames' stages over the last second, in milliseconds: capture
+    /// (render and copy recorded) → staging buffer taken, and `Frame::copied` out of it.
     pub stages: Mutex<StageMeter<2>>,
 }
 
@@ -117,6 +122,11 @@ pub fn spawn(
             capture.run(&commands);
         })
 }
+
+/// How often readbacks in flight are polled.
+const READBACK_POLL: Duration = Duration::from_millis(1);
+/// Longest wait for the oldest readback when every buffer is in flight.
+const RING_FULL_WAIT: Duration = Duration::from_millis(100);
 
 /// The source generation and target size the live shader is bound to.
 type LiveBinding = (u64, (u32, u32));
@@ -188,9 +198,16 @@ impl Capture {
 
     fn run(&mut self, commands: &flume::Receiver<Command>) {
         loop {
-            let deadline = match self.rate {
+            let capture_at = match self.rate {
                 Rate::Fps(_) if self.streaming() => Some(self.next_capture),
                 _ => None,
+            };
+            // Readbacks in flight are polled (never waited for) every millisecond or
+            // so, so a finished frame goes out at once, not with the next capture.
+            let poll_at = (self.readback.in_flight() > 0).then(|| Instant::now() + READBACK_POLL);
+            let deadline = match (capture_at, poll_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let command = match deadline {
                 Some(at) => commands.recv_deadline(at),
@@ -204,7 +221,14 @@ impl Capture {
                         continue;
                     }
                 }
-                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if capture_at.is_none_or(|at| Instant::now() < at) {
+                        if let Err(e) = self.collect() {
+                            *lock(&self.status.error) = Some(e.to_string());
+                        }
+                        continue;
+                    }
+                }
                 Err(flume::RecvTimeoutError::Disconnected) => return,
             }
             if !self.streaming() {
@@ -266,7 +290,18 @@ impl Capture {
                 self.shown = index;
             }
         }
-        let start = Instant::now();
+        // What finished since the last capture goes out first; with every buffer still
+        // in flight, wait for the oldest one's own submission (bounded), never for the
+        // whole device the window presents from.
+        self.collect()?;
+        if self.readback.is_full() {
+            if let Some(frame) =
+                self.readback
+                    .wait_oldest(&self.device, RING_FULL_WAIT, &self.pool)?
+            {
+                self.publish(frame, Instant::now());
+            }
+        }
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -297,30 +332,46 @@ impl Capture {
                 now_us(),
             )?
         };
-        self.queue.submit([encoder.finish()]);
-        self.readback.submitted();
+        let submission = self.queue.submit([encoder.finish()]);
+        self.readback.submitted_as(submission);
         if copied {
             self.seq += 1;
         } else {
             self.status.gpu_busy.fetch_add(1, Relaxed);
         }
-        // This thread may wait for the GPU: the window does not.
-        self.readback.wait_mapped(&self.device)?;
-        let mapped = Instant::now();
-        if let Some(frame) = self.readback.take_frame(&self.pool)? {
-            let copied = Instant::now();
-            let ms = |d: Duration| Some(d.as_secs_f64() * 1e3);
-            lock(&self.status.stages).record(
-                copied,
-                [
-                    ms(mapped.duration_since(start)),
-                    ms(copied.duration_since(mapped)),
-                ],
-            );
-            self.publisher.publish(&frame);
-            self.status.published.fetch_add(1, Relaxed);
+        self.note_in_flight();
+        // Nothing waits here: the frame goes out when a later poll finds it mapped.
+        self.collect()
+    }
+
+    /// Polls the device without blocking and publishes the newest finished readback.
+    fn collect(&mut self) -> Result<(), GpuError> {
+        if self.readback.in_flight() == 0 {
+            return Ok(());
         }
+        if let Some(frame) = self.readback.try_frame(&self.device, &self.pool)? {
+            self.publish(frame, Instant::now());
+        }
+        self.note_in_flight();
         Ok(())
+    }
+
+    fn note_in_flight(&self) {
+        let n = self.readback.in_flight() as u64;
+        self.status.readbacks_in_flight.store(n, Relaxed);
+        self.status.readbacks_in_flight_peak.fetch_max(n, Relaxed);
+    }
+
+    /// Publishes a frame taken from the ring (`taken_at`: when the copy out began).
+    fn publish(&mut self, frame: crate::frame::Frame, taken_at: Instant) {
+        let copied = Instant::now();
+        let ms = |d: Duration| Some(d.as_secs_f64() * 1e3);
+        let waited_us = now_us().saturating_sub(frame.meta().capture_us);
+        let waited =
+            Duration::from_micros(waited_us).saturating_sub(copied.duration_since(taken_at));
+        lock(&self.status.stages).record(copied, [ms(waited), ms(copied.duration_since(taken_at))]);
+        self.publisher.publish(&frame);
+        self.status.published.fetch_add(1, Relaxed);
     }
 
     /// Tells the window which texture to show, when that changed.

@@ -141,6 +141,11 @@ impl SenderApp {
         self.companion = Some(child);
     }
 
+    /// The most readbacks that were in flight at once so far.
+    pub fn readbacks_in_flight_peak(&self) -> u64 {
+        self.status.readbacks_in_flight_peak.load(Relaxed)
+    }
+
     /// Frames read back and published so far.
     pub fn frames_published(&self) -> u64 {
         self.status.published.load(Relaxed)
@@ -401,7 +406,20 @@ impl SenderApp {
             self.throughput.4,
             self.throughput.3,
             self.status.gpu_busy.load(Relaxed)
-        ));
+        ))
+        .on_hover_text(
+            "Skipped: captures dropped because every staging buffer was still on its way \
+             back from the GPU.",
+        );
+        ui.label(format!(
+            "Readbacks in flight: {} (at most {} so far)",
+            self.status.readbacks_in_flight.load(Relaxed),
+            self.status.readbacks_in_flight_peak.load(Relaxed)
+        ))
+        .on_hover_text(
+            "Frames rendered and copied on the GPU, not yet back: the capture renders the \
+             next frame while the last one is read back.",
+        );
         self.stages_ui(ui);
         ui.separator();
         ui.heading("Viewers");

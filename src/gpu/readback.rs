@@ -19,6 +19,8 @@ enum State {
 struct Slot {
     buffer: Option<(wgpu::Buffer, RowLayout)>,
     state: State,
+    /// The submission that holds its copy, once submitted (to wait for that one only).
+    submission: Option<wgpu::SubmissionIndex>,
     seq: u64,
     capture_us: u64,
     format: PixelFormat,
@@ -42,6 +44,7 @@ impl Readback {
                 .map(|_| Slot {
                     buffer: None,
                     state: State::Free,
+                    submission: None,
                     seq: 0,
                     capture_us: 0,
                     format: PixelFormat::Rgba8,
@@ -106,10 +109,21 @@ impl Readback {
     /// Call right after submitting the encoder passed to [`Readback::copy`]: starts
     /// mapping the buffers it copied into.
     pub fn submitted(&mut self) {
+        self.start_mapping(None);
+    }
+
+    /// [`Readback::submitted`], knowing the submission: [`Readback::wait_oldest`] can
+    /// then wait for that one alone, with a timeout.
+    pub fn submitted_as(&mut self, submission: wgpu::SubmissionIndex) {
+        self.start_mapping(Some(submission));
+    }
+
+    fn start_mapping(&mut self, submission: Option<wgpu::SubmissionIndex>) {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if slot.state != State::Copied {
                 continue;
             }
+            slot.submission = submission.clone();
             let Some((buffer, _)) = &slot.buffer else {
                 continue;
             };
@@ -153,6 +167,39 @@ impl Readback {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         Ok(())
+    }
+
+    /// Whether every buffer is in flight (a copy now would be skipped).
+    pub fn is_full(&self) -> bool {
+        self.slots.iter().all(|s| s.state != State::Free)
+    }
+
+    /// Waits at most `timeout` for the oldest readback in flight — for its own
+    /// submission, not for everything submitted to the device — then takes what is
+    /// mapped. For a producer whose ring is full; never the UI thread.
+    pub fn wait_oldest(
+        &mut self,
+        device: &wgpu::Device,
+        timeout: std::time::Duration,
+        pool: &FramePool,
+    ) -> Result<Option<Frame>, GpuError> {
+        let oldest = self
+            .slots
+            .iter()
+            .filter(|s| s.state == State::Mapping)
+            .min_by_key(|s| s.seq)
+            .map(|s| s.submission.clone());
+        if let Some(submission) = oldest {
+            let waited = device.poll(wgpu::PollType::Wait {
+                submission_index: submission,
+                timeout: Some(timeout),
+            });
+            match waited {
+                Ok(_) | Err(wgpu::PollError::Timeout) => {}
+                Err(e) => return Err(GpuError::Readback(e.to_string())),
+            }
+        }
+        self.take_frame(pool)
     }
 
     /// Buffers copied or mapping, not yet read.
@@ -217,6 +264,7 @@ impl Readback {
             }
             buffer.unmap();
             slot.state = State::Free;
+            slot.submission = None;
         }
         Ok(frame)
     }
