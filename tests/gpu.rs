@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use texstream::frame::{Frame, FrameGeometry, FramePool};
-use texstream::gpu::{Gpu, GpuError, LiveMode, LiveShader, Readback, RowLayout, UploadTexture};
+use texstream::gpu::{
+    Gpu, GpuError, LiveMode, LiveShader, Readback, RowLayout, UploadTexture, Uploaded, UPLOAD_RING,
+};
 use texstream::net::{Event, Node, NodeConfig};
 use texstream::protocol::Role;
 
@@ -151,16 +153,19 @@ fn round_trip(width: u32, height: u32) {
         "the wire changed the frame"
     );
 
-    // Viewer: one persistent texture, written with write_texture, padding and all.
+    // Viewer: one persistent texture, fed through the staging ring, padding and all.
     let mut upload = UploadTexture::new();
-    assert!(
+    assert_eq!(
         upload.upload(&gpu.device, &gpu.queue, &received).unwrap(),
+        Uploaded::NewTexture,
         "created on first use"
     );
-    assert!(
-        !upload.upload(&gpu.device, &gpu.queue, &received).unwrap(),
+    assert_eq!(
+        upload.upload(&gpu.device, &gpu.queue, &received).unwrap(),
+        Uploaded::Same,
         "reused, not re-created"
     );
+    UploadTexture::wait_uploaded(&gpu.device, &gpu.queue).unwrap();
     let shown = read_back(&gpu, &mut readback, upload.texture().unwrap(), 8, &pool);
     assert_rows_equal(&shown, &source, "viewer texture");
 }
@@ -235,6 +240,50 @@ fn a_frame_larger_than_the_gpu_allows_is_a_clear_error() {
         err.to_string()
             .contains("larger than this GPU's largest texture"),
         "{err}"
+    );
+}
+
+/// The upload path makes its staging buffers once: a thousand frames of one size, and
+/// of an unpadded size (rows re-padded on the way), through a ring of three, each
+/// shown byte-exact; wgpu's per-call staging (`write_texture`) is never used.
+#[test]
+fn uploads_reuse_a_ring_of_staging_buffers_and_show_every_byte() {
+    let Some(gpu) = gpu_or_skip("upload ring") else {
+        return;
+    };
+    let pool = FramePool::new(4);
+    let mut readback = Readback::new(2);
+    let mut upload = UploadTexture::new();
+    // Unpadded rows (301 x 4 bytes), as an image source makes them.
+    let g = FrameGeometry::rgba8(301, 77);
+    let mut shown = 0u64;
+    let mut last_shown: Option<Vec<u8>> = None;
+    for seq in 0..1000u64 {
+        let pixels: Vec<u8> = (0..g.total_len())
+            .map(|i| (i as u64 * 7 + seq) as u8)
+            .collect();
+        let frame = Frame::copied(g, seq, 0, &pixels, &pool);
+        if upload.upload(&gpu.device, &gpu.queue, &frame).unwrap() != Uploaded::Busy {
+            shown += 1;
+            last_shown = Some(pixels);
+        }
+        if seq % 100 == 99 {
+            // Now and then: the texture holds the last frame shown, exactly.
+            UploadTexture::wait_uploaded(&gpu.device, &gpu.queue).unwrap();
+            let back = read_back(&gpu, &mut readback, upload.texture().unwrap(), seq, &pool);
+            let want = last_shown.as_ref().expect("a frame was shown");
+            assert_rows_equal(&back, want, &format!("the frame shown by {seq}"));
+        }
+    }
+    assert!(
+        shown >= 500,
+        "{shown} of 1000 frames shown ({} busy)",
+        upload.busy()
+    );
+    assert!(
+        (1..=UPLOAD_RING as u64).contains(&upload.buffers_created()),
+        "{} staging buffers for 1000 frames: made once, not per frame",
+        upload.buffers_created()
     );
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::text::human_bytes;
 use super::{dropped_paths, peers_ui, Chat, EguiTexture, FileOffers, FolderOpener, TransfersView};
 use crate::frame::Frame;
-use crate::gpu::UploadTexture;
+use crate::gpu::{UploadTexture, Uploaded};
 use crate::meter::{FrameMeter, StageMeter};
 use crate::net::{now_us, Event, NetError, Node, NodeConfig, PeerState, PeerStatus, Waker};
 
@@ -231,11 +231,15 @@ impl ViewerApp {
                 );
             }
             Some(rs) => match self.upload.upload(&rs.device, &rs.queue, &frame) {
-                Ok(recreated) => {
-                    // `write_texture` copies into wgpu's staging memory; the GPU copy
-                    // runs with the window's next submit, which this never waits for.
+                Ok(Uploaded::Busy) => {
+                    // Every staging buffer is still on its way: this frame is left out
+                    // (counted), and a newer one takes its place. Nothing waits.
+                }
+                Ok(uploaded) => {
+                    // Copied into a staging buffer that was mapped already; the GPU's
+                    // copy into the texture is submitted, and never waited for.
                     stages[2] = Some(upload_start.elapsed().as_secs_f64() * 1e3);
-                    if recreated {
+                    if uploaded == Uploaded::NewTexture {
                         if let Some(view) = self.upload.view() {
                             self.texture.set(rs, view);
                         }
@@ -477,9 +481,12 @@ impl ViewerApp {
             self.stages_ui(ui, now);
             ui.label(format!(
                 "dropped {}",
-                stats.frames_dropped + self.frames_skipped
+                stats.frames_dropped + self.frames_skipped + self.upload.busy()
             ))
-            .on_hover_text("frames received but replaced by a newer one before being shown");
+            .on_hover_text(
+                "frames received but replaced by a newer one before being shown, or left \
+                 out while the GPU was still copying the ones before",
+            );
             if stats.checksum_failures > 0 {
                 ui.colored_label(
                     ui.visuals().warn_fg_color,

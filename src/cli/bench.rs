@@ -862,7 +862,11 @@ impl GpuConsumer {
     fn upload(&mut self, frame: Frame) -> anyhow::Result<()> {
         let (device, queue) = (&self.gpu.device, &self.gpu.queue);
         let start = Instant::now();
-        self.upload.upload(device, queue, &frame)?;
+        if self.upload.upload(device, queue, &frame)? == crate::gpu::Uploaded::Busy {
+            // The ring's buffers come back with the wait below; this frame gets one.
+            UploadTexture::wait_uploaded(device, queue)?;
+            self.upload.upload(device, queue, &frame)?;
+        }
         UploadTexture::wait_uploaded(device, queue)?;
         let upload = start.elapsed();
         let meta = frame.meta();

@@ -9,7 +9,7 @@ mod upload;
 pub use layout::{RowLayout, COPY_ALIGN};
 pub use live::{LiveMode, LiveShader, LIVE_SHADER_WGSL};
 pub use readback::Readback;
-pub use upload::UploadTexture;
+pub use upload::{UploadTexture, Uploaded, UPLOAD_RING};
 
 use crate::frame::PixelFormat;
 
