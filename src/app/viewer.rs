@@ -96,6 +96,9 @@ pub struct ViewerApp {
     texture: EguiTexture,
     /// The frame in the texture, kept (shared, not copied) for snapshots.
     last_frame: Option<Frame>,
+    /// A frame the upload ring had no buffer for yet (every one in flight): shown on a
+    /// later pass unless a newer one comes first.
+    waiting: Option<(Frame, Option<u64>)>,
     last_frame_at: Option<Instant>,
     frames_shown: u64,
     /// Frames the window took but replaced by a newer one in the same pass.
@@ -136,6 +139,7 @@ impl ViewerApp {
             last_frame_at: None,
             frames_shown: 0,
             frames_skipped: 0,
+            waiting: None,
             show_error: None,
             meter: FrameMeter::new(Duration::from_secs(1)),
             arrivals,
@@ -202,8 +206,16 @@ impl ViewerApp {
         // After taking the frames: a frame that comes in between keeps no stamp (its
         // stages go unmeasured) rather than lending its stamp to the one shown.
         let arrived_us = self.arrivals.take();
-        if let Some(frame) = newest {
-            self.show_frame(frame, arrived_us);
+        let waiting = self.waiting.take();
+        match (newest, waiting) {
+            (Some(frame), replaced) => {
+                if replaced.is_some() {
+                    self.frames_skipped += 1;
+                }
+                self.show_frame(frame, arrived_us);
+            }
+            (None, Some((frame, arrived_us))) => self.upload_frame(frame, arrived_us, None),
+            (None, None) => {}
         }
     }
 
@@ -218,12 +230,25 @@ impl ViewerApp {
         self.last_frame_at = Some(now);
         let ms = |us: u64| us as f64 / 1e3;
         let arrived_us = arrived_us.filter(|&a| a <= taken_us);
-        let mut stages = [
+        let stages = [
             arrived_us.map(|a| ms(a.saturating_sub(m.capture_us))),
             arrived_us.map(|a| ms(taken_us - a)),
             None,
         ];
+        self.upload_frame(frame, arrived_us, Some((now, stages)));
+    }
+
+    /// The upload half of [`ViewerApp::show_frame`], also for a frame that waited for a
+    /// staging buffer (`stages` is `None` then: it was measured when it came).
+    fn upload_frame(
+        &mut self,
+        frame: Frame,
+        arrived_us: Option<u64>,
+        stages: Option<(Instant, [Option<f64>; 3])>,
+    ) {
+        let seq = frame.meta().seq;
         let upload_start = Instant::now();
+        let mut upload_ms = None;
         match &self.render_state {
             None => {
                 self.show_error = Some(
@@ -232,13 +257,15 @@ impl ViewerApp {
             }
             Some(rs) => match self.upload.upload(&rs.device, &rs.queue, &frame) {
                 Ok(Uploaded::Busy) => {
-                    // Every staging buffer is still on its way: this frame is left out
-                    // (counted), and a newer one takes its place. Nothing waits.
+                    // Every staging buffer is still on its way: the frame waits for a
+                    // later pass (unless a newer one comes first). Nothing waits here.
+                    self.waiting = Some((frame, arrived_us));
+                    return;
                 }
                 Ok(uploaded) => {
                     // Copied into a staging buffer that was mapped already; the GPU's
                     // copy into the texture is submitted, and never waited for.
-                    stages[2] = Some(upload_start.elapsed().as_secs_f64() * 1e3);
+                    upload_ms = Some(upload_start.elapsed().as_secs_f64() * 1e3);
                     if uploaded == Uploaded::NewTexture {
                         if let Some(view) = self.upload.view() {
                             self.texture.set(rs, view);
@@ -250,8 +277,11 @@ impl ViewerApp {
                 Err(e) => self.show_error = Some(format!("cannot show this frame: {e}")),
             },
         }
-        self.stages.record(now, stages);
-        tracing::trace!(seq = m.seq, "frame shown");
+        if let Some((at, mut stages)) = stages {
+            stages[2] = upload_ms;
+            self.stages.record(at, stages);
+        }
+        tracing::trace!(seq, "frame shown");
         self.last_frame = Some(frame);
     }
 
@@ -481,12 +511,9 @@ impl ViewerApp {
             self.stages_ui(ui, now);
             ui.label(format!(
                 "dropped {}",
-                stats.frames_dropped + self.frames_skipped + self.upload.busy()
+                stats.frames_dropped + self.frames_skipped
             ))
-            .on_hover_text(
-                "frames received but replaced by a newer one before being shown, or left \
-                 out while the GPU was still copying the ones before",
-            );
+            .on_hover_text("frames received but replaced by a newer one before being shown");
             if stats.checksum_failures > 0 {
                 ui.colored_label(
                     ui.visuals().warn_fg_color,
@@ -629,6 +656,10 @@ impl ViewerApp {
 impl eframe::App for ViewerApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.take_from_network();
+        if self.waiting.is_some() {
+            // The upload ring's buffers come back within a few milliseconds.
+            ctx.request_repaint_after(Duration::from_millis(2));
+        }
         self.poll_snapshot();
         self.send_dropped(ctx);
         self.transfers.refresh(&self.node, Instant::now());
