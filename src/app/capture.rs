@@ -284,7 +284,7 @@ impl Capture {
     fn capture_and_publish(&mut self, now: Instant) -> Result<(), GpuError> {
         let t = now.duration_since(self.started);
         if let Some(Picture::Animation { frames, total }) = &self.picture {
-            let index = frame_at(frames, *total, t);
+            let index = crate::source::animation_index(frames, *total, t);
             if index != self.shown {
                 write_texture(&self.queue, &self.source, &frames[index].0);
                 self.shown = index;
@@ -403,18 +403,6 @@ impl Capture {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Index of the animation frame shown at time `t` (looping).
-fn frame_at(frames: &[(RgbaImage, Duration)], total: Duration, t: Duration) -> usize {
-    let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos().max(1)) as u64);
-    for (i, (_, delay)) in frames.iter().enumerate() {
-        if at < *delay {
-            return i;
-        }
-        at -= *delay;
-    }
-    frames.len() - 1
 }
 
 fn write_texture(queue: &wgpu::Queue, texture: &wgpu::Texture, img: &RgbaImage) {
