@@ -10,6 +10,8 @@
 
 mod admission;
 mod backoff;
+mod config;
+mod connect;
 mod fdlimit;
 mod files;
 mod handshake;
@@ -26,12 +28,13 @@ mod tx;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backoff::Backoff;
+pub use config::{NodeConfig, Waker};
 pub use fdlimit::{fds_needed, FDS_PER_CONNECTION, FDS_RESERVED};
 pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW};
 pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 pub use link::THREADS_PER_LINK;
-pub use node::{Event, FileOfferer, Node, NodeConfig, Publisher, Waker};
+pub use node::{Event, FileOfferer, Node, Publisher};
 pub use ratelimit::{Verdict, WarnLimiter};
 pub use reason::{HandshakeFailure, LinkEnd, Severity};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};

@@ -1,7 +1,7 @@
 //! The node: one endpoint with its listener, its dialers and its peers. The public API
 //! the windows and the command line use (publish, text, files, status, events).
 
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -10,143 +10,18 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::admission::{Admission, AdmissionLimits, Admitted};
-use super::backoff::Backoff;
+use super::admission::{Admission, AdmissionLimits};
+pub(crate) use super::config::NodeConfig;
+use super::connect::{accept_loop, dial_loop};
 use super::files::{FileShelf, OutgoingFile};
-use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side, Token};
-use super::keepalive::KeepaliveConfig;
-use super::link::{lock, run_link, LinkHandle, Transport, FILE_BUFFERS_PER_LINK};
+use super::link::{lock, LinkHandle, FILE_BUFFERS_PER_LINK};
 use super::ratelimit::{Verdict, WarnLimiter};
 use super::reason::{HandshakeFailure, LinkEnd, Severity};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
-use super::tls::Tls;
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
-use crate::protocol::{
-    encode, Capabilities, GoodbyeCode, Hello, Limits, Message, Role, Text, DEFAULT_CHUNK_BYTES,
-};
-use std::io::Write as _;
-
-/// How a node behaves. `NodeConfig::new(role)` gives the documented defaults.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub role: Role,
-    /// Our name, sent in the hello and as the author of our text messages.
-    pub name: String,
-    /// Accept peers on this address.
-    pub listen: Option<String>,
-    /// Dial these `host:port` targets, reconnecting with backoff.
-    pub connect: Vec<String>,
-    /// Payload bytes per frame chunk (default 1 MiB).
-    pub chunk_bytes: usize,
-    /// Limits applied to everything peers send.
-    pub limits: Limits,
-    pub keepalive: KeepaliveConfig,
-    /// The whole handshake must finish within this (default 5 s).
-    pub handshake_timeout: Duration,
-    /// Reconnect delays: first, and the most (defaults 100 ms, 2 s).
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// Give up a dial attempt after this long (default 3 s).
-    pub connect_timeout: Duration,
-    /// Accepted peers served at once; more get a "full" goodbye. `None`: no limit.
-    pub max_peers: Option<usize>,
-    /// Pass text from one peer on to the others (senders and relays do).
-    pub forward_text: bool,
-    /// Publish received frames to our own peers (relays do).
-    pub republish: bool,
-    /// Take offered files into this folder; `None` refuses offers.
-    pub files_dir: Option<PathBuf>,
-    /// Files one peer may be sending us at once; more offers are refused (default 16).
-    pub max_files_per_peer: usize,
-    /// The shared token: peers must prove they know it (and we prove it to them).
-    /// `None`: open to anyone who can connect.
-    pub token: Option<Token>,
-    /// Run every connection over TLS 1.3 (both ends must).
-    pub tls: Option<Tls>,
-    /// Connections accepted at once, handshakes included; more are closed at once
-    /// (default 256).
-    pub max_connections: usize,
-    /// Accepted connections still in their handshake (not yet authenticated) at once;
-    /// more are closed at once (default 32).
-    pub max_handshaking: usize,
-    /// The same, from one IP address (default 8): one address holding silent
-    /// connections cannot take every handshake place.
-    pub max_handshaking_per_address: usize,
-    /// Complete received frames kept for the application, newest wins (default 2).
-    pub frame_queue: usize,
-    /// Events kept for the application before further ones are dropped (default 1024).
-    pub event_queue: usize,
-    /// Called from network threads after a frame or an event is delivered, so that a
-    /// window repaints instead of polling (e.g. `egui::Context::request_repaint`).
-    pub waker: Option<Waker>,
-}
-
-/// A callback that wakes the application's thread.
-#[derive(Clone)]
-pub struct Waker(pub Arc<dyn Fn() + Send + Sync>);
-
-impl Waker {
-    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Waker {
-        Waker(Arc::new(f))
-    }
-
-    fn wake(&self) {
-        (self.0)();
-    }
-}
-
-impl std::fmt::Debug for Waker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Waker")
-    }
-}
-
-impl NodeConfig {
-    pub fn new(role: Role) -> NodeConfig {
-        NodeConfig {
-            role,
-            name: format!("texstream {}", role.name()),
-            listen: None,
-            connect: Vec::new(),
-            chunk_bytes: DEFAULT_CHUNK_BYTES,
-            limits: Limits::default(),
-            keepalive: KeepaliveConfig::default(),
-            handshake_timeout: Duration::from_secs(5),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(3),
-            max_peers: None,
-            forward_text: matches!(role, Role::Sender | Role::Relay),
-            republish: role == Role::Relay,
-            files_dir: None,
-            max_files_per_peer: super::files::MAX_INCOMING_PER_PEER,
-            token: None,
-            tls: None,
-            max_connections: 256,
-            max_handshaking: 32,
-            max_handshaking_per_address: 8,
-            frame_queue: 2,
-            event_queue: 1024,
-            waker: None,
-        }
-    }
-
-    pub(crate) fn capabilities(&self) -> Capabilities {
-        let mut bits = Capabilities::TEXT;
-        if matches!(self.role, Role::Sender | Role::Relay) {
-            bits |= Capabilities::FRAMES_OUT;
-        }
-        if matches!(self.role, Role::Viewer | Role::Relay) {
-            bits |= Capabilities::FRAMES_IN;
-        }
-        if self.files_dir.is_some() {
-            bits |= Capabilities::FILES_IN;
-        }
-        Capabilities(bits)
-    }
-}
+use crate::protocol::{GoodbyeCode, Hello, Message, Role, Text};
 
 /// What happened on the network, for the application. Frames come separately, through
 /// [`Node::frames`].
@@ -248,7 +123,7 @@ impl PeerSlot {
         }
     }
 
-    fn set_state(&self, state: PeerState) {
+    pub(super) fn set_state(&self, state: PeerState) {
         lock(&self.info).state = state;
     }
 }
@@ -267,7 +142,7 @@ pub(crate) struct Shared {
     pub instance: u64,
     /// Accepted connections open and in their handshake (in all, per address), and
     /// the addresses that failed to authenticate: checked before a connection is served.
-    admission: Arc<Mutex<Admission>>,
+    pub(super) admission: Arc<Mutex<Admission>>,
     /// The peer list, read without a lock (`publish` on a capture thread and the UI
     /// thread's `peers` never wait for each other); changed copy-on-write under
     /// `peers_edit`, only when a peer comes or goes.
@@ -278,7 +153,7 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     /// Dropped at shutdown: sleeping dialers wake up.
     wake_tx: Mutex<Option<flume::Sender<()>>>,
-    wake_rx: flume::Receiver<()>,
+    pub(super) wake_rx: flume::Receiver<()>,
     events_tx: flume::Sender<Event>,
     frames_tx: flume::Sender<Frame>,
     frames_evict: flume::Receiver<Frame>,
@@ -469,18 +344,18 @@ impl Shared {
             .cloned()
     }
 
-    fn new_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
+    pub(super) fn new_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
         let slot = self.make_slot(origin, target);
         self.edit_peers(|peers| peers.push(slot.clone()));
         slot
     }
 
     /// How long an address that failed to authenticate too often must wait.
-    fn auth_penalty(&self, ip: std::net::IpAddr) -> Option<Duration> {
+    pub(super) fn auth_penalty(&self, ip: std::net::IpAddr) -> Option<Duration> {
         lock(&self.admission).penalty(ip, Instant::now())
     }
 
-    fn auth_failed(&self, ip: std::net::IpAddr) {
+    pub(super) fn auth_failed(&self, ip: std::net::IpAddr) {
         let count = lock(&self.admission).auth_failed(ip, Instant::now());
         self.counters.auth_failures.fetch_add(1, Relaxed);
         match self.may_warn(PeerWarning::Auth) {
@@ -491,12 +366,12 @@ impl Shared {
         }
     }
 
-    fn auth_succeeded(&self, ip: std::net::IpAddr) {
+    pub(super) fn auth_succeeded(&self, ip: std::net::IpAddr) {
         lock(&self.admission).auth_succeeded(ip);
     }
 
     /// Whether `max_peers` accepted peers are served already.
-    fn accepted_full(&self) -> bool {
+    pub(super) fn accepted_full(&self) -> bool {
         let Some(max) = self.config.max_peers else {
             return false;
         };
@@ -511,7 +386,7 @@ impl Shared {
     /// A slot for a peer that dialed us, unless `max_peers` accepted peers are already
     /// served (checked and inserted under one lock, so two peers arriving together
     /// cannot both take the last place).
-    fn new_accepted_slot(&self, addr: SocketAddr) -> Option<Arc<PeerSlot>> {
+    pub(super) fn new_accepted_slot(&self, addr: SocketAddr) -> Option<Arc<PeerSlot>> {
         self.edit_peers(|peers| {
             if let Some(max) = self.config.max_peers {
                 let accepted = peers
@@ -551,7 +426,7 @@ impl Shared {
     }
 
     /// Logs and reports a failed handshake; protocol violations count as such.
-    fn handshake_failed(&self, addr: SocketAddr, error: &NetError) {
+    pub(super) fn handshake_failed(&self, addr: SocketAddr, error: &NetError) {
         if matches!(error, NetError::Protocol(_)) {
             self.counters.protocol_errors.fetch_add(1, Relaxed);
         }
@@ -560,7 +435,7 @@ impl Shared {
 
     /// Logs (rate-limited where a peer can cause it) and reports a connection that
     /// never became a link.
-    fn report_handshake_failure(&self, addr: SocketAddr, reason: HandshakeFailure) {
+    pub(super) fn report_handshake_failure(&self, addr: SocketAddr, reason: HandshakeFailure) {
         let note = match reason.severity() {
             Severity::Warn => self.may_warn(PeerWarning::Handshake),
             Severity::Info => None,
@@ -572,11 +447,11 @@ impl Shared {
         self.emit(Event::HandshakeFailed { addr, reason });
     }
 
-    fn remove_slot(&self, id: PeerId) {
+    pub(super) fn remove_slot(&self, id: PeerId) {
         self.edit_peers(|peers| peers.retain(|s| s.id != id));
     }
 
-    fn hello(&self) -> Hello {
+    pub(super) fn hello(&self) -> Hello {
         Hello {
             role: self.config.role,
             capabilities: self.config.capabilities(),
@@ -586,11 +461,11 @@ impl Shared {
         }
     }
 
-    fn is_shutting_down(&self) -> bool {
+    pub(super) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Relaxed)
     }
 
-    fn spawn(&self, name: String, f: impl FnOnce() + Send + 'static) {
+    pub(super) fn spawn(&self, name: String, f: impl FnOnce() + Send + 'static) {
         match std::thread::Builder::new().name(name).spawn(f) {
             Ok(handle) => {
                 let mut threads = lock(&self.threads);
@@ -973,275 +848,6 @@ fn close_link(slot: &PeerSlot, code: GoodbyeCode, reason: &str) {
     if let Some(link) = lock(&slot.link).clone() {
         link.close(code, reason);
     }
-}
-
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
-    for conn in listener.incoming() {
-        if shared.is_shutting_down() {
-            break;
-        }
-        match conn {
-            Ok(stream) => {
-                // Over a limit: close at once, before a thread or a byte is spent on it.
-                // Counted here, before the thread starts, so that a burst of connections
-                // cannot all pass the check before any of them is counted.
-                let peer = stream.peer_addr().ok();
-                let admitted = match Admitted::ask(&shared.admission, peer.map(|a| a.ip())) {
-                    Ok(admitted) => admitted,
-                    Err(why) => {
-                        let n = shared.counters.connections_refused.fetch_add(1, Relaxed);
-                        if n.is_power_of_two() {
-                            let addr = peer.map_or_else(|| "?".into(), |a| a.to_string());
-                            tracing::warn!(
-                                "refused a connection: {why}; {} so far, latest from {addr}",
-                                n + 1
-                            );
-                        }
-                        continue;
-                    }
-                };
-                let s = shared.clone();
-                let addr = peer.map_or_else(|| "?".to_owned(), |a| a.to_string());
-                shared.spawn(format!("texstream peer {addr}"), move || {
-                    // The ticket lives as long as the connection.
-                    accepted(&s, stream, admitted);
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: log, breathe, carry on.
-                tracing::warn!("accepting a connection failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-/// A connection before its texstream handshake: the socket, or a TLS session over it.
-enum Secured {
-    Plain(TcpStream),
-    Tls(Box<super::tls::TlsSession>),
-}
-
-impl Secured {
-    fn handshake(&mut self, shared: &Shared, side: Side) -> Result<Handshaken, NetError> {
-        let config = &shared.config;
-        let (hello, token, limits) = (shared.hello(), config.token.as_ref(), &config.limits);
-        let timeout = config.handshake_timeout;
-        match self {
-            Secured::Plain(s) => handshake(s, &hello, side, token, limits, timeout),
-            Secured::Tls(s) => handshake(&mut **s, &hello, side, token, limits, timeout),
-        }
-    }
-
-    fn refuse(&mut self, shared: &Shared, goodbye: &Message) -> Result<(), NetError> {
-        let config = &shared.config;
-        match self {
-            Secured::Plain(s) => {
-                refuse_in_handshake(s, goodbye, &config.limits, config.handshake_timeout)
-            }
-            Secured::Tls(s) => {
-                refuse_in_handshake(&mut **s, goodbye, &config.limits, config.handshake_timeout)
-            }
-        }
-    }
-
-    fn into_transport(self) -> Result<Transport, NetError> {
-        match self {
-            Secured::Plain(s) => Transport::plain(s),
-            Secured::Tls(s) => Transport::tls(*s),
-        }
-    }
-}
-
-/// Serves a connection the accept loop took; `admitted` holds its places (in the
-/// handshake until that is over, open until it closes).
-fn accepted(shared: &Arc<Shared>, stream: TcpStream, mut admitted: Admitted) {
-    let Ok(addr) = stream.peer_addr() else {
-        return;
-    };
-    let span = tracing::info_span!("peer", %addr);
-    let _g = span.enter();
-    let config = &shared.config;
-    let mut conn = match &config.tls {
-        None => Secured::Plain(stream),
-        Some(tls) => match tls.accept(stream, config.handshake_timeout) {
-            Ok(session) => Secured::Tls(Box::new(session)),
-            Err(e) => {
-                if !shared.is_shutting_down() {
-                    shared.handshake_failed(addr, &e);
-                }
-                return;
-            }
-        },
-    };
-    let refusal = if let Some(wait) = shared.auth_penalty(addr.ip()) {
-        Some((
-            GoodbyeCode::AuthFailed,
-            format!(
-                "too many failed authentications from {}: try again in {} s",
-                addr.ip(),
-                wait.as_secs().max(1)
-            ),
-        ))
-    } else if shared.accepted_full() {
-        // Say so in the handshake: the dialer sees a failed handshake and backs off,
-        // instead of reconnecting at once after a short-lived link.
-        let max = config.max_peers.unwrap_or_default();
-        Some((
-            GoodbyeCode::Full,
-            format!("this node is full: it serves at most {max} peers"),
-        ))
-    } else {
-        None
-    };
-    if let Some((code, reason)) = refusal {
-        let bye = Message::Goodbye {
-            code,
-            reason: reason.clone(),
-        };
-        if conn.refuse(shared, &bye).is_ok() {
-            shared.report_handshake_failure(addr, HandshakeFailure::RefusedHere { code, reason });
-        }
-        return;
-    }
-    let result = conn.handshake(shared, Side::Acceptor);
-    admitted.handshake_over();
-    let handshaken = match result {
-        Ok(h) => {
-            shared.auth_succeeded(addr.ip());
-            h
-        }
-        Err(e) => {
-            if matches!(e, NetError::AuthFailed(_)) {
-                shared.auth_failed(addr.ip());
-            }
-            if !shared.is_shutting_down() {
-                shared.handshake_failed(addr, &e);
-            }
-            return;
-        }
-    };
-    let transport = match conn.into_transport() {
-        Ok(t) => t,
-        Err(e) => {
-            shared.handshake_failed(addr, &e);
-            return;
-        }
-    };
-    let Some(slot) = shared.new_accepted_slot(addr) else {
-        let max = config.max_peers.unwrap_or_default();
-        let reason = format!("this node is full: it serves at most {max} peers");
-        let mut bye = Vec::new();
-        encode(
-            &Message::Goodbye {
-                code: GoodbyeCode::Full,
-                reason: reason.clone(),
-            },
-            &mut bye,
-        );
-        let mut writer = transport.writer;
-        let _ = writer.write_all(&bye);
-        let _ = writer.flush();
-        let _ = transport.socket.shutdown(Shutdown::Both);
-        shared.report_handshake_failure(
-            addr,
-            HandshakeFailure::RefusedHere {
-                code: GoodbyeCode::Full,
-                reason,
-            },
-        );
-        return;
-    };
-    let reason = run_link(shared, &slot, transport, handshaken);
-    log_disconnect(shared, &slot, addr, reason);
-    slot.set_state(PeerState::Closed);
-    shared.remove_slot(slot.id);
-}
-
-fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: LinkEnd) {
-    // Reported to the application, which chooses how loudly to say it; the library
-    // logs it at debug, or at warn for what points at a broken peer or network.
-    let note = match reason.severity() {
-        Severity::Warn => shared.may_warn(PeerWarning::Disconnect),
-        Severity::Info => None,
-    };
-    match note {
-        Some(note) => {
-            tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}{note}");
-        }
-        None => tracing::debug!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
-    }
-    lock(&slot.info).last_error = Some(reason.to_string());
-    shared.emit(Event::PeerDisconnected {
-        peer: slot.id,
-        addr: Some(addr),
-        reason,
-    });
-}
-
-fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
-    let config = &shared.config;
-    let span = tracing::info_span!("dial", target = %slot.target);
-    let _g = span.enter();
-    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
-    let mut connected_before = false;
-    while !shared.is_shutting_down() {
-        slot.set_state(PeerState::Connecting);
-        match dial(shared, &slot.target) {
-            Ok((stream, hello, addr)) => {
-                backoff.reset();
-                if connected_before {
-                    slot.counters.reconnects.fetch_add(1, Relaxed);
-                    shared.counters.reconnects.fetch_add(1, Relaxed);
-                }
-                connected_before = true;
-                let reason = run_link(shared, slot, stream, hello);
-                log_disconnect(shared, slot, addr, reason);
-            }
-            Err(e) => {
-                tracing::debug!("dial failed: {e}");
-                lock(&slot.info).last_error = Some(e.to_string());
-            }
-        }
-        if shared.is_shutting_down() {
-            break;
-        }
-        let delay = backoff.next_delay();
-        slot.set_state(PeerState::Reconnecting {
-            retry_at: Instant::now() + delay,
-        });
-        if let Err(flume::RecvTimeoutError::Disconnected) = shared.wake_rx.recv_timeout(delay) {
-            break;
-        }
-    }
-    slot.set_state(PeerState::Closed);
-}
-
-fn dial(shared: &Shared, target: &str) -> Result<(Transport, Handshaken, SocketAddr), NetError> {
-    let config = &shared.config;
-    let addr = target
-        .to_socket_addrs()
-        .map_err(|e| NetError::io("resolving the address", e))?
-        .next()
-        .ok_or_else(|| NetError::Resolve(target.to_owned()))?;
-    let stream = TcpStream::connect_timeout(&addr, config.connect_timeout)
-        .map_err(|e| NetError::io("connecting", e))?;
-    let result = (|| {
-        let mut conn = match &config.tls {
-            None => Secured::Plain(stream),
-            Some(tls) => Secured::Tls(Box::new(tls.connect(
-                stream,
-                target,
-                config.handshake_timeout,
-            )?)),
-        };
-        let handshaken = conn.handshake(shared, Side::Dialer)?;
-        Ok((conn.into_transport()?, handshaken, addr))
-    })();
-    if let Err(e) = &result {
-        shared.handshake_failed(addr, e);
-    }
-    result
 }
 
 /// A random number (not for secrets): std's per-process hash seed, mixed with the

@@ -1,0 +1,131 @@
+//! A node's configuration: what it is, where it listens and dials, its limits and
+//! timers, with the documented defaults (`NodeConfig::new`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::handshake::Token;
+use super::keepalive::KeepaliveConfig;
+use super::tls::Tls;
+use crate::protocol::{Capabilities, Limits, Role, DEFAULT_CHUNK_BYTES};
+
+/// How a node behaves. `NodeConfig::new(role)` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub role: Role,
+    /// Our name, sent in the hello and as the author of our text messages.
+    pub name: String,
+    /// Accept peers on this address.
+    pub listen: Option<String>,
+    /// Dial these `host:port` targets, reconnecting with backoff.
+    pub connect: Vec<String>,
+    /// Payload bytes per frame chunk (default 1 MiB).
+    pub chunk_bytes: usize,
+    /// Limits applied to everything peers send.
+    pub limits: Limits,
+    pub keepalive: KeepaliveConfig,
+    /// The whole handshake must finish within this (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Reconnect delays: first, and the most (defaults 100 ms, 2 s).
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Give up a dial attempt after this long (default 3 s).
+    pub connect_timeout: Duration,
+    /// Accepted peers served at once; more get a "full" goodbye. `None`: no limit.
+    pub max_peers: Option<usize>,
+    /// Pass text from one peer on to the others (senders and relays do).
+    pub forward_text: bool,
+    /// Publish received frames to our own peers (relays do).
+    pub republish: bool,
+    /// Take offered files into this folder; `None` refuses offers.
+    pub files_dir: Option<PathBuf>,
+    /// Files one peer may be sending us at once; more offers are refused (default 16).
+    pub max_files_per_peer: usize,
+    /// The shared token: peers must prove they know it (and we prove it to them).
+    /// `None`: open to anyone who can connect.
+    pub token: Option<Token>,
+    /// Run every connection over TLS 1.3 (both ends must).
+    pub tls: Option<Tls>,
+    /// Connections accepted at once, handshakes included; more are closed at once
+    /// (default 256).
+    pub max_connections: usize,
+    /// Accepted connections still in their handshake (not yet authenticated) at once;
+    /// more are closed at once (default 32).
+    pub max_handshaking: usize,
+    /// The same, from one IP address (default 8): one address holding silent
+    /// connections cannot take every handshake place.
+    pub max_handshaking_per_address: usize,
+    /// Complete received frames kept for the application, newest wins (default 2).
+    pub frame_queue: usize,
+    /// Events kept for the application before further ones are dropped (default 1024).
+    pub event_queue: usize,
+    /// Called from network threads after a frame or an event is delivered, so that a
+    /// window repaints instead of polling (e.g. `egui::Context::request_repaint`).
+    pub waker: Option<Waker>,
+}
+
+/// A callback that wakes the application's thread.
+#[derive(Clone)]
+pub struct Waker(pub Arc<dyn Fn() + Send + Sync>);
+
+impl Waker {
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Waker {
+        Waker(Arc::new(f))
+    }
+
+    pub(crate) fn wake(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
+impl NodeConfig {
+    pub fn new(role: Role) -> NodeConfig {
+        NodeConfig {
+            role,
+            name: format!("texstream {}", role.name()),
+            listen: None,
+            connect: Vec::new(),
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            limits: Limits::default(),
+            keepalive: KeepaliveConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+            max_peers: None,
+            forward_text: matches!(role, Role::Sender | Role::Relay),
+            republish: role == Role::Relay,
+            files_dir: None,
+            max_files_per_peer: super::files::MAX_INCOMING_PER_PEER,
+            token: None,
+            tls: None,
+            max_connections: 256,
+            max_handshaking: 32,
+            max_handshaking_per_address: 8,
+            frame_queue: 2,
+            event_queue: 1024,
+            waker: None,
+        }
+    }
+
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        let mut bits = Capabilities::TEXT;
+        if matches!(self.role, Role::Sender | Role::Relay) {
+            bits |= Capabilities::FRAMES_OUT;
+        }
+        if matches!(self.role, Role::Viewer | Role::Relay) {
+            bits |= Capabilities::FRAMES_IN;
+        }
+        if self.files_dir.is_some() {
+            bits |= Capabilities::FILES_IN;
+        }
+        Capabilities(bits)
+    }
+}

@@ -1,0 +1,288 @@
+//! How connections are made: the accept loop (admission before a thread is spent),
+//! an accepted connection's TLS and handshake, and the dialers that reconnect with
+//! backoff. Each hands an established connection to `link::run_link`.
+
+use std::io::Write as _;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::admission::Admitted;
+use super::backoff::Backoff;
+use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side};
+use super::link::{lock, run_link, Transport};
+use super::node::{Event, PeerSlot, PeerWarning, Shared};
+use super::reason::{HandshakeFailure, LinkEnd, Severity};
+use super::status::PeerState;
+use super::NetError;
+use crate::protocol::{encode, GoodbyeCode, Message};
+
+pub(super) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    for conn in listener.incoming() {
+        if shared.is_shutting_down() {
+            break;
+        }
+        match conn {
+            Ok(stream) => {
+                // Over a limit: close at once, before a thread or a byte is spent on it.
+                // Counted here, before the thread starts, so that a burst of connections
+                // cannot all pass the check before any of them is counted.
+                let peer = stream.peer_addr().ok();
+                let admitted = match Admitted::ask(&shared.admission, peer.map(|a| a.ip())) {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        let n = shared.counters.connections_refused.fetch_add(1, Relaxed);
+                        if n.is_power_of_two() {
+                            let addr = peer.map_or_else(|| "?".into(), |a| a.to_string());
+                            tracing::warn!(
+                                "refused a connection: {why}; {} so far, latest from {addr}",
+                                n + 1
+                            );
+                        }
+                        continue;
+                    }
+                };
+                let s = shared.clone();
+                let addr = peer.map_or_else(|| "?".to_owned(), |a| a.to_string());
+                shared.spawn(format!("texstream peer {addr}"), move || {
+                    // The ticket lives as long as the connection.
+                    accepted(&s, stream, admitted);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: log, breathe, carry on.
+                tracing::warn!("accepting a connection failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A connection before its texstream handshake: the socket, or a TLS session over it.
+enum Secured {
+    Plain(TcpStream),
+    Tls(Box<super::tls::TlsSession>),
+}
+
+impl Secured {
+    fn handshake(&mut self, shared: &Shared, side: Side) -> Result<Handshaken, NetError> {
+        let config = &shared.config;
+        let (hello, token, limits) = (shared.hello(), config.token.as_ref(), &config.limits);
+        let timeout = config.handshake_timeout;
+        match self {
+            Secured::Plain(s) => handshake(s, &hello, side, token, limits, timeout),
+            Secured::Tls(s) => handshake(&mut **s, &hello, side, token, limits, timeout),
+        }
+    }
+
+    fn refuse(&mut self, shared: &Shared, goodbye: &Message) -> Result<(), NetError> {
+        let config = &shared.config;
+        match self {
+            Secured::Plain(s) => {
+                refuse_in_handshake(s, goodbye, &config.limits, config.handshake_timeout)
+            }
+            Secured::Tls(s) => {
+                refuse_in_handshake(&mut **s, goodbye, &config.limits, config.handshake_timeout)
+            }
+        }
+    }
+
+    fn into_transport(self) -> Result<Transport, NetError> {
+        match self {
+            Secured::Plain(s) => Transport::plain(s),
+            Secured::Tls(s) => Transport::tls(*s),
+        }
+    }
+}
+
+/// Serves a connection the accept loop took; `admitted` holds its places (in the
+/// handshake until that is over, open until it closes).
+fn accepted(shared: &Arc<Shared>, stream: TcpStream, mut admitted: Admitted) {
+    let Ok(addr) = stream.peer_addr() else {
+        return;
+    };
+    let span = tracing::info_span!("peer", %addr);
+    let _g = span.enter();
+    let config = &shared.config;
+    let mut conn = match &config.tls {
+        None => Secured::Plain(stream),
+        Some(tls) => match tls.accept(stream, config.handshake_timeout) {
+            Ok(session) => Secured::Tls(Box::new(session)),
+            Err(e) => {
+                if !shared.is_shutting_down() {
+                    shared.handshake_failed(addr, &e);
+                }
+                return;
+            }
+        },
+    };
+    let refusal = if let Some(wait) = shared.auth_penalty(addr.ip()) {
+        Some((
+            GoodbyeCode::AuthFailed,
+            format!(
+                "too many failed authentications from {}: try again in {} s",
+                addr.ip(),
+                wait.as_secs().max(1)
+            ),
+        ))
+    } else if shared.accepted_full() {
+        // Say so in the handshake: the dialer sees a failed handshake and backs off,
+        // instead of reconnecting at once after a short-lived link.
+        let max = config.max_peers.unwrap_or_default();
+        Some((
+            GoodbyeCode::Full,
+            format!("this node is full: it serves at most {max} peers"),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, reason)) = refusal {
+        let bye = Message::Goodbye {
+            code,
+            reason: reason.clone(),
+        };
+        if conn.refuse(shared, &bye).is_ok() {
+            shared.report_handshake_failure(addr, HandshakeFailure::RefusedHere { code, reason });
+        }
+        return;
+    }
+    let result = conn.handshake(shared, Side::Acceptor);
+    admitted.handshake_over();
+    let handshaken = match result {
+        Ok(h) => {
+            shared.auth_succeeded(addr.ip());
+            h
+        }
+        Err(e) => {
+            if matches!(e, NetError::AuthFailed(_)) {
+                shared.auth_failed(addr.ip());
+            }
+            if !shared.is_shutting_down() {
+                shared.handshake_failed(addr, &e);
+            }
+            return;
+        }
+    };
+    let transport = match conn.into_transport() {
+        Ok(t) => t,
+        Err(e) => {
+            shared.handshake_failed(addr, &e);
+            return;
+        }
+    };
+    let Some(slot) = shared.new_accepted_slot(addr) else {
+        let max = config.max_peers.unwrap_or_default();
+        let reason = format!("this node is full: it serves at most {max} peers");
+        let mut bye = Vec::new();
+        encode(
+            &Message::Goodbye {
+                code: GoodbyeCode::Full,
+                reason: reason.clone(),
+            },
+            &mut bye,
+        );
+        let mut writer = transport.writer;
+        let _ = writer.write_all(&bye);
+        let _ = writer.flush();
+        let _ = transport.socket.shutdown(Shutdown::Both);
+        shared.report_handshake_failure(
+            addr,
+            HandshakeFailure::RefusedHere {
+                code: GoodbyeCode::Full,
+                reason,
+            },
+        );
+        return;
+    };
+    let reason = run_link(shared, &slot, transport, handshaken);
+    log_disconnect(shared, &slot, addr, reason);
+    slot.set_state(PeerState::Closed);
+    shared.remove_slot(slot.id);
+}
+
+fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: LinkEnd) {
+    // Reported to the application, which chooses how loudly to say it; the library
+    // logs it at debug, or at warn for what points at a broken peer or network.
+    let note = match reason.severity() {
+        Severity::Warn => shared.may_warn(PeerWarning::Disconnect),
+        Severity::Info => None,
+    };
+    match note {
+        Some(note) => {
+            tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}{note}");
+        }
+        None => tracing::debug!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
+    }
+    lock(&slot.info).last_error = Some(reason.to_string());
+    shared.emit(Event::PeerDisconnected {
+        peer: slot.id,
+        addr: Some(addr),
+        reason,
+    });
+}
+
+pub(super) fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
+    let config = &shared.config;
+    let span = tracing::info_span!("dial", target = %slot.target);
+    let _g = span.enter();
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let mut connected_before = false;
+    while !shared.is_shutting_down() {
+        slot.set_state(PeerState::Connecting);
+        match dial(shared, &slot.target) {
+            Ok((stream, hello, addr)) => {
+                backoff.reset();
+                if connected_before {
+                    slot.counters.reconnects.fetch_add(1, Relaxed);
+                    shared.counters.reconnects.fetch_add(1, Relaxed);
+                }
+                connected_before = true;
+                let reason = run_link(shared, slot, stream, hello);
+                log_disconnect(shared, slot, addr, reason);
+            }
+            Err(e) => {
+                tracing::debug!("dial failed: {e}");
+                lock(&slot.info).last_error = Some(e.to_string());
+            }
+        }
+        if shared.is_shutting_down() {
+            break;
+        }
+        let delay = backoff.next_delay();
+        slot.set_state(PeerState::Reconnecting {
+            retry_at: Instant::now() + delay,
+        });
+        if let Err(flume::RecvTimeoutError::Disconnected) = shared.wake_rx.recv_timeout(delay) {
+            break;
+        }
+    }
+    slot.set_state(PeerState::Closed);
+}
+
+fn dial(shared: &Shared, target: &str) -> Result<(Transport, Handshaken, SocketAddr), NetError> {
+    let config = &shared.config;
+    let addr = target
+        .to_socket_addrs()
+        .map_err(|e| NetError::io("resolving the address", e))?
+        .next()
+        .ok_or_else(|| NetError::Resolve(target.to_owned()))?;
+    let stream = TcpStream::connect_timeout(&addr, config.connect_timeout)
+        .map_err(|e| NetError::io("connecting", e))?;
+    let result = (|| {
+        let mut conn = match &config.tls {
+            None => Secured::Plain(stream),
+            Some(tls) => Secured::Tls(Box::new(tls.connect(
+                stream,
+                target,
+                config.handshake_timeout,
+            )?)),
+        };
+        let handshaken = conn.handshake(shared, Side::Dialer)?;
+        Ok((conn.into_transport()?, handshaken, addr))
+    })();
+    if let Err(e) = &result {
+        shared.handshake_failed(addr, e);
+    }
+    result
+}
