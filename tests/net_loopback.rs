@@ -360,10 +360,20 @@ fn a_full_node_says_so_and_keeps_serving_its_peers() {
     }
     third.expect_closed(Duration::from_secs(5), "the refused third peer");
     let reason = wait_event(&sender, "the refusal to be reported", |e| match e {
-        Event::HandshakeFailed { addr, reason } if *addr == third_addr => Some(reason.to_string()),
+        Event::HandshakeFailed {
+            addr,
+            reason:
+                texstream::net::HandshakeFailure::RefusedHere {
+                    code: GoodbyeCode::Full,
+                    reason,
+                },
+        } if *addr == third_addr => Some(reason.clone()),
         _ => None,
     });
-    assert!(reason.contains("full"), "reason: {reason}");
+    assert!(
+        reason.contains("full"),
+        "a typed refusal, \"full\": {reason}"
+    );
 
     lockstep(&sender, &[&a, &b], FrameGeometry::rgba8(320, 240), 1..=10);
     assert_eq!(sender.peers().len(), 2);

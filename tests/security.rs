@@ -58,8 +58,16 @@ fn the_right_token_connects_and_both_sides_show_it() {
 fn a_wrong_or_missing_token_is_refused_on_both_sides_with_a_reason() {
     let s = sender(Some("right"));
     let wrong = viewer(listen_addr(&s), Some("wrong"));
-    let reason = handshake_failure(&s, "the sender refuses the wrong token");
-    assert!(reason.contains("authentication failed"), "{reason}");
+    let kind = wait_event(&s, "the sender refuses the wrong token", |e| match e {
+        Event::HandshakeFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(kind, texstream::net::HandshakeFailure::AuthFailed(_)),
+        "a typed reason: {kind:?}"
+    );
+    assert_eq!(kind.severity(), texstream::net::Severity::Warn);
+    assert!(kind.to_string().contains("authentication failed"), "{kind}");
     let theirs = handshake_failure(&wrong, "the viewer hears why");
     assert!(theirs.contains("authentication failed"), "{theirs}");
     assert!(wrong.frames().is_empty());
