@@ -256,6 +256,7 @@ fn a_flood_of_bad_handshakes_logs_a_few_warnings_not_one_per_connection() {
     ]);
     let addr: SocketAddr = serve.listen_addr().parse().unwrap();
     // 200 hosts' worth of junk: each a connection that sends bytes that are no preamble.
+    let flood = Instant::now();
     for i in 0..200u32 {
         let mut s = TcpStream::connect(addr).unwrap();
         let _ = s.write_all(format!("GET /{i} HTTP/1.1\r\nHost: texstream\r\n\r\n").as_bytes());
@@ -273,6 +274,8 @@ fn a_flood_of_bad_handshakes_logs_a_few_warnings_not_one_per_connection() {
         assert!(Instant::now() < deadline, "the honest viewer got no frame");
     }
     drop(peer);
+    // Five lines per ten-second window: on a slow machine the flood may span more.
+    let windows = flood.elapsed().as_secs() / 10 + 1;
     serve.signal("TERM");
     let (_, lines) = serve.finish(Duration::from_secs(10));
     let warnings: Vec<&String> = lines
@@ -280,8 +283,10 @@ fn a_flood_of_bad_handshakes_logs_a_few_warnings_not_one_per_connection() {
         .filter(|l| l.contains("handshake failed"))
         .collect();
     assert!(
-        !warnings.is_empty() && warnings.len() <= 5,
-        "200 bad handshakes gave {} warning lines, expected 1 to 5: {warnings:#?}",
-        warnings.len()
+        !warnings.is_empty() && warnings.len() as u64 <= 5 * windows,
+        "200 bad handshakes in {windows} window(s) of 10 s gave {} warning lines, \
+         expected 1 to {}: {warnings:#?}",
+        warnings.len(),
+        5 * windows
     );
 }
