@@ -100,6 +100,12 @@ impl<const N: usize> StageMeter<N> {
 
     /// Each stage's median over the window; `None` for a stage no frame in it has.
     pub fn medians(&mut self, now: Instant) -> [Option<f64>; N] {
+        self.quantiles(now, 0.5)
+    }
+
+    /// Each stage's `q` quantile (0.5: the median, 0.99: p99) over the window, by the
+    /// nearest rank; `None` for a stage no frame in it has.
+    pub fn quantiles(&mut self, now: Instant, q: f64) -> [Option<f64>; N] {
         while let Some((t, _)) = self.samples.front() {
             if now.saturating_duration_since(*t) > self.window {
                 self.samples.pop_front();
@@ -112,7 +118,9 @@ impl<const N: usize> StageMeter<N> {
             self.scratch
                 .extend(self.samples.iter().filter_map(|(_, s)| s[i]));
             self.scratch.sort_by(f64::total_cmp);
-            self.scratch.get(self.scratch.len() / 2).copied()
+            let rank = ((self.scratch.len() as f64 * q.clamp(0.0, 1.0)) as usize)
+                .min(self.scratch.len().saturating_sub(1));
+            self.scratch.get(rank).copied()
         })
     }
 }
@@ -143,6 +151,19 @@ mod tests {
             [Some(3.0), Some(10.0)]
         );
         assert_eq!(m.medians(t0 + Duration::from_secs(5)), [None, None]);
+    }
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let t0 = Instant::now();
+        let mut m = StageMeter::<1>::new(Duration::from_secs(10));
+        for i in 1..=100u32 {
+            m.record(t0, [Some(f64::from(i))]);
+        }
+        assert_eq!(m.quantiles(t0, 0.5), [Some(51.0)]);
+        assert_eq!(m.quantiles(t0, 0.99), [Some(100.0)]);
+        assert_eq!(m.quantiles(t0, 0.0), [Some(1.0)]);
+        assert_eq!(m.quantiles(t0, 1.0), [Some(100.0)]);
     }
 
     #[test]

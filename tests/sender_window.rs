@@ -245,6 +245,17 @@ fn readbacks_are_pipelined_and_counted() {
     assert!(harness
         .query_by_label_contains("Readbacks in flight:")
         .is_some());
+    // The window times its own passes: a figure, not a dash, once it has run.
+    use egui_kittest::kittest::NodeT;
+    let ui = harness
+        .get_by_label_contains("UI update ")
+        .accesskit_node()
+        .value()
+        .expect("the UI figures have a text");
+    assert!(
+        !ui.starts_with("UI update - "),
+        "the update time is measured: {ui}"
+    );
 }
 
 /// A folder that takes 3 s to read holds no window pass up: the picker says it is

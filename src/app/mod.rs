@@ -174,3 +174,71 @@ pub fn dropped_paths(ctx: &egui::Context) -> Vec<std::path::PathBuf> {
             .collect()
     })
 }
+
+/// The UI thread's time per pass, for the windows' figures: the app's own work
+/// (`logic` and `ui`), and the whole pass as eframe measures it (tessellation and
+/// painting included, vsync excluded), p50 and p99 over the last second. Logged at
+/// debug every five seconds, for measurements without a screen reader.
+pub struct PassMeter {
+    name: &'static str,
+    meter: crate::meter::StageMeter<2>,
+    began: Option<std::time::Instant>,
+    logged: std::time::Instant,
+}
+
+impl PassMeter {
+    pub fn new(name: &'static str) -> PassMeter {
+        PassMeter {
+            name,
+            meter: crate::meter::StageMeter::default(),
+            began: None,
+            logged: std::time::Instant::now(),
+        }
+    }
+
+    /// The app's work for this pass begins.
+    pub fn begin(&mut self) {
+        self.began = Some(std::time::Instant::now());
+    }
+
+    /// The app's work for this pass ends; `whole_prev_s` is eframe's CPU time of the
+    /// previous whole pass (`Frame::info().cpu_usage`), when it has one.
+    pub fn end(&mut self, whole_prev_s: Option<f32>) {
+        let now = std::time::Instant::now();
+        let app_ms = self
+            .began
+            .take()
+            .map(|b| now.duration_since(b).as_secs_f64() * 1e3);
+        let whole_ms = whole_prev_s.map(|s| f64::from(s) * 1e3);
+        self.meter.record(now, [app_ms, whole_ms]);
+        if now.duration_since(self.logged) >= std::time::Duration::from_secs(5) {
+            self.logged = now;
+            let text = self.text(now);
+            tracing::debug!("{}: UI pass {text}", self.name);
+        }
+    }
+
+    /// "UI 0.4/1.9 ms": the app's own work per pass, p50/p99 (short, for a status bar).
+    pub fn short_text(&mut self, now: std::time::Instant) -> String {
+        let p50 = self.meter.quantiles(now, 0.5)[0];
+        let p99 = self.meter.quantiles(now, 0.99)[0];
+        match (p50, p99) {
+            (Some(a), Some(b)) => format!("UI {a:.1}/{b:.1} ms"),
+            _ => "UI -".to_owned(),
+        }
+    }
+
+    /// "update 0.4 / 1.9 ms · pass 2.1 / 5.0 ms (p50 / p99)".
+    pub fn text(&mut self, now: std::time::Instant) -> String {
+        let p50 = self.meter.quantiles(now, 0.5);
+        let p99 = self.meter.quantiles(now, 0.99);
+        let figure = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        format!(
+            "update {} / {} ms · pass {} / {} ms (p50 / p99)",
+            figure(p50[0]),
+            figure(p99[0]),
+            figure(p50[1]),
+            figure(p99[1])
+        )
+    }
+}

@@ -46,6 +46,8 @@ pub struct SenderApp {
     message: Option<(String, bool)>,
     throughput: (Instant, u64, u64, f64, f64),
     companion: Option<std::process::Child>,
+    /// The UI thread's time per pass.
+    pass: super::PassMeter,
 }
 
 impl SenderApp {
@@ -110,6 +112,7 @@ impl SenderApp {
             message,
             throughput: (now, 0, 0, 0.0, 0.0),
             companion: None,
+            pass: super::PassMeter::new("sender"),
         };
         match image {
             Some(path) if path.as_os_str() == "pattern" => {}
@@ -411,6 +414,11 @@ impl SenderApp {
             "Skipped: captures dropped because every staging buffer was still on its way \
              back from the GPU.",
         );
+        ui.label(format!("UI {}", self.pass.text(Instant::now())))
+            .on_hover_text(
+                "the UI thread's time per pass over the last second: this window's own \
+                 work, and the whole pass (drawing included, vsync excluded)",
+            );
         ui.label(format!(
             "Readbacks in flight: {} (at most {} so far)",
             self.status.readbacks_in_flight.load(Relaxed),
@@ -490,7 +498,8 @@ impl SenderApp {
 }
 
 impl eframe::App for SenderApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.pass.begin();
         let ctx = ui.ctx().clone();
         self.step(&ctx);
         if let Some(path) = self.picker.picker_ui(&ctx, "Pick an image") {
@@ -517,6 +526,7 @@ impl eframe::App for SenderApp {
             Duration::from_millis(250)
         };
         ctx.request_repaint_after(refresh);
+        self.pass.end(frame.info().cpu_usage);
     }
 }
 

@@ -99,6 +99,8 @@ pub struct ViewerApp {
     /// A frame the upload ring had no buffer for yet (every one in flight): shown on a
     /// later pass unless a newer one comes first.
     waiting: Option<(Frame, Option<u64>)>,
+    /// The UI thread's time per pass.
+    pass: super::PassMeter,
     last_frame_at: Option<Instant>,
     frames_shown: u64,
     /// Frames the window took but replaced by a newer one in the same pass.
@@ -140,6 +142,7 @@ impl ViewerApp {
             frames_shown: 0,
             frames_skipped: 0,
             waiting: None,
+            pass: super::PassMeter::new("viewer"),
             show_error: None,
             meter: FrameMeter::new(Duration::from_secs(1)),
             arrivals,
@@ -509,6 +512,12 @@ impl ViewerApp {
             ui.label(latency)
                 .on_hover_text("capture to arrival, median and max over the last second");
             self.stages_ui(ui, now);
+            let full = self.pass.text(now);
+            ui.label(self.pass.short_text(now)).on_hover_text(format!(
+                "the UI thread's time per pass over the last second, p50/p99: this \
+                 window's own work, and the whole pass (drawing included, vsync \
+                 excluded): {full}"
+            ));
             ui.label(format!(
                 "dropped {}",
                 stats.frames_dropped + self.frames_skipped
@@ -655,6 +664,7 @@ impl ViewerApp {
 
 impl eframe::App for ViewerApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.pass.begin();
         self.take_from_network();
         if self.waiting.is_some() {
             // The upload ring's buffers come back within a few milliseconds.
@@ -665,7 +675,7 @@ impl eframe::App for ViewerApp {
         self.transfers.refresh(&self.node, Instant::now());
     }
 
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let peers = self.node.peers();
         egui::Panel::top("viewer toolbar").show(ui, |ui| self.toolbar_ui(ui));
         egui::Panel::bottom("viewer status").show(ui, |ui| self.status_ui(ui, &peers));
@@ -700,6 +710,7 @@ impl eframe::App for ViewerApp {
         // Frames and events wake the window through the node's waker; this keeps the
         // figures (and "reconnecting in …") moving while nothing arrives.
         ui.ctx().request_repaint_after(STATUS_REFRESH);
+        self.pass.end(frame.info().cpu_usage);
     }
 }
 
