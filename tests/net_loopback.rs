@@ -624,3 +624,88 @@ fn a_file_offerer_works_from_another_thread_and_says_when_its_node_is_gone() {
     let gone = offerer.send_file(&path).expect_err("the node is gone");
     assert!(gone.to_string().contains("shut down"), "{gone}");
 }
+
+/// A viewer that reaches two senders follows one stream: their frames never mix. The
+/// other's take over only once the first is gone.
+#[test]
+fn a_viewer_of_two_senders_follows_one_stream_and_never_mixes_them() {
+    let a = listening_sender("sender a");
+    let b = listening_sender("sender b");
+    let mut c = fast_config(Role::Viewer);
+    c.name = "viewer of two".into();
+    c.connect = vec![listen_addr(&a).to_string(), listen_addr(&b).to_string()];
+    let viewer = Node::start(c).expect("the viewer starts");
+    wait_connected(&a, "the viewer reaches a");
+    wait_connected(&b, "the viewer reaches b");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while viewer
+        .peers()
+        .iter()
+        .filter(|p| p.state == texstream::net::PeerState::Connected)
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "both links are up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let g = FrameGeometry::rgba8(64, 32);
+    let pool = FramePool::new(8);
+    let frame = |fill: u8, seq: u64| {
+        let mut buf = pool.take(g.total_len());
+        buf.fill(fill);
+        texstream::frame::Frame::new(g, seq, 0, buf)
+    };
+    // Both publish, interleaved, for a while: every frame delivered is one source's.
+    let mut seen = Vec::new();
+    for seq in 0..60u64 {
+        a.publish(&frame(0xAA, seq));
+        b.publish(&frame(0xBB, seq));
+        std::thread::sleep(Duration::from_millis(5));
+        seen.extend(viewer.frames().try_iter().map(|f| f.pixels()[0]));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    seen.extend(viewer.frames().try_iter().map(|f| f.pixels()[0]));
+    assert!(seen.len() >= 10, "frames came: {}", seen.len());
+    let first = seen[0];
+    assert!(
+        seen.iter().all(|&v| v == first),
+        "one stream only, never both: {seen:x?}"
+    );
+    assert!(
+        viewer.stats().frames_other_source > 0,
+        "the other's were left out"
+    );
+    let followed = viewer.stream_source().expect("a source is followed");
+
+    // The followed sender goes: the other's stream is taken at once.
+    let (gone, other, other_fill) = if first == 0xAA {
+        (a, b, 0xBB)
+    } else {
+        (b, a, 0xAA)
+    };
+    drop(gone);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seq = 100;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other sender's stream was never taken"
+        );
+        other.publish(&frame(other_fill, seq));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(10));
+        if viewer
+            .frames()
+            .try_iter()
+            .any(|f| f.pixels()[0] == other_fill)
+        {
+            break;
+        }
+    }
+    assert_ne!(
+        viewer.stream_source(),
+        Some(followed),
+        "a new source is followed"
+    );
+}

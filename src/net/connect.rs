@@ -202,6 +202,7 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, mut admitted: Admitted) {
 }
 
 fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: LinkEnd) {
+    shared.source_gone(slot.id);
     // Reported to the application, which chooses how loudly to say it; the library
     // logs it at debug, or at warn for what points at a broken peer or network.
     let note = match reason.severity() {

@@ -779,7 +779,7 @@ impl Reader {
     fn frame_complete(&self, frame: Frame) {
         self.slot.counters.frames_received.fetch_add(1, Relaxed);
         self.slot.sends_frames.store(true, Relaxed);
-        self.shared.frame_received(frame);
+        self.shared.frame_received(self.slot.id, frame);
     }
 
     fn file_outcome(&self, outcome: FileOutcome) {

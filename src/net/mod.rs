@@ -34,7 +34,7 @@ pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME
 pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 pub use link::THREADS_PER_LINK;
-pub use node::{Event, FileOfferer, Node, Publisher};
+pub use node::{Event, FileOfferer, Node, Publisher, SOURCE_IDLE};
 pub use ratelimit::{Verdict, WarnLimiter};
 pub use reason::{HandshakeFailure, LinkEnd, Severity};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};

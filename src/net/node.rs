@@ -158,6 +158,8 @@ pub(crate) struct Shared {
     frames_tx: flume::Sender<Frame>,
     frames_evict: flume::Receiver<Frame>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The peer whose frames this node delivers and relays, and when its last one came.
+    source: Mutex<Option<(PeerId, Instant)>>,
     /// Rate limits for the warnings any host that reaches us can cause.
     peer_warnings: Mutex<[WarnLimiter; PeerWarning::KINDS]>,
 }
@@ -205,10 +207,15 @@ impl Shared {
         }
     }
 
-    /// A whole, verified frame arrived: hand it to the application (newest wins), and
-    /// pass it on to our own peers if we relay.
-    pub fn frame_received(&self, frame: Frame) {
+    /// A whole, verified frame arrived from `from`: hand it to the application (newest
+    /// wins), and pass it on to our own peers if we relay — when `from` is the stream
+    /// this node follows (see [`Shared::follows`]).
+    pub fn frame_received(&self, from: PeerId, frame: Frame) {
         self.counters.frames_received.fetch_add(1, Relaxed);
+        if !self.follows(from, Instant::now()) {
+            self.counters.frames_other_source.fetch_add(1, Relaxed);
+            return;
+        }
         if self.config.republish {
             self.publish(&frame);
         }
@@ -216,6 +223,36 @@ impl Shared {
             self.counters.frames_dropped.fetch_add(1, Relaxed);
         });
         self.wake();
+    }
+
+    /// Whether a frame from `from` belongs to the stream this node follows. Frames of
+    /// two sources never mix: the first peer to send a frame is followed while it keeps
+    /// sending; another takes over only once that one has sent nothing for
+    /// [`SOURCE_IDLE`] or its connection ended.
+    fn follows(&self, from: PeerId, now: Instant) -> bool {
+        let mut source = lock(&self.source);
+        match *source {
+            Some((id, last)) if id != from && now.saturating_duration_since(last) < SOURCE_IDLE => {
+                false
+            }
+            Some((id, _)) if id == from => {
+                *source = Some((from, now));
+                true
+            }
+            _ => {
+                tracing::info!(peer = %from, "following this peer's stream");
+                *source = Some((from, now));
+                true
+            }
+        }
+    }
+
+    /// `peer`'s connection ended: if its stream was followed, the next source may take over.
+    pub(super) fn source_gone(&self, peer: PeerId) {
+        let mut source = lock(&self.source);
+        if source.is_some_and(|(id, _)| id == peer) {
+            *source = None;
+        }
     }
 
     pub fn text_received(&self, from: PeerId, text: Text) {
@@ -598,6 +635,7 @@ impl Node {
             frames_evict: frames.clone(),
             frames_tx,
             threads: Mutex::new(Vec::new()),
+            source: Mutex::new(None),
             peer_warnings: Mutex::new(std::array::from_fn(|_| WarnLimiter::default())),
             config,
         });
@@ -782,6 +820,11 @@ impl Node {
         self.shared.counters.snapshot()
     }
 
+    /// The peer whose stream this node follows now, if any.
+    pub fn stream_source(&self) -> Option<PeerId> {
+        lock(&self.shared.source).map(|(id, _)| id)
+    }
+
     /// Drops every connected peer with a goodbye. Dialed peers reconnect by themselves.
     pub fn drop_all_peers(&self) {
         for slot in self.shared.slots() {
@@ -843,6 +886,10 @@ impl Drop for Node {
 
 /// How long [`Node::shutdown`] lets links say goodbye before it cuts them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How long the followed source may send nothing before another one's frames are
+/// taken instead.
+pub const SOURCE_IDLE: Duration = Duration::from_secs(2);
 
 fn close_link(slot: &PeerSlot, code: GoodbyeCode, reason: &str) {
     if let Some(link) = lock(&slot.link).clone() {

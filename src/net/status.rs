@@ -152,6 +152,9 @@ pub struct NodeStats {
     pub connections_refused: u64,
     /// Handshakes in which a peer failed to prove it knows the token.
     pub auth_failures: u64,
+    /// Frames from a second source while another's stream was followed: neither
+    /// delivered nor relayed, so two streams never mix.
+    pub frames_other_source: u64,
 }
 
 #[derive(Default, Debug)]
@@ -166,6 +169,7 @@ pub(crate) struct NodeCounters {
     pub events_dropped: AtomicU64,
     pub connections_refused: AtomicU64,
     pub auth_failures: AtomicU64,
+    pub frames_other_source: AtomicU64,
 }
 
 impl NodeCounters {
@@ -181,6 +185,7 @@ impl NodeCounters {
             events_dropped: self.events_dropped.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
             auth_failures: self.auth_failures.load(Relaxed),
+            frames_other_source: self.frames_other_source.load(Relaxed),
         }
     }
 }
