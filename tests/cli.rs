@@ -349,6 +349,10 @@ fn errors_name_their_cause_once_and_hint_only_where_it_fits() {
         "{err}"
     );
     assert!(!err.contains("another texstream"), "no wrong hint: {err}");
+    assert!(
+        !err.contains("without a token"),
+        "no warning about a port that never opened: {err}"
+    );
     // An image that is not one: its decoder's reason, once.
     let tmp = tempfile::tempdir().unwrap();
     let not_image = tmp.path().join("notes.txt");

@@ -189,9 +189,6 @@ impl LinkArgs {
             }
             config.tls = Some(tls);
         }
-        if let Some(listen) = &config.listen {
-            warn_if_exposed(listen, config.token.is_some());
-        }
         Ok(config)
     }
 }
@@ -203,19 +200,6 @@ pub fn normalize_addr(addr: &str) -> String {
         format!("127.0.0.1:{port_only}")
     } else {
         addr.to_owned()
-    }
-}
-
-fn warn_if_exposed(listen: &str, has_token: bool) {
-    let loopback = listen.starts_with("127.")
-        || listen.starts_with("localhost:")
-        || listen.starts_with("[::1]:");
-    if !loopback && !has_token {
-        tracing::warn!(
-            "listening on {listen} without a token: anyone who can reach this machine on that \
-             address can connect, watch the stream, chat and send files; set --token (or \
-             TEXSTREAM_TOKEN) on every end to allow only those who know it"
-        );
     }
 }
 

@@ -641,6 +641,14 @@ impl Node {
         });
         if let (Some(listener), Some(addr)) = (listener, local_addr) {
             tracing::info!("listening on {addr}");
+            if !addr.ip().is_loopback() && shared.config.token.is_none() {
+                // Said once the port is really open, never for a listen that failed.
+                tracing::warn!(
+                    "listening on {addr} without a token: anyone who can reach this machine \
+                     on that address can connect, watch the stream, chat and send files; set \
+                     --token (or TEXSTREAM_TOKEN) on every end to allow only those who know it"
+                );
+            }
             let s = shared.clone();
             shared.spawn(format!("texstream accept {addr}"), move || {
                 accept_loop(&s, listener)
