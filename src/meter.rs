@@ -100,12 +100,16 @@ impl<const N: usize> StageMeter<N> {
 
     /// Each stage's median over the window; `None` for a stage no frame in it has.
     pub fn medians(&mut self, now: Instant) -> [Option<f64>; N] {
-        self.quantiles(now, 0.5)
+        self.quantiles(now, [0.5]).map(|[median]| median)
     }
 
-    /// Each stage's `q` quantile (0.5: the median, 0.99: p99) over the window, by the
-    /// nearest rank; `None` for a stage no frame in it has.
-    pub fn quantiles(&mut self, now: Instant, q: f64) -> [Option<f64>; N] {
+    /// Each stage's quantiles `qs` (0.5: the median, 0.99: p99) over the window, by
+    /// the nearest rank, from one sort per stage; `None` for a stage no frame in it has.
+    pub fn quantiles<const Q: usize>(
+        &mut self,
+        now: Instant,
+        qs: [f64; Q],
+    ) -> [[Option<f64>; Q]; N] {
         while let Some((t, _)) = self.samples.front() {
             if now.saturating_duration_since(*t) > self.window {
                 self.samples.pop_front();
@@ -118,9 +122,11 @@ impl<const N: usize> StageMeter<N> {
             self.scratch
                 .extend(self.samples.iter().filter_map(|(_, s)| s[i]));
             self.scratch.sort_by(f64::total_cmp);
-            let rank = ((self.scratch.len() as f64 * q.clamp(0.0, 1.0)) as usize)
-                .min(self.scratch.len().saturating_sub(1));
-            self.scratch.get(rank).copied()
+            qs.map(|q| {
+                let rank = ((self.scratch.len() as f64 * q.clamp(0.0, 1.0)) as usize)
+                    .min(self.scratch.len().saturating_sub(1));
+                self.scratch.get(rank).copied()
+            })
         })
     }
 }
@@ -160,10 +166,10 @@ mod tests {
         for i in 1..=100u32 {
             m.record(t0, [Some(f64::from(i))]);
         }
-        assert_eq!(m.quantiles(t0, 0.5), [Some(51.0)]);
-        assert_eq!(m.quantiles(t0, 0.99), [Some(100.0)]);
-        assert_eq!(m.quantiles(t0, 0.0), [Some(1.0)]);
-        assert_eq!(m.quantiles(t0, 1.0), [Some(100.0)]);
+        assert_eq!(
+            m.quantiles(t0, [0.5, 0.99, 0.0, 1.0]),
+            [[Some(51.0), Some(100.0), Some(1.0), Some(100.0)]]
+        );
     }
 
     #[test]

@@ -204,7 +204,7 @@ impl Frames {
         }
         let frame = self.source.frame_at(t, seq, capture_us, pool);
         self.copies += 1;
-        self.last = Some((key, frame.with_seq(seq, capture_us)));
+        self.last = Some((key, frame.clone()));
         frame
     }
 }
@@ -222,7 +222,7 @@ pub fn animation_index(frames: &[(RgbaImage, Duration)], total: Duration, t: Dur
 }
 
 /// Makes the slide due at `t` the one shown (decoding it if it is not); returns its
-/// index. An unreadable picture is skipped (the one shown before stays).
+/// index. An unreadable picture is skipped: the one shown before stays for its turn.
 fn show_slide(
     paths: &[PathBuf],
     slide: Duration,
@@ -231,15 +231,18 @@ fn show_slide(
 ) -> usize {
     let want = (t.as_nanos() / slide.as_nanos().max(1)) as usize % paths.len();
     if shown.as_ref().map(|(i, _)| *i) != Some(want) {
-        match open_image(&paths[want]) {
-            Ok(img) => *shown = Some((want, img)),
+        let img = match open_image(&paths[want]) {
+            Ok(img) => img,
             Err(e) => {
+                // Tried once per turn of the slide, not once per frame: the picture
+                // shown before stays up, under this slide's turn.
                 tracing::warn!("slideshow: skipping a picture: {e}");
-                if shown.is_none() {
-                    *shown = Some((want, RgbaImage::new(1, 1)));
-                }
+                shown
+                    .take()
+                    .map_or_else(|| RgbaImage::new(1, 1), |(_, img)| img)
             }
-        }
+        };
+        *shown = Some((want, img));
     }
     shown.as_ref().map_or(0, |(i, _)| *i)
 }

@@ -295,12 +295,8 @@ impl Capture {
         // whole device the window presents from.
         self.collect()?;
         if self.readback.is_full() {
-            if let Some(frame) =
-                self.readback
-                    .wait_oldest(&self.device, RING_FULL_WAIT, &self.pool)?
-            {
-                self.publish(frame, Instant::now());
-            }
+            self.readback.wait_oldest(&self.device, RING_FULL_WAIT)?;
+            self.collect()?;
         }
         let mut encoder = self
             .device
@@ -349,8 +345,9 @@ impl Capture {
         if self.readback.in_flight() == 0 {
             return Ok(());
         }
+        let taking = Instant::now();
         if let Some(frame) = self.readback.try_frame(&self.device, &self.pool)? {
-            self.publish(frame, Instant::now());
+            self.publish(frame, taking);
         }
         self.note_in_flight();
         Ok(())
@@ -362,14 +359,16 @@ impl Capture {
         self.status.readbacks_in_flight_peak.fetch_max(n, Relaxed);
     }
 
-    /// Publishes a frame taken from the ring (`taken_at`: when the copy out began).
-    fn publish(&mut self, frame: crate::frame::Frame, taken_at: Instant) {
+    /// Publishes a frame taken from the ring; `taking`: when its take (the poll and
+    /// the copy out of the staging buffer) began.
+    fn publish(&mut self, frame: crate::frame::Frame, taking: Instant) {
         let copied = Instant::now();
         let ms = |d: Duration| Some(d.as_secs_f64() * 1e3);
-        let waited_us = now_us().saturating_sub(frame.meta().capture_us);
-        let waited =
-            Duration::from_micros(waited_us).saturating_sub(copied.duration_since(taken_at));
-        lock(&self.status.stages).record(copied, [ms(waited), ms(copied.duration_since(taken_at))]);
+        // Capture (recorded) → taken, and the take itself.
+        let take = copied.duration_since(taking);
+        let since_capture = Duration::from_micros(now_us().saturating_sub(frame.meta().capture_us));
+        lock(&self.status.stages)
+            .record(copied, [ms(since_capture.saturating_sub(take)), ms(take)]);
         self.publisher.publish(&frame);
         self.status.published.fetch_add(1, Relaxed);
     }

@@ -220,25 +220,22 @@ impl PassMeter {
 
     /// "UI 0.4/1.9 ms": the app's own work per pass, p50/p99 (short, for a status bar).
     pub fn short_text(&mut self, now: std::time::Instant) -> String {
-        let p50 = self.meter.quantiles(now, 0.5)[0];
-        let p99 = self.meter.quantiles(now, 0.99)[0];
-        match (p50, p99) {
-            (Some(a), Some(b)) => format!("UI {a:.1}/{b:.1} ms"),
+        match self.meter.quantiles(now, [0.5, 0.99])[0] {
+            [Some(p50), Some(p99)] => format!("UI {p50:.1}/{p99:.1} ms"),
             _ => "UI -".to_owned(),
         }
     }
 
     /// "update 0.4 / 1.9 ms · pass 2.1 / 5.0 ms (p50 / p99)".
     pub fn text(&mut self, now: std::time::Instant) -> String {
-        let p50 = self.meter.quantiles(now, 0.5);
-        let p99 = self.meter.quantiles(now, 0.99);
+        let [[app50, app99], [pass50, pass99]] = self.meter.quantiles(now, [0.5, 0.99]);
         let figure = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         format!(
             "update {} / {} ms · pass {} / {} ms (p50 / p99)",
-            figure(p50[0]),
-            figure(p99[0]),
-            figure(p50[1]),
-            figure(p99[1])
+            figure(app50),
+            figure(app99),
+            figure(pass50),
+            figure(pass99)
         )
     }
 }

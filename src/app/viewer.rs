@@ -512,12 +512,15 @@ impl ViewerApp {
             ui.label(latency)
                 .on_hover_text("capture to arrival, median and max over the last second");
             self.stages_ui(ui, now);
-            let full = self.pass.text(now);
-            ui.label(self.pass.short_text(now)).on_hover_text(format!(
-                "the UI thread's time per pass over the last second, p50/p99: this \
-                 window's own work, and the whole pass (drawing included, vsync \
-                 excluded): {full}"
-            ));
+            let pass = &mut self.pass;
+            ui.label(pass.short_text(now)).on_hover_ui(|ui| {
+                ui.label(format!(
+                    "the UI thread's time per pass over the last second, p50/p99: this \
+                     window's own work, and the whole pass (drawing included, vsync \
+                     excluded): {}",
+                    pass.text(now)
+                ));
+            });
             ui.label(format!(
                 "dropped {}",
                 stats.frames_dropped + self.frames_skipped

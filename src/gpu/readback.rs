@@ -175,31 +175,29 @@ impl Readback {
     }
 
     /// Waits at most `timeout` for the oldest readback in flight — for its own
-    /// submission, not for everything submitted to the device — then takes what is
-    /// mapped. For a producer whose ring is full; never the UI thread.
+    /// submission, not for everything submitted to the device; [`Readback::take_frame`]
+    /// then has it. For a producer whose ring is full; never the UI thread.
     pub fn wait_oldest(
         &mut self,
         device: &wgpu::Device,
         timeout: std::time::Duration,
-        pool: &FramePool,
-    ) -> Result<Option<Frame>, GpuError> {
+    ) -> Result<(), GpuError> {
         let oldest = self
             .slots
             .iter()
             .filter(|s| s.state == State::Mapping)
             .min_by_key(|s| s.seq)
             .map(|s| s.submission.clone());
-        if let Some(submission) = oldest {
-            let waited = device.poll(wgpu::PollType::Wait {
-                submission_index: submission,
-                timeout: Some(timeout),
-            });
-            match waited {
-                Ok(_) | Err(wgpu::PollError::Timeout) => {}
-                Err(e) => return Err(GpuError::Readback(e.to_string())),
-            }
+        let Some(submission) = oldest else {
+            return Ok(());
+        };
+        match device.poll(wgpu::PollType::Wait {
+            submission_index: submission,
+            timeout: Some(timeout),
+        }) {
+            Ok(_) | Err(wgpu::PollError::Timeout) => Ok(()),
+            Err(e) => Err(GpuError::Readback(e.to_string())),
         }
-        self.take_frame(pool)
     }
 
     /// Buffers copied or mapping, not yet read.

@@ -33,8 +33,17 @@ enum StagingState {
 
 struct Staging {
     buffer: wgpu::Buffer,
-    layout: RowLayout,
     state: StagingState,
+}
+
+/// A staging buffer for frames of `layout`, mapped for writing from the start.
+fn staging_buffer(device: &wgpu::Device, layout: RowLayout) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("texstream upload staging buffer"),
+        size: layout.buffer_size(),
+        usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: true,
+    })
 }
 
 /// What [`UploadTexture::upload`] did with a frame.
@@ -53,6 +62,8 @@ pub enum Uploaded {
 /// A texture that always holds the newest uploaded frame.
 pub struct UploadTexture {
     current: Option<Current>,
+    /// The frame layout every buffer of the ring is made for.
+    layout: Option<RowLayout>,
     ring: Vec<Staging>,
     /// Buffers mapped again, by (ring generation, index, mapped?).
     mapped_tx: flume::Sender<(u64, usize, bool)>,
@@ -69,6 +80,7 @@ impl Default for UploadTexture {
         let (mapped_tx, mapped_rx) = flume::bounded(2 * UPLOAD_RING);
         UploadTexture {
             current: None,
+            layout: None,
             ring: Vec::with_capacity(UPLOAD_RING),
             mapped_tx,
             mapped_rx,
@@ -101,6 +113,51 @@ impl UploadTexture {
             height: m.height,
             depth_or_array_layers: 1,
         };
+        // Frames of another size: a new ring (buffers still in flight are let go of;
+        // wgpu frees them when the GPU is done with them).
+        if self.layout != Some(layout) {
+            self.ring.clear();
+            self.generation += 1;
+            self.layout = Some(layout);
+        }
+        // Buffers mapped again since the last frame are ready; one whose mapping
+        // failed is made anew.
+        device
+            .poll(wgpu::PollType::Poll)
+            .map_err(|e| GpuError::Upload(e.to_string()))?;
+        for (generation, index, ok) in self.mapped_rx.try_iter() {
+            if generation != self.generation {
+                continue; // a buffer of a ring let go of
+            }
+            if let Some(staging) = self.ring.get_mut(index) {
+                if !ok {
+                    staging.buffer = staging_buffer(device, layout);
+                    self.buffers_created += 1;
+                }
+                staging.state = StagingState::Ready;
+            }
+        }
+        let index = match self
+            .ring
+            .iter()
+            .position(|s| s.state == StagingState::Ready)
+        {
+            Some(index) => index,
+            None if self.ring.len() < UPLOAD_RING => {
+                self.ring.push(Staging {
+                    buffer: staging_buffer(device, layout),
+                    state: StagingState::Ready,
+                });
+                self.buffers_created += 1;
+                self.ring.len() - 1
+            }
+            None => {
+                self.busy += 1;
+                return Ok(Uploaded::Busy);
+            }
+        };
+        // The texture is (re-)made only for a frame that will be copied into it, so a
+        // new one is always reported as such.
         let same = self
             .current
             .as_ref()
@@ -123,51 +180,6 @@ impl UploadTexture {
                 format: m.format,
             });
         }
-        // Buffers mapped again since the last frame are ready.
-        device
-            .poll(wgpu::PollType::Poll)
-            .map_err(|e| GpuError::Upload(e.to_string()))?;
-        for (generation, index, ok) in self.mapped_rx.try_iter() {
-            if generation != self.generation {
-                continue; // a buffer of a ring let go of
-            }
-            if let Some(staging) = self.ring.get_mut(index) {
-                if ok {
-                    staging.state = StagingState::Ready;
-                }
-            }
-        }
-        // Frames of another size: a new ring (buffers still in flight are let go of;
-        // wgpu frees them when the GPU is done with them).
-        if self.ring.iter().any(|s| s.layout != layout) {
-            self.ring.clear();
-            self.generation += 1;
-        }
-        let index = match self
-            .ring
-            .iter()
-            .position(|s| s.layout == layout && s.state == StagingState::Ready)
-        {
-            Some(index) => index,
-            None if self.ring.len() < UPLOAD_RING => {
-                self.ring.push(Staging {
-                    buffer: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("texstream upload staging buffer"),
-                        size: layout.buffer_size(),
-                        usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: true,
-                    }),
-                    layout,
-                    state: StagingState::Ready,
-                });
-                self.buffers_created += 1;
-                self.ring.len() - 1
-            }
-            None => {
-                self.busy += 1;
-                return Ok(Uploaded::Busy);
-            }
-        };
         let Some(current) = &self.current else {
             return Ok(Uploaded::Busy);
         };

@@ -13,7 +13,7 @@ use super::backoff::Backoff;
 use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side};
 use super::link::{lock, run_link, Transport};
 use super::node::{Event, PeerSlot, PeerWarning, Shared};
-use super::reason::{HandshakeFailure, LinkEnd, Severity};
+use super::reason::{HandshakeFailure, LinkEnd};
 use super::status::PeerState;
 use super::NetError;
 use crate::protocol::{encode, GoodbyeCode, Message};
@@ -205,16 +205,11 @@ fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: Li
     shared.source_gone(slot.id);
     // Reported to the application, which chooses how loudly to say it; the library
     // logs it at debug, or at warn for what points at a broken peer or network.
-    let note = match reason.severity() {
-        Severity::Warn => shared.may_warn(PeerWarning::Disconnect),
-        Severity::Info => None,
-    };
-    match note {
-        Some(note) => {
-            tracing::warn!(peer = %slot.id, "disconnected: {reason}, from {addr}{note}");
-        }
-        None => tracing::debug!(peer = %slot.id, "disconnected: {reason}, from {addr}"),
-    }
+    shared.peer_log(
+        PeerWarning::Disconnect,
+        reason.severity(),
+        format_args!("peer {} disconnected: {reason}, from {addr}", slot.id),
+    );
     lock(&slot.info).last_error = Some(reason.to_string());
     shared.emit(Event::PeerDisconnected {
         peer: slot.id,

@@ -799,12 +799,11 @@ impl Reader {
                 }
             }
             FileOutcome::Failed { name, reason } => {
-                match self.shared.may_warn(super::node::PeerWarning::File) {
-                    Some(note) => {
-                        tracing::warn!("file {name} from {} failed: {reason}{note}", self.addr);
-                    }
-                    None => tracing::debug!("file {name} from {} failed: {reason}", self.addr),
-                }
+                self.shared.peer_log(
+                    super::node::PeerWarning::File,
+                    super::Severity::Warn,
+                    format_args!("file {name} from {} failed: {reason}", self.addr),
+                );
                 Event::FileFailed { peer, name, reason }
             }
         });

@@ -179,12 +179,24 @@ impl PeerWarning {
 }
 
 impl Shared {
-    /// Whether a warning of `kind` may be logged now; `Some` holds the note to end it
-    /// with (how many like it were held back). `None`: log it at debug only.
-    pub(crate) fn may_warn(&self, kind: PeerWarning) -> Option<String> {
-        match lock(&self.peer_warnings)[kind as usize].check(Instant::now()) {
-            Verdict::Log { held_back } => Some(super::ratelimit::held_back_note(held_back)),
-            Verdict::Suppress => None,
+    /// Logs `message`, something a peer (or any host that reaches the port) caused: at
+    /// warn when `severity` says so and the rate limit of `kind` lets it through (ended
+    /// by how many like it were held back), at debug otherwise.
+    pub(crate) fn peer_log(
+        &self,
+        kind: PeerWarning,
+        severity: Severity,
+        message: std::fmt::Arguments<'_>,
+    ) {
+        let verdict = match severity {
+            Severity::Warn => lock(&self.peer_warnings)[kind as usize].check(Instant::now()),
+            Severity::Info => Verdict::Suppress,
+        };
+        match verdict {
+            Verdict::Log { held_back } => {
+                tracing::warn!("{message}{}", super::ratelimit::held_back_note(held_back));
+            }
+            Verdict::Suppress => tracing::debug!("{message}"),
         }
     }
 
@@ -395,12 +407,11 @@ impl Shared {
     pub(super) fn auth_failed(&self, ip: std::net::IpAddr) {
         let count = lock(&self.admission).auth_failed(ip, Instant::now());
         self.counters.auth_failures.fetch_add(1, Relaxed);
-        match self.may_warn(PeerWarning::Auth) {
-            Some(note) => {
-                tracing::warn!("authentication failed for {ip} ({count} time(s) in a row){note}")
-            }
-            None => tracing::debug!("authentication failed for {ip} ({count} time(s) in a row)"),
-        }
+        self.peer_log(
+            PeerWarning::Auth,
+            Severity::Warn,
+            format_args!("authentication failed for {ip} ({count} time(s) in a row)"),
+        );
     }
 
     pub(super) fn auth_succeeded(&self, ip: std::net::IpAddr) {
@@ -473,14 +484,11 @@ impl Shared {
     /// Logs (rate-limited where a peer can cause it) and reports a connection that
     /// never became a link.
     pub(super) fn report_handshake_failure(&self, addr: SocketAddr, reason: HandshakeFailure) {
-        let note = match reason.severity() {
-            Severity::Warn => self.may_warn(PeerWarning::Handshake),
-            Severity::Info => None,
-        };
-        match note {
-            Some(note) => tracing::warn!("handshake failed: {reason}, with {addr}{note}"),
-            None => tracing::debug!("handshake failed: {reason}, with {addr}"),
-        }
+        self.peer_log(
+            PeerWarning::Handshake,
+            reason.severity(),
+            format_args!("handshake failed: {reason}, with {addr}"),
+        );
         self.emit(Event::HandshakeFailed { addr, reason });
     }
 
