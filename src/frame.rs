@@ -303,12 +303,13 @@ impl FramePool {
             let bytes = &mut Arc::get_mut(&mut arc)?.bytes;
             if bytes.len() == len {
                 // The usual case, frames of one size: reused as it is, nothing written.
-            } else if bytes.capacity() >= len && bytes.capacity() / 2 <= len {
-                // A buffer that fits and is not much larger: only growth writes (zeroes).
-                bytes.resize(len, 0);
+            } else if bytes.len() > len && bytes.len() / 2 <= len {
+                // A little smaller: cut, nothing written.
+                bytes.truncate(len);
             } else {
-                // Too small, or much larger than needed (let go, not kept for small
-                // frames): a fresh zeroed allocation below.
+                // Larger (growing would write zeroes into every new byte: memory a
+                // frame merely declared would cost), or much smaller (a large buffer
+                // is let go, not kept for small frames): a fresh allocation below.
                 return None;
             }
             Some(arc)
@@ -341,6 +342,12 @@ impl PooledBuf {
             bytes: data,
             home: None,
         })))
+    }
+
+    /// Frees the buffer instead of returning it to its pool: for a frame abandoned
+    /// half-received, whose written pages a pooled buffer would keep.
+    pub fn discard(mut self) {
+        drop(self.0.take());
     }
 
     fn into_shared(mut self) -> Pixels {

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("texstream=info,warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(texstream::cli::logline::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // A file-size limit (ulimit -f) must fail the one write that crosses it, with a

@@ -27,9 +27,10 @@ const STREAM: FrameGeometry = FrameGeometry {
 /// How long the node may take to close a hostile connection.
 const CLOSE_WITHIN: Duration = Duration::from_secs(3);
 
-/// A listening node publishing a steady stream to one honest viewer. It is a relay, so
-/// that it also takes frames from peers (a plain sender refuses any frame outright) and
-/// the hostile frames meet its reassembly.
+/// A listening node publishing a steady stream to one honest viewer. It is a relay that
+/// takes frames from any peer that sends them (not only its upstreams, as a relay does
+/// by default), so that the hostile frames meet its reassembly (a plain sender refuses
+/// any frame outright).
 struct Fixture {
     node: Arc<Node>,
     viewer: Node,
@@ -46,6 +47,7 @@ impl Fixture {
         config.name = "target".to_owned();
         config.listen = Some("127.0.0.1:0".to_owned());
         config.handshake_timeout = Duration::from_secs(1);
+        config.frames_from_dialed_only = false;
         let node = Arc::new(Node::start(config).expect("node starts"));
         let addr = listen_addr(&node);
         let viewer = dialing_viewer("honest viewer", addr);

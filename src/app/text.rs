@@ -15,17 +15,13 @@ pub fn display_text(text: &str) -> String {
             out.push_str(&format!(" … ({} more characters not shown)", total - shown));
             break;
         }
-        if c.is_control() || is_bidi_control(c) {
+        if crate::protocol::is_unsafe_char(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `HH:MM:SS` (UTC) of a wall-clock timestamp in microseconds since the Unix epoch.

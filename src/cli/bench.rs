@@ -614,7 +614,7 @@ fn on_sender_event(
     last_progress: &mut Instant,
 ) -> anyhow::Result<()> {
     match event {
-        Event::Text { peer, text } => {
+        Event::Text { peer, text, .. } => {
             let acked = text.body.strip_prefix("ack ").and_then(|n| n.parse().ok());
             if let (Some(v), Some(n)) = (viewers.get_mut(&peer), acked) {
                 if v.newest.is_none_or(|old| n > old) {

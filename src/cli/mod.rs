@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+pub mod logline;
 mod record;
 mod relay;
 mod sendfile;
@@ -128,6 +129,14 @@ pub struct LinkArgs {
     /// The same, from one IP address: one address cannot take every handshake place.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_handshaking_per_address: usize,
+    /// Connections open at once from one IP address (handshakes included): one address
+    /// cannot hold every connection place.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections_per_address: usize,
+    /// Memory that frames received in part may hold, across all peers; a chunk past it
+    /// ends its connection with the reason.
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub frame_memory_mib: u64,
     /// Files one peer may be sending us at once; more offers are refused with a reason.
     #[arg(long, value_name = "N", default_value_t = crate::net::MAX_INCOMING_PER_PEER)]
     pub max_files_per_peer: usize,
@@ -163,15 +172,22 @@ impl LinkArgs {
         if self.max_connections == 0
             || self.max_handshaking == 0
             || self.max_handshaking_per_address == 0
+            || self.max_connections_per_address == 0
         {
             anyhow::bail!(
-                "--max-connections, --max-handshaking and --max-handshaking-per-address must be at least 1"
+                "--max-connections, --max-handshaking, --max-handshaking-per-address and \
+                 --max-connections-per-address must be at least 1"
             );
         }
         config.max_connections = self.max_connections;
         config.max_files_per_peer = self.max_files_per_peer;
         config.max_handshaking = self.max_handshaking;
         config.max_handshaking_per_address = self.max_handshaking_per_address;
+        config.max_connections_per_address = self.max_connections_per_address;
+        if self.frame_memory_mib == 0 {
+            anyhow::bail!("--frame-memory-mib must be at least 1");
+        }
+        config.frame_memory = self.frame_memory_mib.saturating_mul(1 << 20);
         config.token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
             (None, Some(path)) => Some(Token::from_file(path).map_err(anyhow::Error::msg)?),
@@ -269,6 +285,28 @@ pub fn error_chain(e: &anyhow::Error) -> String {
 }
 
 /// The SIGUSR2 listing: one line per peer, to standard error.
+/// Events a headless loop handles before it looks at its signals and frames again, and
+/// the time it spends on them: a peer that floods texts cannot keep it from its frames,
+/// and SIGTERM is obeyed at once.
+const EVENTS_PER_TURN: usize = 256;
+const EVENT_TIME_PER_TURN: Duration = Duration::from_millis(5);
+
+/// The events a headless loop handles this turn: those waiting, up to
+/// [`EVENTS_PER_TURN`] and for at most [`EVENT_TIME_PER_TURN`].
+fn events_this_turn(
+    events: &flume::Receiver<crate::net::Event>,
+) -> impl Iterator<Item = crate::net::Event> + '_ {
+    let until = std::time::Instant::now() + EVENT_TIME_PER_TURN;
+    std::iter::from_fn(move || {
+        if std::time::Instant::now() < until {
+            events.try_recv().ok()
+        } else {
+            None
+        }
+    })
+    .take(EVENTS_PER_TURN)
+}
+
 pub fn print_peers(peers: &[PeerStatus]) {
     let mut out = format!("texstream: {} peer(s)\n", peers.len());
     for p in peers {

@@ -3,7 +3,7 @@
 //! summary on standard output.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use clap::Args;
 use super::{forward_stdin_lines, print_peers, ControlSignal, LinkArgs, Signals};
 use crate::frame::Frame;
 use crate::net::{Event, Node};
-use crate::protocol::Role;
+use crate::protocol::{Escaped, Role};
 
 #[derive(Args, Debug)]
 pub struct RecordArgs {
@@ -66,11 +66,16 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(addr) = node.local_addr() {
         println!("listening on {addr}");
     }
-    let mut chat = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(args.out.join("chat.log"))
-        .with_context(|| format!("cannot open {}", args.out.join("chat.log").display()))?;
+    // Through a buffer, flushed once per batch of events: a text is formatted piece by
+    // piece, and a flood of them must cost one write, not one per piece.
+    let mut chat = BufWriter::with_capacity(
+        64 << 10,
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(args.out.join("chat.log"))
+            .with_context(|| format!("cannot open {}", args.out.join("chat.log").display()))?,
+    );
 
     // PNG encoding is slow next to the network: it runs on its own thread, fed through
     // a bounded queue.
@@ -98,6 +103,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .seconds
         .map(|s| start + Duration::from_secs_f64(s.max(0.0)));
     let mut summary = RecordSummary::default();
+    let mut shown = super::serve::EventLog::default();
     loop {
         if args.frames.is_some_and(|n| summary.frames_saved >= n) {
             break;
@@ -125,7 +131,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         while let Ok(text) = chat_rx.try_recv() {
             node.send_text(&text);
         }
-        for event in node.events().try_iter() {
+        for event in super::events_this_turn(node.events()) {
             match &event {
                 Event::Text { text, .. } => {
                     summary.texts += 1;
@@ -133,8 +139,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
                         chat,
                         "{} [{}] {}",
                         text.sent_us,
-                        text.from.escape_debug(),
-                        text.body.escape_debug()
+                        Escaped(&text.from),
+                        Escaped(&text.body)
                     )
                     .context("cannot write chat.log")?;
                 }
@@ -142,7 +148,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
                 Event::FileFailed { .. } => summary.files_failed += 1,
                 _ => {}
             }
-            super::serve::log_event(&event);
+            shown.log(&event);
+        }
+        if !chat.buffer().is_empty() {
+            chat.flush().context("cannot write chat.log")?;
         }
         match signals.rx.try_recv() {
             Ok(ControlSignal::Stop) => break,

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::serve::{log_event, report_interval, PeerReport};
+use super::serve::{report_interval, EventLog, PeerReport};
 use super::windows::default_files_dir;
 use super::{print_peers, ControlSignal, LinkArgs, Signals};
 use crate::net::{now_us, Event, Node};
-use crate::protocol::Role;
+use crate::protocol::{Escaped, Role};
 
 #[derive(Args, Debug)]
 #[command(mut_arg("connect", |a| a
@@ -67,6 +67,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let mut last_report = start;
     let mut report = PeerReport::new(start);
     let mut latency = Latency::default();
+    let mut events = EventLog::default();
     loop {
         if stop_at.is_some_and(|t| Instant::now() >= t) {
             break;
@@ -76,7 +77,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => break,
         }
-        for event in node.events().try_iter() {
+        for event in super::events_this_turn(node.events()) {
             if let Event::FileReceived {
                 peer, name, path, ..
             } = &event
@@ -84,11 +85,11 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
                 // Store and forward: the file is whole and verified on disk; offer it
                 // to everyone but the peer it came from.
                 match node.send_file_except(path, Some(*peer)) {
-                    Ok(n) => tracing::info!("passing {name} on to {n} peer(s)"),
-                    Err(e) => tracing::warn!("cannot pass {name} on: {e}"),
+                    Ok(n) => tracing::info!("passing {} on to {n} peer(s)", Escaped(name)),
+                    Err(e) => tracing::warn!("cannot pass {} on: {e}", Escaped(name)),
                 }
             }
-            log_event(&event);
+            events.log(&event);
         }
         let now = Instant::now();
         let mut list = false;

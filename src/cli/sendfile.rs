@@ -10,7 +10,7 @@ use clap::Args;
 use super::{exit, ControlSignal, LinkArgs, Signals};
 use crate::app::text::human_bytes;
 use crate::net::{Event, Node, TransferId, TransferState, TransferStatus};
-use crate::protocol::Role;
+use crate::protocol::{Escaped, Role};
 
 #[derive(Args, Debug)]
 pub struct SendFileArgs {
@@ -286,9 +286,13 @@ impl Progress {
         }
         match &t.state {
             TransferState::Done { message } => {
-                println!("{label}: {} sent, {message}", human_bytes(t.size));
+                println!(
+                    "{label}: {} sent, {}",
+                    human_bytes(t.size),
+                    Escaped(message)
+                );
             }
-            TransferState::Failed { reason } => eprintln!("{label}: failed: {reason}"),
+            TransferState::Failed { reason } => eprintln!("{label}: failed: {}", Escaped(reason)),
             _ => {}
         }
     }

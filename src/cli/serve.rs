@@ -1,6 +1,6 @@
 //! `texstream serve`: the headless sender. Plays a source at a steady rate and
 //! publishes each frame to every viewer; logs peers, per-viewer figures and chat; obeys
-//! the signals. Also home to what the headless commands share: [`log_event`] and
+//! the signals. Also home to what the headless commands share: [`EventLog`] and
 //! [`PeerReport`].
 
 use std::collections::HashMap;
@@ -11,8 +11,8 @@ use clap::Args;
 
 use super::{forward_stdin_lines, parse_size, print_peers, ControlSignal, LinkArgs, Signals};
 use crate::frame::FramePool;
-use crate::net::{now_us, Event, Node, PeerId, PeerStatus};
-use crate::protocol::Role;
+use crate::net::{now_us, Event, Node, PeerId, PeerStatus, Verdict, WarnLimiter};
+use crate::protocol::{Escaped, Role};
 use crate::source::{Frames, Source};
 
 #[derive(Args, Debug)]
@@ -87,6 +87,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut seq = 0u64;
     let mut last_report = start;
     let mut report = PeerReport::new(start);
+    let mut events = EventLog::default();
     loop {
         let now = Instant::now();
         if stop_at.is_some_and(|t| now >= t) {
@@ -105,8 +106,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         while let Ok(text) = chat_rx.try_recv() {
             node.send_text(&text);
         }
-        for event in node.events().try_iter() {
-            log_event(&event);
+        for event in super::events_this_turn(node.events()) {
+            events.log(&event);
         }
         if now.duration_since(last_report) >= report_every {
             last_report = now;
@@ -138,22 +139,81 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs what the headless commands show of the network.
-pub(super) fn log_event(event: &Event) {
+/// Texts printed to standard output per [`TEXT_WINDOW`]; more are counted and said.
+const TEXTS_SHOWN: u32 = 20;
+const TEXT_WINDOW: Duration = Duration::from_secs(1);
+/// Bytes of one text printed; the rest is said as a count.
+const TEXT_SHOWN_BYTES: usize = 512;
+
+/// Shows what the headless commands show of the network: texts on standard output,
+/// the rest in the log. A peer that floods texts must not flood the terminal (nor hold
+/// up the loop that prints them: serve publishes frames from it), so at most
+/// [`TEXTS_SHOWN`] texts a second are printed, each cut to [`TEXT_SHOWN_BYTES`].
+pub(super) struct EventLog {
+    texts: WarnLimiter,
+}
+
+impl Default for EventLog {
+    fn default() -> EventLog {
+        EventLog {
+            texts: WarnLimiter::new(TEXTS_SHOWN, TEXT_WINDOW),
+        }
+    }
+}
+
+impl EventLog {
+    pub fn log(&mut self, event: &Event) {
+        if let Event::Text { text, .. } = event {
+            if let Verdict::Log { held_back } = self.texts.check(Instant::now()) {
+                if held_back > 0 {
+                    println!("({held_back} more texts were not shown)");
+                }
+                println!("{}", shown_text(text));
+            }
+            return;
+        }
+        log_event(event);
+    }
+}
+
+/// `[from] body`, escaped (names and texts come from peers: they cannot forge a line or
+/// steer the terminal), the body cut to [`TEXT_SHOWN_BYTES`].
+fn shown_text(text: &crate::protocol::Text) -> String {
+    let body = crate::protocol::truncate_utf8(&text.body, TEXT_SHOWN_BYTES);
+    let cut = text.body.len() - body.len();
+    let note = if cut > 0 {
+        format!(" … ({cut} more bytes)")
+    } else {
+        String::new()
+    };
+    format!("[{}] {}{note}", Escaped(&text.from), Escaped(body))
+}
+
+/// Logs what the headless commands show of the network but texts ([`EventLog`]).
+fn log_event(event: &Event) {
     match event {
-        Event::Text { text, .. } => println!("[{}] {}", text.from, text.body.escape_debug()),
+        // Shown by `EventLog::log`, rate-limited.
+        Event::Text { .. } => {}
         Event::FileReceived {
             name, path, size, ..
         } => {
-            tracing::info!("received file {name} ({size} bytes): {}", path.display());
+            tracing::info!(
+                "received file {} ({size} bytes): {}",
+                Escaped(name),
+                Escaped(&path.to_string_lossy())
+            );
         }
-        Event::FileFailed { name, reason, .. } => tracing::warn!("file {name} failed: {reason}"),
+        Event::FileFailed { name, reason, .. } => {
+            tracing::warn!("file {} failed: {}", Escaped(name), Escaped(reason))
+        }
         Event::FileSent {
             name, ok, message, ..
         } => {
             tracing::info!(
-                "file {name} sent: {}: {message}",
-                if *ok { "ok" } else { "failed" }
+                "file {} sent: {}: {}",
+                Escaped(name),
+                if *ok { "ok" } else { "failed" },
+                Escaped(message)
             );
         }
         // The library logs at warn what points at a broken peer or network; the normal

@@ -17,6 +17,7 @@ pub(crate) struct AdmissionLimits {
     pub max_connections: usize,
     pub max_handshaking: usize,
     pub max_handshaking_per_address: usize,
+    pub max_connections_per_address: usize,
 }
 
 /// Why a connection is turned away as it is accepted.
@@ -33,6 +34,11 @@ pub(crate) enum Refusal {
     Address {
         ip: IpAddr,
         handshaking: usize,
+        max: usize,
+    },
+    AddressConnections {
+        ip: IpAddr,
+        open: usize,
         max: usize,
     },
 }
@@ -55,6 +61,11 @@ impl std::fmt::Display for Refusal {
                 f,
                 "{handshaking} connections from {ip} are in their handshake (at most {max}, \
                  --max-handshaking-per-address)"
+            ),
+            Refusal::AddressConnections { ip, open, max } => write!(
+                f,
+                "{open} connections from {ip} are open (at most {max}, \
+                 --max-connections-per-address)"
             ),
         }
     }
@@ -79,7 +90,10 @@ pub(crate) struct Admission {
     limits: AdmissionLimits,
     open: usize,
     handshaking: usize,
+    /// Connections in their handshake, per address.
     by_address: HashMap<IpAddr, usize>,
+    /// Connections open (handshakes included), per address.
+    open_by_address: HashMap<IpAddr, usize>,
     auth: HashMap<IpAddr, AuthFailures>,
 }
 
@@ -90,6 +104,7 @@ impl Admission {
             open: 0,
             handshaking: 0,
             by_address: HashMap::new(),
+            open_by_address: HashMap::new(),
             auth: HashMap::new(),
         }
     }
@@ -112,6 +127,11 @@ impl Admission {
             });
         }
         if let Some(ip) = ip {
+            let open = self.open_by_address.get(&ip).copied().unwrap_or(0);
+            let max = self.limits.max_connections_per_address;
+            if open >= max {
+                return Err(Refusal::AddressConnections { ip, open, max });
+            }
             let n = self.by_address.get(&ip).copied().unwrap_or(0);
             let max = self.limits.max_handshaking_per_address;
             if n >= max {
@@ -122,6 +142,7 @@ impl Admission {
                 });
             }
             self.by_address.insert(ip, n + 1);
+            self.open_by_address.insert(ip, open + 1);
         }
         self.open += 1;
         self.handshaking += 1;
@@ -132,18 +153,16 @@ impl Admission {
     pub fn handshake_over(&mut self, ip: Option<IpAddr>) {
         self.handshaking = self.handshaking.saturating_sub(1);
         if let Some(ip) = ip {
-            if let Some(n) = self.by_address.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.by_address.remove(&ip);
-                }
-            }
+            count_down(&mut self.by_address, ip);
         }
     }
 
-    /// A connection admitted earlier closed.
-    pub fn closed(&mut self) {
+    /// A connection admitted earlier from `ip` closed.
+    pub fn closed(&mut self, ip: Option<IpAddr>) {
         self.open = self.open.saturating_sub(1);
+        if let Some(ip) = ip {
+            count_down(&mut self.open_by_address, ip);
+        }
     }
 
     /// Connections open, and those of them in their handshake.
@@ -181,6 +200,17 @@ impl Admission {
     /// `ip` authenticated: its failures are forgotten.
     pub fn auth_succeeded(&mut self, ip: IpAddr) {
         self.auth.remove(&ip);
+    }
+}
+
+/// One less for `ip`; an address at zero is forgotten (the maps hold only addresses
+/// with connections).
+fn count_down(counts: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = counts.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&ip);
+        }
     }
 }
 
@@ -224,7 +254,7 @@ impl Drop for Admitted {
         if self.in_handshake {
             admission.handshake_over(self.ip);
         }
-        admission.closed();
+        admission.closed(self.ip);
     }
 }
 
@@ -237,6 +267,7 @@ mod tests {
             max_connections: connections,
             max_handshaking: handshaking,
             max_handshaking_per_address: per_address,
+            max_connections_per_address: connections,
         }
     }
 
@@ -278,11 +309,47 @@ mod tests {
             a.admit(ip(9)),
             Err(Refusal::Connections { open: 4, max: 4 })
         );
-        a.closed();
+        a.closed(ip(1));
         assert_eq!(a.admit(ip(9)), Ok(()));
         assert!(Refusal::Connections { open: 4, max: 4 }
             .to_string()
             .contains("--max-connections"));
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_the_connections() {
+        let mut a = Admission::new(AdmissionLimits {
+            max_connections_per_address: 3,
+            ..limits(10, 10, 10)
+        });
+        for _ in 0..3 {
+            assert_eq!(a.admit(ip(1)), Ok(()));
+            a.handshake_over(ip(1));
+        }
+        // Past their handshakes, still open: the address has its share.
+        assert_eq!(
+            a.admit(ip(1)),
+            Err(Refusal::AddressConnections {
+                ip: IpAddr::from([10, 0, 0, 1]),
+                open: 3,
+                max: 3
+            })
+        );
+        assert_eq!(
+            a.admit(ip(2)),
+            Ok(()),
+            "a newcomer from elsewhere is let in"
+        );
+        a.closed(ip(1));
+        assert_eq!(a.admit(ip(1)), Ok(()), "a closed one frees its place");
+        assert_eq!(a.counts(), (4, 2));
+        assert!(a.open_by_address.len() == 2 && a.by_address.len() == 2);
+        for n in [1, 1, 1, 2] {
+            a.closed(ip(n));
+        }
+        a.handshake_over(ip(1));
+        a.handshake_over(ip(2));
+        assert!(a.open_by_address.is_empty() && a.by_address.is_empty());
     }
 
     #[test]

@@ -38,10 +38,16 @@ pub struct NodeConfig {
     pub forward_text: bool,
     /// Publish received frames to our own peers (relays do).
     pub republish: bool,
+    /// Take frames only from the peers this node dialed (relays do: their upstreams),
+    /// so that a peer dialing in cannot slip frames into what the relay serves. A peer
+    /// that sends them anyway is dropped with the reason.
+    pub frames_from_dialed_only: bool,
     /// Take offered files into this folder; `None` refuses offers.
     pub files_dir: Option<PathBuf>,
     /// Files one peer may be sending us at once; more offers are refused (default 16).
     pub max_files_per_peer: usize,
+    /// Files coming in at once and transfers waiting to resume, across all peers.
+    pub files: super::ShelfLimits,
     /// The shared token: peers must prove they know it (and we prove it to them).
     /// `None`: open to anyone who can connect.
     pub token: Option<Token>,
@@ -56,6 +62,13 @@ pub struct NodeConfig {
     /// The same, from one IP address (default 8): one address holding silent
     /// connections cannot take every handshake place.
     pub max_handshaking_per_address: usize,
+    /// Connections open at once from one IP address, handshakes included (default 64):
+    /// one address cannot hold every connection place.
+    pub max_connections_per_address: usize,
+    /// Bytes that partial frames (received in part, not yet whole) may hold across all
+    /// connections (default 2 GiB: two frames at the largest size the limits allow). A
+    /// chunk past it ends its connection with the reason.
+    pub frame_memory: u64,
     /// Complete received frames kept for the application, newest wins (default 2).
     pub frame_queue: usize,
     /// Events kept for the application before further ones are dropped (default 1024).
@@ -102,13 +115,17 @@ impl NodeConfig {
             max_peers: None,
             forward_text: matches!(role, Role::Sender | Role::Relay),
             republish: role == Role::Relay,
+            frames_from_dialed_only: role == Role::Relay,
             files_dir: None,
             max_files_per_peer: super::files::MAX_INCOMING_PER_PEER,
+            files: super::ShelfLimits::default(),
             token: None,
             tls: None,
             max_connections: 256,
             max_handshaking: 32,
             max_handshaking_per_address: 8,
+            max_connections_per_address: 64,
+            frame_memory: 2 << 30,
             frame_queue: 2,
             event_queue: 1024,
             waker: None,

@@ -3,8 +3,10 @@
 //! hard limit allows, or `--max-connections` is lowered, with one warning.
 
 /// Descriptors kept aside for everything but connections: the listener, the log, the
-/// binary's own files, a window's display and GPU, files being received or sent.
-pub const FDS_RESERVED: u64 = 64;
+/// binary's own files, a window's display and GPU (64), and the files coming in, at
+/// most [`super::ShelfLimits::receiving`] (64 by default) across all peers. Transfers
+/// waiting to resume hold none: their partial files are closed.
+pub const FDS_RESERVED: u64 = 64 + 64;
 /// Descriptors one connection holds: its socket (reader, writer and TLS halves share
 /// it), and at most one file its worker is reading.
 pub const FDS_PER_CONNECTION: u64 = 2;
@@ -113,18 +115,18 @@ mod tests {
 
     #[test]
     fn limits_are_raised_within_the_hard_limit_or_connections_lowered() {
-        // The defaults (256 connections) need 576: a 1024 soft limit is enough.
-        assert_eq!(fds_needed(256, 0), 576);
+        // The defaults (256 connections) need 640: a 1024 soft limit is enough.
+        assert_eq!(fds_needed(256, 0), 640);
         assert_eq!(fit(256, 0, Some(1024), Some(1024)), FdPlan::Enough);
         assert_eq!(fit(256, 0, None, None), FdPlan::Enough);
         // 1000 connections under a 1024 soft limit and a large hard one: raise.
-        assert_eq!(fit(1000, 0, Some(1024), Some(1 << 20)), FdPlan::Raise(2064));
-        assert_eq!(fit(1000, 0, Some(1024), None), FdPlan::Raise(2064));
-        // A hard limit of 256: (256 - 64) / 2 = 96 connections, less the dialers.
+        assert_eq!(fit(1000, 0, Some(1024), Some(1 << 20)), FdPlan::Raise(2128));
+        assert_eq!(fit(1000, 0, Some(1024), None), FdPlan::Raise(2128));
+        // A hard limit of 256: (256 - 128) / 2 = 64 connections, less the dialers.
         assert_eq!(
             fit(256, 2, Some(256), Some(256)),
             FdPlan::Lower {
-                max_connections: 94,
+                max_connections: 62,
                 limit: 256
             }
         );

@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::protocol::Checksum;
+use unicode_general_category::{get_general_category, GeneralCategory};
 
 use super::link::lock;
 use super::status::PeerId;
@@ -33,13 +34,23 @@ const MAX_CLEAN_NAME_BYTES: usize = 200;
 pub const RESUME_WINDOW: Duration = Duration::from_secs(600);
 
 /// Makes a peer's file name safe to create inside the receive folder: the last path
-/// component only, no control characters, no `..`, no reserved device names, at most
+/// component only, no control or format characters, no `..`, no reserved device names, at most
 /// 200 bytes (keeping the extension). Returns the reason when nothing usable is left.
 pub fn clean_file_name(offered: &str) -> Result<String, String> {
     let last = offered.rsplit(['/', '\\']).next().unwrap_or("");
+    // Format characters (Cf: a right-to-left override that makes `…exe` read as
+    // `…txt`, a byte-order mark, zero-width joiners) are dropped; other unprintable
+    // characters become `_`.
     let mut name: String = last
         .chars()
-        .map(|c| if c.is_control() || c == ':' { '_' } else { c })
+        .filter(|&c| get_general_category(c) != GeneralCategory::Format)
+        .map(|c| {
+            if c == ':' || crate::protocol::is_unsafe_char(c) {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     name = name.trim().trim_start_matches('.').to_owned();
     if name.is_empty() {
@@ -120,12 +131,84 @@ pub(crate) enum FileOutcome {
     },
 }
 
-/// An incoming transfer whose connection dropped: the partial file stays open with its
-/// running checksum until the same peer offers it again.
+/// An incoming transfer whose connection dropped, until the same peer offers it again:
+/// the partial file closed (it holds no descriptor and no buffer), its length and
+/// running checksum kept.
 struct ParkedIncoming {
     peer_instance: u64,
     since: Instant,
-    incoming: Incoming,
+    wire_id: u64,
+    name: String,
+    tmp_path: PathBuf,
+    size: u64,
+    received: u64,
+    hasher: Checksum,
+    transfer: Arc<Transfer>,
+}
+
+impl ParkedIncoming {
+    /// Opens the partial file again to go on writing it, after checking it is still
+    /// what was written; `Err` (the file is deleted) if it is not.
+    fn reopen(self) -> Result<Incoming, String> {
+        let opened = File::options()
+            .append(true)
+            .open(&self.tmp_path)
+            .and_then(|f| Ok((f.metadata()?.len(), f)));
+        let file = match opened {
+            Ok((len, f)) if len == self.received => f,
+            Ok((len, _)) => {
+                let reason = format!(
+                    "{} changed while the transfer waited ({len} bytes, {} expected)",
+                    self.tmp_path.display(),
+                    self.received
+                );
+                self.discard(&reason);
+                return Err(reason);
+            }
+            Err(e) => {
+                let reason = format!("cannot open {} again: {e}", self.tmp_path.display());
+                self.discard(&reason);
+                return Err(reason);
+            }
+        };
+        Ok(Incoming {
+            wire_id: self.wire_id,
+            name: self.name,
+            tmp_path: self.tmp_path,
+            file: BufWriter::with_capacity(FILE_CHUNK_BYTES, file),
+            size: self.size,
+            received: self.received,
+            hasher: self.hasher,
+            transfer: self.transfer,
+        })
+    }
+
+    /// Fails the transfer and deletes its partial file.
+    fn discard(self, reason: &str) {
+        let _ = std::fs::remove_file(&self.tmp_path);
+        self.transfer.finish_failed(reason);
+    }
+}
+
+/// A node's limits on files, across all its connections: the files coming in at once
+/// (each holds a descriptor and a buffer), the transfers waiting to resume in each
+/// direction, and the bytes the partial files of the incoming ones may hold on disk.
+/// Past a parking limit, the transfer that has waited longest is given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShelfLimits {
+    pub receiving: usize,
+    pub parked: usize,
+    pub parked_bytes: u64,
+}
+
+impl Default for ShelfLimits {
+    fn default() -> ShelfLimits {
+        ShelfLimits {
+            receiving: 64,
+            parked: 64,
+            parked_bytes: 16 << 30,
+        }
+    }
 }
 
 /// An outgoing transfer whose connection dropped, to offer again to the same peer.
@@ -140,27 +223,53 @@ struct ParkedOutgoing {
 /// waiting to resume.
 pub(crate) struct FileShelf {
     pub transfers: Transfers,
+    limits: ShelfLimits,
     incoming: Mutex<Vec<ParkedIncoming>>,
     outgoing: Mutex<Vec<ParkedOutgoing>>,
     /// Incoming transfers on live links, by (peer instance, wire id): an offer that
     /// resumes one of these waits for its old link to let go of it.
     receiving: Mutex<std::collections::HashSet<(u64, u64)>>,
+    /// Incoming transfers open on all links (or being opened).
+    open_incoming: AtomicUsize,
     next_tmp: AtomicU64,
 }
 
-impl Default for FileShelf {
-    fn default() -> FileShelf {
+impl FileShelf {
+    pub fn new(limits: ShelfLimits) -> FileShelf {
         FileShelf {
             transfers: Transfers::default(),
+            limits,
             incoming: Mutex::new(Vec::new()),
             outgoing: Mutex::new(Vec::new()),
             receiving: Mutex::new(std::collections::HashSet::new()),
+            open_incoming: AtomicUsize::new(0),
             next_tmp: AtomicU64::new(1),
         }
     }
-}
 
-impl FileShelf {
+    /// A place for one more incoming transfer, if the node has one.
+    fn reserve_incoming(&self) -> bool {
+        self.open_incoming
+            .fetch_update(Relaxed, Relaxed, |n| {
+                (n < self.limits.receiving).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release_incoming(&self, n: usize) {
+        self.open_incoming.fetch_sub(n, Relaxed);
+    }
+
+    /// The reason a parked transfer gives up its place to a newer one.
+    fn crowded_out(&self) -> String {
+        format!(
+            "given up for newer ones: at most {} transfers ({} MiB of partial files) \
+             wait to resume",
+            self.limits.parked,
+            self.limits.parked_bytes >> 20
+        )
+    }
+
     /// Keeps an outgoing transfer cut by a dropped connection, for the same peer.
     pub fn park_outgoing(&self, peer_instance: u64, wire_id: u64, file: OutgoingFile) {
         if peer_instance == 0 {
@@ -171,12 +280,21 @@ impl FileShelf {
         }
         file.transfer
             .set_paused("the connection dropped; resumes when the peer is back");
-        lock(&self.outgoing).push(ParkedOutgoing {
+        let mut parked = lock(&self.outgoing);
+        parked.push(ParkedOutgoing {
             peer_instance,
             since: Instant::now(),
             wire_id,
             file,
         });
+        // Oldest first out.
+        let over = parked.len().saturating_sub(self.limits.parked);
+        let gone: Vec<_> = parked.drain(..over).collect();
+        drop(parked);
+        let reason = self.crowded_out();
+        for p in gone {
+            p.file.transfer.finish_failed(&reason);
+        }
     }
 
     /// The outgoing transfers parked for a peer that is back, to offer again.
@@ -193,26 +311,60 @@ impl FileShelf {
         back.into_iter().map(|p| (p.wire_id, p.file)).collect()
     }
 
-    fn park_incoming(&self, peer_instance: u64, mut incoming: Incoming) {
-        let flushed = incoming.file.flush();
+    fn park_incoming(&self, peer_instance: u64, incoming: Incoming) {
         let key = (peer_instance, incoming.wire_id);
+        let Incoming {
+            wire_id,
+            name,
+            tmp_path,
+            file,
+            size,
+            received,
+            hasher,
+            transfer,
+        } = incoming;
+        // Closed while it waits: no descriptor, no buffer.
+        let flushed = file.into_inner().map(drop).map_err(|e| e.into_error());
+        let parked = ParkedIncoming {
+            peer_instance,
+            since: Instant::now(),
+            wire_id,
+            name,
+            tmp_path,
+            size,
+            received,
+            hasher,
+            transfer,
+        };
         match flushed {
             Ok(()) if peer_instance != 0 => {
-                incoming
+                parked
                     .transfer
                     .set_paused("the connection dropped; resumes when the peer is back");
-                lock(&self.incoming).push(ParkedIncoming {
-                    peer_instance,
-                    since: Instant::now(),
-                    incoming,
-                });
+                let mut all = lock(&self.incoming);
+                all.push(parked);
+                // Oldest first out, past the count or the bytes on disk.
+                let mut bytes: u64 = all.iter().map(|p| p.received).sum();
+                let mut over = 0;
+                while all.len() - over > self.limits.parked
+                    || (bytes > self.limits.parked_bytes && all.len() - over > 1)
+                {
+                    bytes -= all[over].received;
+                    over += 1;
+                }
+                let gone: Vec<_> = all.drain(..over).collect();
+                drop(all);
                 lock(&self.receiving).remove(&key);
+                let reason = self.crowded_out();
+                for p in gone {
+                    p.discard(&reason);
+                }
                 return;
             }
-            Ok(()) => discard(incoming, "the connection dropped (the peer cannot resume)"),
+            Ok(()) => parked.discard("the connection dropped (the peer cannot resume)"),
             Err(e) => {
-                let reason = format!("cannot write {}: {e}", incoming.tmp_path.display());
-                discard(incoming, &reason);
+                let reason = format!("cannot write {}: {e}", parked.tmp_path.display());
+                parked.discard(&reason);
             }
         }
         lock(&self.receiving).remove(&key);
@@ -234,11 +386,14 @@ impl FileShelf {
         let mut parked = lock(&self.incoming);
         let i = parked.iter().position(|p| {
             p.peer_instance == peer_instance
-                && p.incoming.wire_id == offer.id
-                && p.incoming.size == offer.size
-                && p.incoming.transfer.name == offer.name
+                && p.wire_id == offer.id
+                && p.size == offer.size
+                && p.transfer.name == offer.name
         })?;
-        Some(parked.swap_remove(i).incoming)
+        // `remove`, not `swap_remove`: the list stays oldest first.
+        let found = parked.remove(i);
+        drop(parked);
+        found.reopen().ok()
     }
 
     /// Gives up transfers that waited longer than [`RESUME_WINDOW`], and those the
@@ -249,17 +404,17 @@ impl FileShelf {
             let mut parked = lock(&self.incoming);
             let (gone, keep) = parked
                 .drain(..)
-                .partition(|p| too_old(p.since) || p.incoming.transfer.cancelled());
+                .partition(|p| too_old(p.since) || p.transfer.cancelled());
             *parked = keep;
             gone
         };
         for p in gone {
-            let reason = if p.incoming.transfer.cancelled() {
+            let reason = if p.transfer.cancelled() {
                 "cancelled"
             } else {
                 "the peer did not come back within 10 minutes"
             };
-            discard(p.incoming, reason);
+            p.discard(reason);
         }
         let mut parked = lock(&self.outgoing);
         parked.retain(|p| {
@@ -280,10 +435,7 @@ impl FileShelf {
     /// The node is ending: parked transfers fail and their partial files go.
     pub fn discard_all(&self) {
         for p in std::mem::take(&mut *lock(&self.incoming)) {
-            discard(
-                p.incoming,
-                "texstream stopped before the transfer could resume",
-            );
+            p.discard("texstream stopped before the transfer could resume");
         }
         for p in std::mem::take(&mut *lock(&self.outgoing)) {
             p.file
@@ -357,7 +509,7 @@ impl IncomingFiles {
     }
 
     fn try_accept(&mut self, offer: &FileOffer) -> Result<u64, String> {
-        let Some(dir) = &self.dir else {
+        let Some(dir) = self.dir.clone() else {
             return Err("this peer does not take files".to_owned());
         };
         if self.active.len() >= self.max_active {
@@ -369,6 +521,22 @@ impl IncomingFiles {
         if self.active.contains_key(&offer.id) {
             return Err(format!("transfer id {} is already in use", offer.id));
         }
+        if !self.shelf.reserve_incoming() {
+            return Err(format!(
+                "too many files are coming in to this node at once (at most {})",
+                self.shelf.limits.receiving
+            ));
+        }
+        let opened = self.open_transfer(offer, &dir);
+        if opened.is_err() {
+            self.shelf.release_incoming(1);
+        }
+        opened
+    }
+
+    /// Resumes the parked transfer `offer` continues, or creates its partial file; the
+    /// node's place for it is reserved.
+    fn open_transfer(&mut self, offer: &FileOffer, dir: &Path) -> Result<u64, String> {
         if let Some(incoming) = self.shelf.unpark_incoming(self.peer.instance, offer) {
             let offset = incoming.received;
             incoming.transfer.set_waiting(self.peer.id, &self.peer.name);
@@ -498,8 +666,7 @@ impl IncomingFiles {
 
     /// The sender says the file is complete: verify, place it, answer with a result.
     pub fn on_end(&mut self, end: &FileEnd) -> Option<(Message, FileOutcome)> {
-        let t = self.active.remove(&end.id)?;
-        self.receiving(end.id, false);
+        let t = self.take_active(end.id)?;
         let Incoming {
             name,
             tmp_path,
@@ -547,17 +714,23 @@ impl IncomingFiles {
 
     /// The sender gave up on a transfer.
     pub fn on_cancel(&mut self, cancel: &FileCancel) -> Option<FileOutcome> {
-        let t = self.active.remove(&cancel.id)?;
-        self.receiving(cancel.id, false);
+        let t = self.take_active(cancel.id)?;
         let name = t.name.clone();
         let reason = format!("cancelled by the sender: {}", cancel.reason);
         discard(t, &reason);
         Some(FileOutcome::Failed { name, reason })
     }
 
-    fn fail(&mut self, id: u64, reason: String) -> (Message, FileOutcome) {
+    /// Transfer `id` leaves this link's active ones (finished, failed or cancelled).
+    fn take_active(&mut self, id: u64) -> Option<Incoming> {
         self.receiving(id, false);
-        let name = match self.active.remove(&id) {
+        let t = self.active.remove(&id)?;
+        self.shelf.release_incoming(1);
+        Some(t)
+    }
+
+    fn fail(&mut self, id: u64, reason: String) -> (Message, FileOutcome) {
+        let name = match self.take_active(id) {
             Some(t) => {
                 let name = t.name.clone();
                 discard(t, &reason);
@@ -600,6 +773,7 @@ impl Drop for IncomingFiles {
     fn drop(&mut self) {
         // The link is gone: unfinished transfers wait on the shelf for the peer to come
         // back (or leave nothing behind when it cannot).
+        self.shelf.release_incoming(self.active.len());
         for (_, t) in self.active.drain() {
             self.shelf.park_incoming(self.peer.instance, t);
         }
@@ -724,6 +898,11 @@ mod tests {
         assert_eq!(ok("lpt1.txt"), "_lpt1.txt");
         assert_eq!(ok("line\nbreak.txt"), "line_break.txt");
         assert_eq!(ok(".hidden"), "hidden");
+        // Format characters go: the name reads as it is stored.
+        assert_eq!(ok("rtl-\u{202e}txt.exe"), "rtl-txt.exe");
+        assert_eq!(ok("\u{feff}bom.txt"), "bom.txt");
+        assert_eq!(ok("zero\u{200b}width\u{2060}.png"), "zerowidth.png");
+        assert_eq!(ok("c1\u{9b}31m.txt"), "c1_31m.txt");
         assert!(clean_file_name("..").is_err());
         assert!(clean_file_name("a/..").is_err());
         assert!(clean_file_name("").is_err());

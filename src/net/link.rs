@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{
-    AtomicU64, AtomicUsize,
+    AtomicBool, AtomicUsize,
     Ordering::{Relaxed, SeqCst},
 };
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,15 +15,16 @@ use super::files::{
     FileOutcome, FileReader, IncomingFiles, OutgoingFile, PeerRef, StreamError, FILE_CHUNK_BYTES,
 };
 use super::handshake::Handshaken;
+use super::liveness::{Liveness, WRITE_SLICE};
 use super::node::{Event, PeerSlot, Shared};
 use super::reason::LinkEnd;
-use super::status::PeerState;
+use super::status::{Origin, PeerState};
 use super::tx::{AcceptOutcome, Closing, Payload, PushOutcome, ReadRequest, TxConn};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
 use crate::protocol::{
-    decode_body, Assembled, BulkHead, Capabilities, Envelope, FrameAssembler, GoodbyeCode, Kind,
-    Message, Pong, ProtocolError, BULK_HEAD_LEN, ENVELOPE_LEN,
+    decode_body, Assembled, BulkHead, Capabilities, Envelope, Escaped, FrameAssembler, GoodbyeCode,
+    Kind, Message, Pong, ProtocolError, BULK_HEAD_LEN, ENVELOPE_LEN,
 };
 
 /// How a reader ended short of a clean end: broken bytes, or a broken connection.
@@ -72,9 +73,24 @@ pub(crate) struct LinkHandle {
     pub wants_frames: bool,
     pub takes_text: bool,
     pub takes_files: bool,
+    /// The node's frame budget needed the room this link's partial frame held: it ends
+    /// (see [`LinkHandle::evict`]).
+    evicted: AtomicBool,
 }
 
 impl LinkHandle {
+    /// Ends the link because the node's frame budget needs the room its partial frame
+    /// holds: the goodbye goes out at the next message boundary, and the reader, woken
+    /// by a shutdown of the socket's reading side, lets the frame go.
+    fn evict(&self) {
+        self.evicted.store(true, Relaxed);
+        self.close(
+            GoodbyeCode::ProtocolError,
+            &ProtocolError::FrameEvicted.to_string(),
+        );
+        let _ = self.socket.shutdown(Shutdown::Read);
+    }
+
     /// Runs `f` on the sending state, then wakes the writer and the file worker.
     pub fn with<R>(&self, f: impl FnOnce(&mut TxConn) -> R) -> R {
         let r = f(&mut lock(&self.tx));
@@ -153,8 +169,9 @@ impl LinkHandle {
 pub(crate) const FILE_BUFFERS_PER_LINK: usize = super::tx::FILE_CHUNKS_AHEAD + 2;
 
 /// A socket shared by a connection's reader and writer: `&TcpStream` reads and writes,
-/// so the two halves need no second file descriptor.
-struct SharedSocket(Arc<TcpStream>);
+/// so the two halves need no second file descriptor. Writes keep the link's deadlines
+/// while they block ([`Liveness`]).
+struct SharedSocket(Arc<TcpStream>, Arc<Liveness>);
 
 impl Read for SharedSocket {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -164,11 +181,11 @@ impl Read for SharedSocket {
 
 impl Write for SharedSocket {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        (&*self.0).write(buf)
+        self.1.write(&self.0, buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        (&*self.0).write_vectored(bufs)
+        self.1.write_vectored(&self.0, bufs)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -186,29 +203,35 @@ pub(crate) struct Transport {
     pub encrypted: bool,
     /// The peer's TLS certificate fingerprint.
     pub peer_fingerprint: Option<String>,
+    /// When the peer was last heard from; the writer's deadlines.
+    pub liveness: Arc<Liveness>,
 }
 
 impl Transport {
     pub fn plain(socket: TcpStream) -> Result<Transport, NetError> {
         let socket = Arc::new(socket);
+        let liveness = Arc::new(Liveness::default());
         Ok(Transport {
-            reader: Box::new(SharedSocket(socket.clone())),
-            writer: Box::new(SharedSocket(socket.clone())),
+            reader: Box::new(SharedSocket(socket.clone(), liveness.clone())),
+            writer: Box::new(SharedSocket(socket.clone(), liveness.clone())),
             socket,
             encrypted: false,
             peer_fingerprint: None,
+            liveness,
         })
     }
 
     pub fn tls(session: super::tls::TlsSession) -> Result<Transport, NetError> {
         let peer_fingerprint = session.peer_fingerprint.clone();
-        let (reader, writer, socket) = session.split()?;
+        let liveness = Arc::new(Liveness::default());
+        let (reader, writer, socket) = session.split(liveness.clone())?;
         Ok(Transport {
             reader: Box::new(reader),
             writer: Box::new(writer),
             socket,
             encrypted: true,
             peer_fingerprint,
+            liveness,
         })
     }
 }
@@ -250,14 +273,18 @@ fn run_link_inner(
         socket,
         encrypted,
         peer_fingerprint,
+        liveness,
     } = transport;
     let config = &shared.config;
     let addr = socket.peer_addr()?;
     socket.set_nodelay(true)?;
-    socket.set_write_timeout(Some(config.keepalive.timeout))?;
-
-    let epoch = Instant::now();
-    let last_rx_us = Arc::new(AtomicU64::new(0));
+    // A blocked write looks at the deadlines every slice: it gives up once the peer has
+    // been silent past the idle deadline, or the write made no progress for as long.
+    socket.set_write_timeout(Some(WRITE_SLICE))?;
+    liveness.set_idle(config.keepalive.timeout);
+    // The handshake was the last thing heard.
+    liveness.heard();
+    let epoch = liveness.epoch();
     let caps = hello.capabilities;
     let link = Arc::new(LinkHandle {
         tx: Mutex::new(TxConn::new(config.chunk_bytes, config.keepalive, epoch)),
@@ -269,6 +296,7 @@ fn run_link_inner(
         wants_frames: caps.has(Capabilities::FRAMES_IN),
         takes_text: caps.has(Capabilities::TEXT),
         takes_files: caps.has(Capabilities::FILES_IN),
+        evicted: AtomicBool::new(false),
     });
 
     // The writer and the file worker first: nothing is routed to the link before both
@@ -279,14 +307,14 @@ fn run_link_inner(
         let link = link.clone();
         let shared = shared.clone();
         let slot = slot.clone();
-        let last_rx_us = last_rx_us.clone();
+        let liveness = liveness.clone();
         let span = tracing::info_span!("tx", peer = %addr);
         std::thread::Builder::new()
             .name(format!("texstream tx {addr}"))
             .spawn(move || {
                 let _g = span.enter();
                 let mut stream = writer_stream;
-                let result = run_writer(&link, &mut *stream, &shared, &slot, epoch, &last_rx_us);
+                let result = run_writer(&link, &mut *stream, &shared, &slot, &liveness);
                 let _ = stream.flush();
                 if matches!(result, Ok(WriterEnd::Closed(_))) {
                     // Our goodbye is the last thing we send: let the peer read it and
@@ -318,7 +346,7 @@ fn run_link_inner(
 
     *lock(&slot.link) = Some(link.clone());
     slot.set_connected(addr, &hello, authenticated, encrypted, peer_fingerprint);
-    tracing::info!(peer = %slot.id, name = %hello.name.escape_debug(), role = hello.role.name(), "connected to {addr}");
+    tracing::info!(peer = %slot.id, name = %Escaped(&hello.name), role = hello.role.name(), "connected to {addr}");
     shared.emit(Event::PeerConnected {
         peer: slot.id,
         addr,
@@ -331,17 +359,22 @@ fn run_link_inner(
         shared: shared.clone(),
         slot: slot.clone(),
         link: link.clone(),
-        epoch,
-        last_rx_us,
+        liveness,
         addr,
         peer: PeerRef {
             id: slot.id,
             name: hello.name.clone(),
             instance: hello.instance,
         },
+        peer_sends_frames: caps.has(Capabilities::FRAMES_OUT),
     };
-    let read_result = reader.run(reader_stream);
+    let mut read_result = reader.run(reader_stream);
     drop(reader);
+    if link.evicted.load(Relaxed) {
+        // Whatever the reader saw after the shutdown (an end of stream, a message cut
+        // short), the link ended for the budget.
+        read_result = Err(ReadEnd::Protocol(ProtocolError::FrameEvicted));
+    }
     let _ = reader_done_tx.try_send(());
 
     // Answer the peer's end (or tell it why we end), at the next message boundary; then
@@ -352,6 +385,7 @@ fn run_link_inner(
             if matches!(e, ProtocolError::ChecksumMismatch { .. }) {
                 shared.counters.checksum_failures.fetch_add(1, Relaxed);
             }
+            // (An evicted link's goodbye is on its way already; this one is ignored.)
             link.close(GoodbyeCode::ProtocolError, &e.to_string());
         }
         _ => link.close(GoodbyeCode::Normal, ""),
@@ -417,15 +451,14 @@ fn run_writer(
     stream: &mut dyn Write,
     shared: &Shared,
     slot: &PeerSlot,
-    epoch: Instant,
-    last_rx_us: &AtomicU64,
+    liveness: &Liveness,
 ) -> Result<WriterEnd, LinkEnd> {
     let stall = shared.config.keepalive.timeout;
     let mut small = Vec::with_capacity(64 << 10);
     let mut tx = lock(&link.tx);
     loop {
         let now = Instant::now();
-        tx.on_receive(epoch + Duration::from_micros(last_rx_us.load(Relaxed)));
+        tx.on_receive(liveness.last_heard());
         let Some(t) = tx.poll_transmit(now, &mut small) else {
             if tx.is_closed() {
                 return Ok(WriterEnd::Dropped);
@@ -470,7 +503,13 @@ fn run_writer(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(LinkEnd::PeerStalled(stall));
+                // A write blocked past a deadline: the peer went silent (and with it,
+                // most likely, stopped reading), or it is heard from but reads nothing.
+                return Err(if liveness.silent_at(Instant::now()) {
+                    LinkEnd::KeepaliveTimeout(stall)
+                } else {
+                    LinkEnd::PeerStalled(stall)
+                });
             }
             Err(e) => return Err(LinkEnd::io("sending to the peer", &e)),
         }
@@ -512,7 +551,11 @@ fn run_file_worker(link: &LinkHandle, shared: &Shared, slot: &PeerSlot) {
             Ok(()) | Err(StreamError::Stopped) => {}
             Err(StreamError::Failed(reason)) => {
                 if let Some(file) = link.with(|tx| tx.file_read_failed(id, &reason)) {
-                    tracing::warn!("sending {} failed: {reason}", file.name.escape_debug());
+                    tracing::warn!(
+                        "sending {} failed: {}",
+                        Escaped(&file.name),
+                        Escaped(&reason)
+                    );
                     file.transfer.finish_failed(&reason);
                     shared.emit(Event::FileSent {
                         peer: slot.id,
@@ -587,11 +630,12 @@ struct Reader {
     shared: Arc<Shared>,
     slot: Arc<PeerSlot>,
     link: Arc<LinkHandle>,
-    epoch: Instant,
-    last_rx_us: Arc<AtomicU64>,
+    liveness: Arc<Liveness>,
     addr: SocketAddr,
     /// Who is on the other end (taken by the file code at the start of `run`).
     peer: PeerRef,
+    /// The peer's hello announced frames it sends.
+    peer_sends_frames: bool,
 }
 
 impl Reader {
@@ -604,7 +648,11 @@ impl Reader {
         // (a 256 KiB buffer took a quarter of every frame's bytes through it); payloads
         // and bodies larger than it are read straight into their destination.
         let mut r = BufReader::with_capacity(8 << 10, stream);
-        let mut frames = FrameAssembler::new(self.shared.pool.clone());
+        let mut frames = FrameAssembler::with_budget(
+            self.shared.pool.clone(),
+            self.shared.frame_budget.clone(),
+            Some(self.evict_hook()),
+        );
         let peer = std::mem::replace(
             &mut self.peer,
             PeerRef {
@@ -623,11 +671,7 @@ impl Reader {
         // steady state never grows it.
         let mut scratch = Vec::with_capacity(4 << 10);
         let mut cancels_seen = 0;
-        let takes_frames = self
-            .shared
-            .config
-            .capabilities()
-            .has(Capabilities::FRAMES_IN);
+        let frames_refused = self.frames_refused();
         loop {
             let cancels = self.shared.files.transfers.cancel_generation();
             if cancels != cancels_seen {
@@ -680,12 +724,12 @@ impl Reader {
                     self.slot.counters.rtt_us.store(rtt, Relaxed);
                 }
                 Message::FrameStart(start) => {
-                    if !takes_frames {
-                        // Frames this node never asked for are not reassembled, nor
-                        // kept: the peer breaks the protocol.
+                    if let Some(when) = frames_refused {
+                        // Frames this node never asked for, or not from this peer, are
+                        // not reassembled, nor kept: the peer breaks the protocol.
                         return Err(ProtocolError::Unexpected {
                             kind: "frame-start",
-                            when: "by a node that takes no frames",
+                            when,
                         }
                         .into());
                     }
@@ -749,12 +793,39 @@ impl Reader {
         }
     }
 
+    /// How the frame budget ends this link ([`LinkHandle::evict`]). Holds the link
+    /// weakly: the budget's ledger must not keep a link alive.
+    fn evict_hook(&self) -> crate::protocol::Evict {
+        let link = Arc::downgrade(&self.link);
+        Arc::new(move || {
+            if let Some(link) = link.upgrade() {
+                link.evict();
+            }
+        })
+    }
+
+    /// Why frames from this peer are refused, if they are: this node takes none, the
+    /// peer said in its hello that it sends none, or this node takes frames only from
+    /// the peers it dialed (a relay's upstreams) and this one dialed us.
+    fn frames_refused(&self) -> Option<&'static str> {
+        let config = &self.shared.config;
+        if !config.capabilities().has(Capabilities::FRAMES_IN) {
+            Some("by a node that takes no frames")
+        } else if !self.peer_sends_frames {
+            Some("from a peer whose hello said it sends none")
+        } else if config.frames_from_dialed_only && self.slot.origin != Origin::Dialed {
+            Some("from a peer that dialed a relay (it takes frames from its upstream only)")
+        } else {
+            None
+        }
+    }
+
     fn elapsed_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        self.liveness.epoch().elapsed().as_micros() as u64
     }
 
     fn touch(&self) {
-        self.last_rx_us.store(self.elapsed_us(), Relaxed);
+        self.liveness.heard();
     }
 
     fn received(&self, bytes: usize) {
@@ -802,7 +873,12 @@ impl Reader {
                 self.shared.peer_log(
                     super::node::PeerWarning::File,
                     super::Severity::Warn,
-                    format_args!("file {name} from {} failed: {reason}", self.addr),
+                    format_args!(
+                        "file {} from {} failed: {}",
+                        Escaped(&name),
+                        self.addr,
+                        Escaped(&reason)
+                    ),
                 );
                 Event::FileFailed { peer, name, reason }
             }
@@ -897,7 +973,7 @@ fn resume_outgoing_files(shared: &Shared, slot: &PeerSlot) {
                 .finish_failed("the peer came back without taking files");
             continue;
         }
-        tracing::info!("offering {} again to resume it", file.name.escape_debug());
+        tracing::info!("offering {} again to resume it", Escaped(&file.name));
         file.transfer.set_waiting(slot.id, &name);
         let transfer = file.transfer.clone();
         if !link.with(|tx| tx.offer_file(wire_id, file)) {

@@ -17,6 +17,7 @@ mod files;
 mod handshake;
 mod keepalive;
 mod link;
+mod liveness;
 mod node;
 mod ratelimit;
 mod reason;
@@ -30,11 +31,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use backoff::Backoff;
 pub use config::{NodeConfig, Waker};
 pub use fdlimit::{fds_needed, FDS_PER_CONNECTION, FDS_RESERVED};
-pub use files::{clean_file_name, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW};
+pub use files::{
+    clean_file_name, ShelfLimits, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW,
+};
 pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 pub use link::THREADS_PER_LINK;
-pub use node::{Event, FileOfferer, Node, Publisher, SOURCE_IDLE};
+pub use node::{
+    Event, FileOfferer, Node, Publisher, QueuedText, MAX_QUEUED_TEXT_BYTES, SOURCE_IDLE,
+};
 pub use ratelimit::{Verdict, WarnLimiter};
 pub use reason::{HandshakeFailure, LinkEnd, Severity};
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
@@ -65,7 +70,7 @@ pub enum NetError {
     KeepaliveTimeout(Duration),
     #[error("peer stopped reading: a write made no progress for {:.1} s", .0.as_secs_f64())]
     PeerStalled(Duration),
-    #[error("peer said goodbye ({code:?}): {reason}")]
+    #[error("peer said goodbye ({code:?}): {}", crate::protocol::Escaped(.reason))]
     Goodbye { code: GoodbyeCode, reason: String },
     #[error("cannot listen on {addr}: {source}{}", listen_hint(.source))]
     Listen {

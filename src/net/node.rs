@@ -21,7 +21,31 @@ use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerS
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
-use crate::protocol::{GoodbyeCode, Hello, Message, Role, Text};
+use crate::protocol::{Escaped, FrameBudget, GoodbyeCode, Hello, Message, Role, Text};
+
+/// Bytes of text the event queue may hold: past it, texts that arrive are dropped (and
+/// counted with the other dropped events) until the application takes some. A text
+/// flood then costs at most this much memory, not the queue's length in 64 KiB texts.
+pub const MAX_QUEUED_TEXT_BYTES: u64 = 4 << 20;
+
+/// A text event's share of [`MAX_QUEUED_TEXT_BYTES`]; dropping the event gives it back.
+/// A clone holds no share.
+#[derive(Debug, Default)]
+pub struct QueuedText(Option<(Arc<AtomicU64>, u64)>);
+
+impl Clone for QueuedText {
+    fn clone(&self) -> QueuedText {
+        QueuedText(None)
+    }
+}
+
+impl Drop for QueuedText {
+    fn drop(&mut self) {
+        if let Some((queued, bytes)) = self.0.take() {
+            queued.fetch_sub(bytes, Relaxed);
+        }
+    }
+}
 
 /// What happened on the network, for the application. Frames come separately, through
 /// [`Node::frames`].
@@ -47,6 +71,9 @@ pub enum Event {
     Text {
         peer: PeerId,
         text: Text,
+        /// The text's share of what texts may hold in the event queue
+        /// ([`MAX_QUEUED_TEXT_BYTES`]), given back when the event is dropped.
+        queued: QueuedText,
     },
     FileReceived {
         peer: PeerId,
@@ -134,6 +161,10 @@ pub(crate) struct Shared {
     pub counters: NodeCounters,
     /// Buffers for received frames.
     pub pool: FramePool,
+    /// The bytes partial frames hold, across all connections.
+    pub frame_budget: FrameBudget,
+    /// Bytes of text in the event queue (see [`MAX_QUEUED_TEXT_BYTES`]).
+    queued_text_bytes: Arc<AtomicU64>,
     /// Buffers for outgoing file chunks.
     pub file_pool: FramePool,
     /// File transfers, and those waiting to resume.
@@ -202,15 +233,20 @@ impl Shared {
 
     pub fn emit(&self, event: Event) {
         if self.events_tx.try_send(event).is_err() {
-            let n = self.counters.events_dropped.fetch_add(1, Relaxed);
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    "the application is not taking events; {} dropped so far",
-                    n + 1
-                );
-            }
+            self.event_dropped();
         }
         self.wake();
+    }
+
+    /// An event the application will not see: counted, and said now and then.
+    fn event_dropped(&self) {
+        let n = self.counters.events_dropped.fetch_add(1, Relaxed);
+        if n.is_power_of_two() {
+            tracing::warn!(
+                "the application is not taking events; {} dropped so far",
+                n + 1
+            );
+        }
     }
 
     fn wake(&self) {
@@ -268,11 +304,27 @@ impl Shared {
     }
 
     pub fn text_received(&self, from: PeerId, text: Text) {
-        tracing::debug!(peer = %from, "text from {}: {} bytes", text.from, text.body.len());
+        tracing::debug!(peer = %from, "text from {}: {} bytes", Escaped(&text.from), text.body.len());
         if self.config.forward_text {
             self.send_text_except(Some(from), &text);
         }
-        self.emit(Event::Text { peer: from, text });
+        let bytes = (text.body.len() + text.from.len()) as u64;
+        let queued = &self.queued_text_bytes;
+        if queued
+            .fetch_update(Relaxed, Relaxed, |q| {
+                (q + bytes <= MAX_QUEUED_TEXT_BYTES).then_some(q + bytes)
+            })
+            .is_err()
+        {
+            self.event_dropped();
+            return;
+        }
+        let queued = QueuedText(Some((queued.clone(), bytes)));
+        self.emit(Event::Text {
+            peer: from,
+            text,
+            queued,
+        });
     }
 
     fn send_text_except(&self, except: Option<PeerId>, text: &Text) {
@@ -623,13 +675,16 @@ impl Node {
         let shared = Arc::new(Shared {
             counters: NodeCounters::default(),
             pool: FramePool::new(pool_size),
+            frame_budget: FrameBudget::new(config.frame_memory),
+            queued_text_bytes: Arc::new(AtomicU64::new(0)),
             file_pool: FramePool::new(2 * FILE_BUFFERS_PER_LINK),
-            files: Arc::new(FileShelf::default()),
+            files: Arc::new(FileShelf::new(config.files)),
             instance: random_u64().max(1),
             admission: Arc::new(Mutex::new(Admission::new(AdmissionLimits {
                 max_connections: config.max_connections,
                 max_handshaking: config.max_handshaking,
                 max_handshaking_per_address: config.max_handshaking_per_address,
+                max_connections_per_address: config.max_connections_per_address,
             }))),
             peers: ArcSwap::from_pointee(Vec::new()),
             peers_edit: Mutex::new(()),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::protocol::{GoodbyeCode, ProtocolError};
+use crate::protocol::{Escaped, GoodbyeCode, ProtocolError};
 
 /// Why a connection that was established ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +90,7 @@ impl std::fmt::Display for LinkEnd {
             LinkEnd::PeerGoodbye { code, reason } => {
                 // Peer-chosen text: escaped, so it cannot forge log lines or steer a
                 // terminal.
-                write!(f, "peer said goodbye ({code:?}): {}", reason.escape_debug())
+                write!(f, "peer said goodbye ({code:?}): {}", Escaped(reason))
             }
             LinkEnd::PeerClosed => write!(f, "connection closed by the peer"),
             LinkEnd::ClosedHere { reason, .. } if reason.is_empty() => {
@@ -200,7 +200,7 @@ impl std::fmt::Display for HandshakeFailure {
             HandshakeFailure::RefusedHere { reason, .. } => write!(f, "refused: {reason}"),
             HandshakeFailure::RefusedByPeer { code, reason } => {
                 // Peer-chosen text: escaped.
-                write!(f, "peer said goodbye ({code:?}): {}", reason.escape_debug())
+                write!(f, "peer said goodbye ({code:?}): {}", Escaped(reason))
             }
             HandshakeFailure::Timeout(d) => {
                 write!(f, "handshake not finished within {:.1} s", d.as_secs_f64())

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::protocol::Role;
+use crate::protocol::{Escaped, Role};
 
 /// Identifies a peer slot for the life of the node. A dialed target keeps its id across
 /// reconnects.
@@ -100,7 +100,8 @@ impl PeerStatus {
             addr,
             self.origin,
             self.state,
-            self.name.as_deref().unwrap_or("-"),
+            // Peer-chosen: escaped, so that a name cannot forge a line of the list.
+            Escaped(self.name.as_deref().unwrap_or("-")),
             self.role.map_or("-", |r| r.name()),
             if self.authenticated { "token" } else { "none" },
             if self.encrypted { "yes" } else { "no" },
@@ -112,7 +113,7 @@ impl PeerStatus {
             rtt,
             self.last_error
                 .as_ref()
-                .map_or_else(String::new, |e| format!(" last_error=\"{e}\"")),
+                .map_or_else(String::new, |e| format!(" last_error=\"{}\"", Escaped(e))),
         )
     }
 }

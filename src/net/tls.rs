@@ -431,7 +431,11 @@ impl TlsSession {
 
     /// Splits the session for the link's reader and writer threads.
     /// The three share one socket (one file descriptor per connection).
-    pub(crate) fn split(self) -> Result<(TlsReader, TlsWriter, Arc<TcpStream>), NetError> {
+    /// The writer's socket writes keep the link's deadlines (`liveness`).
+    pub(crate) fn split(
+        self,
+        liveness: Arc<super::liveness::Liveness>,
+    ) -> Result<(TlsReader, TlsWriter, Arc<TcpStream>), NetError> {
         let setup = |e| NetError::io("configuring the socket", e);
         self.sock.set_read_timeout(None).map_err(setup)?;
         let conn = Arc::new(Mutex::new(self.conn));
@@ -448,6 +452,7 @@ impl TlsSession {
             conn,
             sock: sock.clone(),
             out: Vec::with_capacity(1 << 20),
+            liveness,
         };
         Ok((reader, writer, sock))
     }
@@ -583,6 +588,7 @@ pub(crate) struct TlsWriter {
     conn: Arc<Mutex<rustls::Connection>>,
     sock: Arc<TcpStream>,
     out: Vec<u8>,
+    liveness: Arc<super::liveness::Liveness>,
 }
 
 impl TlsWriter {
@@ -594,7 +600,7 @@ impl TlsWriter {
                 conn.write_tls(&mut self.out)?;
             }
         }
-        (&*self.sock).write_all(&self.out)
+        self.liveness.write_all(&self.sock, &self.out)
     }
 }
 

@@ -1,6 +1,14 @@
 //! Reassembles frames from a frame start and its chunks, into recycled buffers, hashing
 //! each chunk as it lands (while its bytes are still in cache). Only whole frames whose
 //! checksum matches come out: a frame cut short never does.
+//!
+//! Memory follows what arrived, not what a frame start declared: a buffer's pages are
+//! only touched by the bytes written into it, the bytes of partial frames count against
+//! a [`FrameBudget`] shared by every connection of a node, and a frame abandoned
+//! half-received frees its buffer instead of keeping it in the pool.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use super::Checksum;
 
@@ -18,33 +26,216 @@ pub enum Assembled {
     Complete(Frame),
 }
 
+/// How a partial frame's connection is told to end, to make room in the budget.
+pub type Evict = Arc<dyn Fn() + Send + Sync>;
+
+/// The bytes of partial frames a node holds across all its connections, against a
+/// limit. Clones share the count.
+///
+/// A chunk that would pass the limit makes room by evicting the largest partial frame
+/// of another connection, when that one is larger than this one would be: its `Evict`
+/// ends that connection, whose reader then frees the frame. Otherwise the chunk is
+/// refused. So a peer that sends a large frame in part and stalls cannot keep the
+/// budget from honest peers with smaller frames; what is held goes past the limit only
+/// while an evicted frame is being let go (at most twice the limit).
+#[derive(Clone)]
+pub struct FrameBudget {
+    ledger: Arc<std::sync::Mutex<Ledger>>,
+    next_id: Arc<AtomicU64>,
+    limit: u64,
+}
+
+impl std::fmt::Debug for FrameBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameBudget")
+            .field("held", &self.held())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Ledger {
+    held: u64,
+    /// Of `held`, the bytes of evicted frames, on their way out: not counted against
+    /// the limit.
+    leaving: u64,
+    /// Every partial frame that holds bytes: one per assembler at most.
+    holders: Vec<Holder>,
+}
+
+struct Holder {
+    assembler: u64,
+    bytes: u64,
+    evict: Option<Evict>,
+    evicted: bool,
+}
+
+impl FrameBudget {
+    pub fn new(limit: u64) -> FrameBudget {
+        FrameBudget {
+            ledger: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            limit,
+        }
+    }
+
+    /// No limit (one connection alone, tests, tools).
+    pub fn unlimited() -> FrameBudget {
+        FrameBudget::new(u64::MAX)
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Bytes of partial frames held now.
+    pub fn held(&self) -> u64 {
+        self.ledger().held
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Counts `bytes` more for `assembler`'s partial frame, making room or refusing
+    /// when that passes the limit.
+    fn take(&self, assembler: u64, bytes: u64, evict: &Option<Evict>) -> Result<(), ProtocolError> {
+        let mut ledger = self.ledger();
+        let mine = ledger.holders.iter().position(|h| h.assembler == assembler);
+        let would_hold = mine.map_or(0, |i| ledger.holders[i].bytes) + bytes;
+        let mut to_evict = None;
+        let counted = ledger.held - ledger.leaving;
+        if mine.is_some_and(|i| ledger.holders[i].evicted) {
+            // Evicted, its connection ending: not a byte more.
+            return Err(ProtocolError::FrameMemory {
+                held: counted,
+                limit: self.limit,
+            });
+        }
+        if counted.saturating_add(bytes) > self.limit {
+            let held = counted;
+            let victim = ledger
+                .holders
+                .iter_mut()
+                .filter(|h| h.assembler != assembler && !h.evicted && h.evict.is_some())
+                .max_by_key(|h| h.bytes)
+                .filter(|h| h.bytes > would_hold);
+            let Some(victim) = victim else {
+                return Err(ProtocolError::FrameMemory {
+                    held,
+                    limit: self.limit,
+                });
+            };
+            victim.evicted = true;
+            to_evict = victim.evict.clone();
+            let gone = victim.bytes;
+            ledger.leaving += gone;
+        }
+        ledger.held += bytes;
+        match mine {
+            Some(i) => ledger.holders[i].bytes += bytes,
+            None => ledger.holders.push(Holder {
+                assembler,
+                bytes,
+                evict: evict.clone(),
+                evicted: false,
+            }),
+        }
+        drop(ledger);
+        if let Some(evict) = to_evict {
+            evict();
+        }
+        Ok(())
+    }
+
+    /// `assembler`'s partial frame ended: its bytes are given back.
+    fn give(&self, assembler: u64) {
+        let mut ledger = self.ledger();
+        if let Some(i) = ledger.holders.iter().position(|h| h.assembler == assembler) {
+            let h = ledger.holders.swap_remove(i);
+            ledger.held -= h.bytes;
+            if h.evicted {
+                ledger.leaving -= h.bytes;
+            }
+        }
+    }
+}
+
 struct Partial {
     start: FrameStart,
     buf: PooledBuf,
     received: u64,
     pending_len: usize,
+    /// This frame's share of the budget (what arrived), given back when it drops.
+    _counted: Counted,
+}
+
+/// A partial frame's share of the budget, given back when the partial ends (whole,
+/// abandoned, or with its connection).
+struct Counted {
+    budget: FrameBudget,
+    assembler: u64,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.budget.give(self.assembler);
+    }
 }
 
 /// One connection's frame reassembly state.
 pub struct FrameAssembler {
     pool: FramePool,
+    budget: FrameBudget,
+    /// This assembler in the budget's ledger.
+    id: u64,
+    /// How to end this assembler's connection, should the budget need its room.
+    evict: Option<Evict>,
     current: Option<Partial>,
     hasher: Checksum,
 }
 
 impl FrameAssembler {
+    /// An assembler whose partial frames count against no budget.
     pub fn new(pool: FramePool) -> FrameAssembler {
+        FrameAssembler::with_budget(pool, FrameBudget::unlimited(), None)
+    }
+
+    /// An assembler whose partial frames count against `budget` (a node's, shared by
+    /// its connections). `evict` ends this assembler's connection when another's
+    /// smaller frame needs the room (see [`FrameBudget`]); without it, this one's
+    /// partial frame is never evicted.
+    pub fn with_budget(
+        pool: FramePool,
+        budget: FrameBudget,
+        evict: Option<Evict>,
+    ) -> FrameAssembler {
         FrameAssembler {
+            id: budget.next_id.fetch_add(1, Relaxed),
             pool,
+            budget,
+            evict,
             current: None,
             hasher: Checksum::new(),
         }
     }
 
+    /// Ends the partial frame, if any, without a frame: its buffer is freed (it may hold
+    /// pages the peer wrote, which the pool would keep), its budget given back.
+    fn drop_partial(&mut self) -> Option<u64> {
+        let p = self.current.take()?;
+        p.buf.discard();
+        Some(p.start.seq)
+    }
+
     /// Begins a frame whose geometry [`super::decode_body`] has already checked against
     /// the limits. Returns the seq of a frame that was in progress and is now abandoned.
+    /// Nothing is counted, and no page touched, until its bytes arrive.
     pub fn start(&mut self, start: FrameStart) -> Option<u64> {
-        let abandoned = self.current.take().map(|p| p.start.seq);
+        let abandoned = self.drop_partial();
         let buf = self.pool.take(start.total_len as usize);
         self.hasher.reset();
         self.current = Some(Partial {
@@ -52,6 +243,10 @@ impl FrameAssembler {
             buf,
             received: 0,
             pending_len: 0,
+            _counted: Counted {
+                budget: self.budget.clone(),
+                assembler: self.id,
+            },
         });
         abandoned
     }
@@ -59,7 +254,7 @@ impl FrameAssembler {
     /// Abandons frame `seq` if it is the one in progress; returns whether it was.
     pub fn abort(&mut self, seq: u64) -> bool {
         if self.in_progress() == Some(seq) {
-            self.current = None;
+            self.drop_partial();
             true
         } else {
             false
@@ -106,6 +301,8 @@ impl FrameAssembler {
                 total_len: p.start.total_len,
             });
         }
+        // Counted as it arrives, before a byte of it is written.
+        self.budget.take(self.id, len as u64, &self.evict)?;
         p.pending_len = len;
         Ok(&mut p.buf[head.offset as usize..end as usize])
     }
@@ -130,6 +327,7 @@ impl FrameAssembler {
         let actual = self.hasher.digest();
         let s = p.start;
         if actual != s.checksum {
+            p.buf.discard();
             return Err(ProtocolError::ChecksumMismatch {
                 seq: s.seq,
                 expected: s.checksum,
@@ -148,11 +346,23 @@ impl FrameAssembler {
         Ok(Assembled::Complete(Frame::from_verified(meta, p.buf)))
     }
 
+    /// The budget this assembler's partial frames count against.
+    pub fn budget(&self) -> &FrameBudget {
+        &self.budget
+    }
+
     /// A whole chunk from a decoded message: [`FrameAssembler::chunk_dest`], copy,
     /// [`FrameAssembler::chunk_filled`].
     pub fn chunk(&mut self, head: BulkHead, data: &[u8]) -> Result<Assembled, ProtocolError> {
         self.chunk_dest(head, data.len())?.copy_from_slice(data);
         self.chunk_filled()
+    }
+}
+
+impl Drop for FrameAssembler {
+    fn drop(&mut self) {
+        // The connection ended inside a frame.
+        self.drop_partial();
     }
 }
 
@@ -243,6 +453,105 @@ mod tests {
                 current: Some(3)
             }
         ));
+    }
+
+    #[test]
+    fn partial_frames_count_what_arrived_against_one_budget_and_give_it_back() {
+        let budget = FrameBudget::new(1000);
+        let pool = FramePool::new(2);
+        let mut a = FrameAssembler::with_budget(pool.clone(), budget.clone(), None);
+        let mut b = FrameAssembler::with_budget(pool, budget.clone(), None);
+        // 32x32 RGBA: a 4096-byte frame declared, nothing counted yet.
+        let f = frame(32, 32, 1);
+        a.start(f.meta().start_message());
+        b.start(frame(32, 32, 2).meta().start_message());
+        assert_eq!(budget.held(), 0, "a declared frame costs nothing");
+        a.chunk(BulkHead { id: 1, offset: 0 }, &f.pixels()[..600])
+            .expect("within the budget");
+        assert_eq!(budget.held(), 600);
+        // The other connection's chunk would pass the node's budget.
+        let err = b
+            .chunk(BulkHead { id: 2, offset: 0 }, &[0; 500])
+            .expect_err("past the budget");
+        assert_eq!(
+            err,
+            ProtocolError::FrameMemory {
+                held: 600,
+                limit: 1000
+            }
+        );
+        assert!(err.to_string().contains("frame memory budget"), "{err}");
+        b.chunk(BulkHead { id: 2, offset: 0 }, &[0; 400])
+            .expect("what fits is taken");
+        assert_eq!(budget.held(), 1000);
+        // Abandoned, aborted, or the connection gone: the bytes are given back.
+        a.start(frame(32, 32, 3).meta().start_message());
+        assert_eq!(budget.held(), 400);
+        assert!(b.abort(2));
+        assert_eq!(budget.held(), 0);
+        b.start(frame(32, 32, 4).meta().start_message());
+        b.chunk(BulkHead { id: 4, offset: 0 }, &[0; 100])
+            .expect("room again");
+        drop(b);
+        assert_eq!(budget.held(), 0);
+        // A whole frame gives its bytes back as it comes out.
+        let small = frame(8, 8, 5);
+        let mut c = FrameAssembler::with_budget(FramePool::new(1), budget.clone(), None);
+        assert!(matches!(
+            feed(&mut c, &small, 100),
+            Ok(Assembled::Complete(_))
+        ));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_smaller_frame_evicts_the_largest_partial_one_instead_of_being_refused() {
+        use std::sync::atomic::AtomicBool;
+        let budget = FrameBudget::new(1000);
+        let flag = || Arc::new(AtomicBool::new(false));
+        let evictor = |f: &Arc<AtomicBool>| -> Option<Evict> {
+            let f = f.clone();
+            Some(Arc::new(move || f.store(true, Relaxed)))
+        };
+        let (big_gone, small_gone) = (flag(), flag());
+        let mut big =
+            FrameAssembler::with_budget(FramePool::new(1), budget.clone(), evictor(&big_gone));
+        let mut small =
+            FrameAssembler::with_budget(FramePool::new(1), budget.clone(), evictor(&small_gone));
+        // A stalled peer holds 900 of the 1000 bytes in a large frame.
+        big.start(frame(32, 32, 1).meta().start_message());
+        big.chunk(BulkHead { id: 1, offset: 0 }, &[0; 900])
+            .expect("within the budget");
+        // An honest 256-byte frame: the large one is evicted, the small one goes on.
+        let f = frame(8, 8, 2);
+        assert!(matches!(
+            feed(&mut small, &f, 100),
+            Ok(Assembled::Complete(_))
+        ));
+        assert!(
+            big_gone.load(Relaxed),
+            "the largest partial frame's connection is told to end"
+        );
+        assert!(!small_gone.load(Relaxed));
+        // Until its connection ends, the evicted frame's bytes are still counted.
+        assert_eq!(budget.held(), 900);
+        drop(big);
+        assert_eq!(budget.held(), 0);
+        // A frame larger than every other one is refused instead: it evicts nobody.
+        let mut other =
+            FrameAssembler::with_budget(FramePool::new(1), budget.clone(), evictor(&flag()));
+        other.start(frame(32, 32, 3).meta().start_message());
+        other
+            .chunk(BulkHead { id: 3, offset: 0 }, &[0; 300])
+            .expect("room");
+        small.start(frame(32, 32, 4).meta().start_message());
+        small
+            .chunk(BulkHead { id: 4, offset: 0 }, &[0; 600])
+            .expect("room");
+        assert!(small
+            .chunk(BulkHead { id: 4, offset: 600 }, &[0; 200])
+            .is_err());
+        assert!(!small_gone.load(Relaxed));
     }
 
     #[test]

@@ -85,6 +85,18 @@ pub enum ProtocolError {
         expected: u64,
         actual: u64,
     },
+    #[error(
+        "frame memory budget: partial frames from all peers hold {} MiB, at most {} MiB \
+         (--frame-memory-mib)",
+        .held >> 20,
+        .limit >> 20
+    )]
+    FrameMemory { held: u64, limit: u64 },
+    #[error(
+        "frame memory budget: this connection's partial frame, the largest, was dropped to \
+         make room for a smaller one (--frame-memory-mib)"
+    )]
+    FrameEvicted,
     #[error("unexpected {kind} message {when}")]
     Unexpected {
         kind: &'static str,

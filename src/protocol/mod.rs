@@ -17,15 +17,17 @@ mod assemble;
 mod checksum;
 mod codec;
 mod error;
+mod escape;
 mod message;
 
-pub use assemble::{Assembled, FrameAssembler};
+pub use assemble::{Assembled, Evict, FrameAssembler, FrameBudget};
 pub use checksum::{checksum, Checksum};
 pub use codec::{
     decode, decode_body, decode_preamble, encode, encode_bulk_head, encode_preamble, max_body_len,
     truncate_utf8, BulkHead, Envelope, BULK_HEAD_LEN, ENVELOPE_LEN, PREAMBLE_LEN,
 };
 pub use error::ProtocolError;
+pub use escape::{escaped, is_unsafe_char, Escaped};
 pub use message::{
     Capabilities, FileAccept, FileCancel, FileEnd, FileOffer, FileResult, FrameStart, GoodbyeCode,
     Hello, Kind, Message, Ping, Pong, Role, Text,

@@ -277,6 +277,14 @@ impl RawPeer {
         }
     }
 
+    /// A connection made elsewhere, of which `already` was read.
+    pub fn from_stream(stream: TcpStream, already: &[u8]) -> RawPeer {
+        RawPeer {
+            stream,
+            inbox: already.to_vec(),
+        }
+    }
+
     pub fn accept(listener: &TcpListener) -> RawPeer {
         let (stream, _) = listener.accept().expect("accept the node's dial");
         stream.set_nodelay(true).expect("nodelay");

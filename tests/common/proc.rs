@@ -96,6 +96,25 @@ impl Proc {
         );
     }
 
+    /// Waits for a line that `pick` accepts; returns it.
+    pub fn wait_line_where(&self, timeout: Duration, pick: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if pick(&line) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!(
+            "no line as wanted within {timeout:?}; saw:\n{}",
+            seen.join("\n")
+        );
+    }
+
     /// The address from the `listening on ADDR` line the process prints on stdout.
     pub fn listen_addr(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
