@@ -858,9 +858,10 @@ impl Reader {
         self.shared.emit(match outcome {
             FileOutcome::Received { name, path, size } => {
                 tracing::info!(
-                    "received file {name} ({size} bytes) from {}: {}",
+                    "received file {} ({size} bytes) from {}: {}",
+                    Escaped(&name),
                     self.addr,
-                    path.display()
+                    Escaped(&path.to_string_lossy())
                 );
                 Event::FileReceived {
                     peer,
