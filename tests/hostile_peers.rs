@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -97,18 +97,34 @@ fn publisher(name: &str) -> Hello {
     hello(Role::Sender, Capabilities::FRAMES_OUT, name, 0)
 }
 
-/// Writes what the node takes: it may close a hostile connection before reading it all.
-fn send_best_effort(stream: &mut TcpStream, bytes: &[u8]) -> bool {
-    let _ = stream.set_write_timeout(Some(PATIENCE));
-    stream.write_all(bytes).is_ok()
-}
-
 fn encoded(msgs: &[Message]) -> Vec<u8> {
     let mut out = Vec::new();
     for m in msgs {
         encode(m, &mut out);
     }
     out
+}
+
+/// One 64 KiB text, encoded: what a flooder sends over and over.
+fn flood_text() -> Vec<u8> {
+    encoded(&[Message::Text(Text {
+        sent_us: 1,
+        from: "flooder".into(),
+        body: "x".repeat(64 << 10),
+    })])
+}
+
+/// Frame `seq` of 2x2 pixels, start and chunk, encoded: what an injector slips in.
+fn tiny_frame(pool: &FramePool, seq: u64) -> Vec<u8> {
+    let f = make_frame(pool, FrameGeometry::rgba8(2, 2), seq);
+    encoded(&[
+        Message::FrameStart(f.meta().start_message()),
+        Message::FrameChunk {
+            seq,
+            offset: 0,
+            data: f.pixels().to_vec(),
+        },
+    ])
 }
 
 fn rss_mib(pid: u32) -> u64 {
@@ -223,11 +239,7 @@ fn a_text_flood_leaves_an_honest_recorder_its_frame_rate() {
         let sent = sent.clone();
         let mut stream = flooder.stream.try_clone().unwrap();
         std::thread::spawn(move || {
-            let text = encoded(&[Message::Text(Text {
-                sent_us: 1,
-                from: "flooder".into(),
-                body: "x".repeat(64 << 10),
-            })]);
+            let text = flood_text();
             while !stop.load(Relaxed) {
                 if !send_best_effort(&mut stream, &text) {
                     break;
@@ -273,21 +285,6 @@ fn frame_start(seq: u64, width: u32, height: u32) -> Message {
     })
 }
 
-/// The node read everything we sent before this (a ping is answered in order).
-fn sync(raw: &mut RawPeer, nonce: u64) {
-    raw.send_msg(&Message::Ping(texstream::protocol::Ping {
-        nonce,
-        sent_us: 1,
-    }));
-    loop {
-        match raw.read_message() {
-            Message::Pong(p) if p.nonce == nonce => return,
-            Message::Goodbye { code, reason } => panic!("goodbye ({code:?}): {reason}"),
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn frame_starts_without_their_pixels_cost_no_memory_and_partial_frames_have_a_budget() {
     let _s = serial();
@@ -308,7 +305,7 @@ fn frame_starts_without_their_pixels_cost_no_memory_and_partial_frames_have_a_bu
         let height = if seq % 2 == 0 { 8192 } else { 16384 };
         raw.send_msg(&frame_start(seq, 16384, height));
     }
-    sync(&mut raw, 1);
+    expect_pong(&mut raw, 1, "in order");
     let promised = rss_mib(pid);
     raw.send_msg(&Message::Goodbye {
         code: GoodbyeCode::Normal,
@@ -367,7 +364,7 @@ fn frame_starts_without_their_pixels_cost_no_memory_and_partial_frames_have_a_bu
         offset: 0,
         data: frame.pixels().to_vec(),
     });
-    sync(&mut raw, 2);
+    expect_pong(&mut raw, 2, "in order");
     let (code, summary, _) = record.stop_with_summary();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["frames_received"], 1, "{summary}");
@@ -435,7 +432,7 @@ fn transfers_parked_for_resume_are_bounded_across_connections() {
             })
             .collect();
         raw.send(&encoded(&chunks));
-        sync(&mut raw, conn);
+        expect_pong(&mut raw, conn, "in order");
         drop(raw);
     }
     // Every connection's end is handled.
@@ -577,19 +574,10 @@ fn a_relay_serves_frames_from_its_upstream_only() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let pool = FramePool::new(2);
-            let g = FrameGeometry::rgba8(2, 2);
             let mut seq = 1_000_000;
             let mut sent = 0u64;
             while !stop.load(Relaxed) {
-                let f = make_frame(&pool, g, seq);
-                let msg = encoded(&[
-                    Message::FrameStart(f.meta().start_message()),
-                    Message::FrameChunk {
-                        seq,
-                        offset: 0,
-                        data: f.pixels().to_vec(),
-                    },
-                ]);
+                let msg = tiny_frame(&pool, seq);
                 if !send_best_effort(&mut stream, &msg) {
                     break;
                 }
@@ -901,11 +889,7 @@ fn all_seven_at_once_leave_a_node_within_its_stated_bounds() {
         let Some(mut raw) = try_handshake(local, addr, chatter("flooder")) else {
             return;
         };
-        let text = encoded(&[Message::Text(Text {
-            sent_us: 1,
-            from: "flooder".into(),
-            body: "x".repeat(64 << 10),
-        })]);
+        let text = flood_text();
         for _ in 0..2000 {
             if !send_best_effort(&mut raw.stream, &text) {
                 break;
@@ -1000,15 +984,7 @@ fn all_seven_at_once_leave_a_node_within_its_stated_bounds() {
         let pool = FramePool::new(2);
         for i in 0..300 {
             let seq = 1_000_000 + round * 1000 + i;
-            let f = make_frame(&pool, FrameGeometry::rgba8(2, 2), seq);
-            let msg = encoded(&[
-                Message::FrameStart(f.meta().start_message()),
-                Message::FrameChunk {
-                    seq,
-                    offset: 0,
-                    data: f.pixels().to_vec(),
-                },
-            ]);
+            let msg = tiny_frame(&pool, seq);
             if !send_best_effort(&mut raw.stream, &msg) {
                 return;
             }

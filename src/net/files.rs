@@ -291,9 +291,11 @@ impl FileShelf {
         let over = parked.len().saturating_sub(self.limits.parked);
         let gone: Vec<_> = parked.drain(..over).collect();
         drop(parked);
-        let reason = self.crowded_out();
-        for p in gone {
-            p.file.transfer.finish_failed(&reason);
+        if !gone.is_empty() {
+            let reason = self.crowded_out();
+            for p in gone {
+                p.file.transfer.finish_failed(&reason);
+            }
         }
     }
 
@@ -355,9 +357,11 @@ impl FileShelf {
                 let gone: Vec<_> = all.drain(..over).collect();
                 drop(all);
                 lock(&self.receiving).remove(&key);
-                let reason = self.crowded_out();
-                for p in gone {
-                    p.discard(&reason);
+                if !gone.is_empty() {
+                    let reason = self.crowded_out();
+                    for p in gone {
+                        p.discard(&reason);
+                    }
                 }
                 return;
             }

@@ -56,12 +56,18 @@ impl std::fmt::Debug for FrameBudget {
 
 #[derive(Default)]
 struct Ledger {
-    held: u64,
-    /// Of `held`, the bytes of evicted frames, on their way out: not counted against
-    /// the limit.
-    leaving: u64,
     /// Every partial frame that holds bytes: one per assembler at most.
     holders: Vec<Holder>,
+}
+
+impl Ledger {
+    /// Bytes held by all partial frames, and by those not evicted (an evicted frame's
+    /// bytes are on their way out: they do not count against the limit).
+    fn held(&self) -> (u64, u64) {
+        self.holders.iter().fold((0, 0), |(all, counted), h| {
+            (all + h.bytes, counted + if h.evicted { 0 } else { h.bytes })
+        })
+    }
 }
 
 struct Holder {
@@ -93,7 +99,7 @@ impl FrameBudget {
 
     /// Bytes of partial frames held now.
     pub fn held(&self) -> u64 {
-        self.ledger().held
+        self.ledger().held().0
     }
 
     pub fn limit(&self) -> u64 {
@@ -107,7 +113,7 @@ impl FrameBudget {
         let mine = ledger.holders.iter().position(|h| h.assembler == assembler);
         let would_hold = mine.map_or(0, |i| ledger.holders[i].bytes) + bytes;
         let mut to_evict = None;
-        let counted = ledger.held - ledger.leaving;
+        let counted = ledger.held().1;
         if mine.is_some_and(|i| ledger.holders[i].evicted) {
             // Evicted, its connection ending: not a byte more.
             return Err(ProtocolError::FrameMemory {
@@ -131,10 +137,7 @@ impl FrameBudget {
             };
             victim.evicted = true;
             to_evict = victim.evict.clone();
-            let gone = victim.bytes;
-            ledger.leaving += gone;
         }
-        ledger.held += bytes;
         match mine {
             Some(i) => ledger.holders[i].bytes += bytes,
             None => ledger.holders.push(Holder {
@@ -155,11 +158,7 @@ impl FrameBudget {
     fn give(&self, assembler: u64) {
         let mut ledger = self.ledger();
         if let Some(i) = ledger.holders.iter().position(|h| h.assembler == assembler) {
-            let h = ledger.holders.swap_remove(i);
-            ledger.held -= h.bytes;
-            if h.evicted {
-                ledger.leaving -= h.bytes;
-            }
+            ledger.holders.swap_remove(i);
         }
     }
 }

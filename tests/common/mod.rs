@@ -452,6 +452,31 @@ fn read_until_closed(
     }
 }
 
+/// Writes what the node takes: it may close a hostile connection before reading it
+/// all. Whether all of it was written.
+pub fn send_best_effort(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    let _ = stream.set_write_timeout(Some(PATIENCE));
+    stream.write_all(bytes).is_ok()
+}
+
+/// The connection is alive and the node read all we sent before: a ping is answered
+/// (in order); a goodbye instead fails the test, naming `what`.
+pub fn expect_pong(raw: &mut RawPeer, nonce: u64, what: &str) {
+    raw.send_msg(&Message::Ping(texstream::protocol::Ping {
+        nonce,
+        sent_us: 1,
+    }));
+    loop {
+        match raw.read_message() {
+            Message::Pong(p) if p.nonce == nonce => return,
+            Message::Goodbye { code, reason } => {
+                panic!("{what}: the node said goodbye ({code:?}): {reason}")
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A valid frame start of the largest frame the default limits allow: 16384 x 16384
 /// RGBA, exactly 1 GiB.
 pub fn frame_start_at_the_limit(seq: u64) -> Message {
