@@ -18,7 +18,6 @@ use unicode_general_category::{get_general_category, GeneralCategory};
 use super::link::lock;
 use super::status::PeerId;
 use super::transfers::{Direction, Transfer, TransferState, Transfers};
-use super::NetError;
 use crate::protocol::{
     FileAccept, FileCancel, FileEnd, FileOffer, FileResult, Message, ProtocolError,
 };
@@ -605,53 +604,34 @@ impl IncomingFiles {
         }
     }
 
-    /// Consumes a file chunk's `len` payload bytes from `src` (always, so the stream
-    /// stays in step), through `scratch` in pieces of at most 64 KiB, and writes them to
-    /// the transfer's file. Chunks of unknown (for example just failed) transfers are
-    /// read and dropped. A disk error fails the transfer and returns the failed result
-    /// to send; a chunk that breaks the order is a protocol error.
-    pub fn on_chunk(
+    /// Writes a piece of file chunk data to its transfer's file. Data of unknown (for
+    /// example just failed) transfers is dropped. A disk error fails the transfer and
+    /// returns the failed result to send; data that breaks the order (or runs past the
+    /// offered size) is a protocol error.
+    pub fn on_data(
         &mut self,
         id: u64,
         offset: u64,
-        len: usize,
-        src: &mut impl Read,
-        scratch: &mut Vec<u8>,
-    ) -> Result<Option<(Message, FileOutcome)>, NetError> {
-        const PIECE: usize = 64 << 10;
-        if scratch.len() < PIECE {
-            scratch.resize(PIECE, 0);
-        }
-        let order_ok = self
-            .active
-            .get(&id)
-            .map(|t| offset == t.received && offset + len as u64 <= t.size);
-        if order_ok == Some(false) {
-            return Err(NetError::Protocol(ProtocolError::InvalidValue {
+        data: &[u8],
+    ) -> Result<Option<(Message, FileOutcome)>, ProtocolError> {
+        let Some(t) = self.active.get_mut(&id) else {
+            return Ok(None);
+        };
+        if offset != t.received || offset + data.len() as u64 > t.size {
+            return Err(ProtocolError::InvalidValue {
                 kind: "file-chunk",
                 field: "offset",
                 value: offset,
-            }));
+            });
         }
-        let mut left = len;
-        let mut failure = None;
-        while left > 0 {
-            let piece = &mut scratch[..left.min(PIECE)];
-            src.read_exact(piece)
-                .map_err(|e| NetError::io("reading a file chunk", e))?;
-            left -= piece.len();
-            let Some(t) = self.active.get_mut(&id).filter(|_| failure.is_none()) else {
-                continue;
-            };
-            if let Err(e) = t.file.write_all(piece) {
-                failure = Some(format!("cannot write {}: {e}", t.tmp_path.display()));
-                continue;
-            }
-            t.hasher.update(piece);
-            t.received += piece.len() as u64;
-            t.transfer.add_done(piece.len() as u64);
+        if let Err(e) = t.file.write_all(data) {
+            let reason = format!("cannot write {}: {e}", t.tmp_path.display());
+            return Ok(Some(self.fail(id, reason)));
         }
-        Ok(failure.map(|reason| self.fail(id, reason)))
+        t.hasher.update(data);
+        t.received += data.len() as u64;
+        t.transfer.add_done(data.len() as u64);
+        Ok(None)
     }
 
     /// Transfers the application cancelled: each fails, and its result goes to the

@@ -2,7 +2,7 @@
 //! file chunks interleaved; keepalive pings), and the reader loop (reassembly straight
 //! from the socket into the frame's buffer, text, files, pongs).
 
-use std::io::{BufRead, BufReader, IoSlice, Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{
     AtomicBool, AtomicUsize,
@@ -18,13 +18,13 @@ use super::handshake::Handshaken;
 use super::liveness::{Liveness, WRITE_SLICE};
 use super::node::{Event, PeerSlot, Shared};
 use super::reason::LinkEnd;
+use super::rx::{RxConn, RxEvent};
 use super::status::{Origin, PeerState};
 use super::tx::{AcceptOutcome, Closing, Payload, PushOutcome, ReadRequest, TxConn};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
 use crate::protocol::{
-    decode_body, Assembled, BulkHead, Capabilities, Envelope, Escaped, FrameAssembler, GoodbyeCode,
-    Kind, Message, Pong, ProtocolError, BULK_HEAD_LEN, ENVELOPE_LEN,
+    Capabilities, Escaped, FrameAssembler, GoodbyeCode, Message, Pong, ProtocolError,
 };
 
 /// How a reader ended short of a clean end: broken bytes, or a broken connection.
@@ -640,18 +640,19 @@ struct Reader {
 
 impl Reader {
     /// Reads messages until the peer leaves (`Ok` with the reason) or breaks the
-    /// protocol or the connection (`Err`).
-    fn run(&mut self, stream: Box<dyn Read + Send>) -> Result<LinkEnd, ReadEnd> {
-        let limits = self.shared.config.limits;
-        // Small: it gathers envelopes and small messages. What it reads ahead of a bulk
-        // payload is copied into the frame a second time, so it must not read far ahead
-        // (a 256 KiB buffer took a quarter of every frame's bytes through it); payloads
-        // and bodies larger than it are read straight into their destination.
-        let mut r = BufReader::with_capacity(8 << 10, stream);
-        let mut frames = FrameAssembler::with_budget(
+    /// protocol or the connection (`Err`). The bytes go where the receiving state
+    /// ([`RxConn`]) says: a frame's payload straight from the socket into its buffer.
+    fn run(&mut self, mut stream: Box<dyn Read + Send>) -> Result<LinkEnd, ReadEnd> {
+        let frames = FrameAssembler::with_budget(
             self.shared.pool.clone(),
             self.shared.frame_budget.clone(),
             Some(self.evict_hook()),
+        );
+        let mut rx = RxConn::new(
+            self.shared.config.limits,
+            frames,
+            self.shared.file_pool.clone(),
+            self.frames_refused(),
         );
         let peer = std::mem::replace(
             &mut self.peer,
@@ -667,11 +668,7 @@ impl Reader {
             self.shared.files.clone(),
             peer,
         );
-        // Sized for every control message but the rare large text or hello, so the
-        // steady state never grows it.
-        let mut scratch = Vec::with_capacity(4 << 10);
         let mut cancels_seen = 0;
-        let frames_refused = self.frames_refused();
         loop {
             let cancels = self.shared.files.transfers.cancel_generation();
             if cancels != cancels_seen {
@@ -681,116 +678,112 @@ impl Reader {
                     self.file_outcome(outcome);
                 }
             }
-            let mut env = [0u8; ENVELOPE_LEN];
-            if !read_first(&mut r, &mut env)? {
-                return Ok(LinkEnd::PeerClosed);
+            while let Some(event) = rx.poll()? {
+                if let Some(end) = self.on_event(event, &mut files)? {
+                    return Ok(end);
+                }
             }
+            let n = match stream.read(rx.recv_buf()) {
+                Ok(0) => {
+                    rx.on_end_of_stream()?;
+                    return Ok(LinkEnd::PeerClosed);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(NetError::io("reading from the peer", e).into()),
+            };
             self.touch();
-            let env = Envelope::parse(&env, &limits)?;
-            self.received(ENVELOPE_LEN + env.body_len as usize);
-            if env.kind.is_bulk() {
-                let mut head = [0u8; BULK_HEAD_LEN];
-                read_rest(&mut r, &mut head, env.kind)?;
-                let head = BulkHead::parse(&head);
-                let len = env.bulk_payload_len();
-                if env.kind == Kind::FrameChunk {
-                    // Straight from the socket into the frame's buffer.
-                    read_payload(&mut r, frames.chunk_dest(head, len)?, env.kind)?;
-                    if let Assembled::Complete(frame) = frames.chunk_filled()? {
-                        self.frame_complete(frame);
-                    }
-                } else if let Some((reply, outcome)) =
-                    files.on_chunk(head.id, head.offset, len, &mut r, &mut scratch)?
-                {
+            self.received(n);
+            rx.advance(n);
+        }
+    }
+
+    /// Acts on what the received bytes completed; `Some` when the peer said goodbye.
+    fn on_event(
+        &mut self,
+        event: RxEvent,
+        files: &mut IncomingFiles,
+    ) -> Result<Option<LinkEnd>, ReadEnd> {
+        let message = match event {
+            RxEvent::Frame(frame) => {
+                self.frame_complete(frame);
+                return Ok(None);
+            }
+            RxEvent::FileData {
+                id,
+                offset,
+                data,
+                len,
+            } => {
+                if let Some((reply, outcome)) = files.on_data(id, offset, &data[..len])? {
                     self.send(reply);
                     self.file_outcome(outcome);
                 }
-                self.touch();
-                continue;
+                return Ok(None);
             }
-            scratch.resize(env.body_len as usize, 0);
-            read_rest(&mut r, &mut scratch, env.kind)?;
-            match decode_body(env.kind, &scratch, &limits)? {
-                Message::Goodbye { code, reason } => {
-                    return Ok(LinkEnd::PeerGoodbye { code, reason })
+            RxEvent::Message(m) => m,
+        };
+        match message {
+            Message::Goodbye { code, reason } => {
+                return Ok(Some(LinkEnd::PeerGoodbye { code, reason }))
+            }
+            Message::Ping(p) => self.send(Message::Pong(Pong {
+                nonce: p.nonce,
+                ping_sent_us: p.sent_us,
+                sent_us: now_us(),
+            })),
+            Message::Pong(p) => {
+                let rtt = self.elapsed_us().saturating_sub(p.ping_sent_us).max(1);
+                self.slot.counters.rtt_us.store(rtt, Relaxed);
+            }
+            Message::Text(text) => self.shared.text_received(self.slot.id, text),
+            Message::FileOffer(offer) => {
+                let reply = files.on_offer(&offer);
+                self.send(reply);
+            }
+            Message::FileAccept(accept) => {
+                // Only an offered file starts streaming: a repeated, late or unknown
+                // accept changes nothing (and starts nothing).
+                let outcome = self.link.with(|tx| tx.on_accept(accept.id, accept.offset));
+                if outcome == AcceptOutcome::Ignored {
+                    tracing::debug!(id = accept.id, "an accept for no offered file, ignored");
                 }
-                Message::Ping(p) => self.send(Message::Pong(Pong {
-                    nonce: p.nonce,
-                    ping_sent_us: p.sent_us,
-                    sent_us: now_us(),
-                })),
-                Message::Pong(p) => {
-                    let rtt = self.elapsed_us().saturating_sub(p.ping_sent_us).max(1);
-                    self.slot.counters.rtt_us.store(rtt, Relaxed);
-                }
-                Message::FrameStart(start) => {
-                    if let Some(when) = frames_refused {
-                        // Frames this node never asked for, or not from this peer, are
-                        // not reassembled, nor kept: the peer breaks the protocol.
-                        return Err(ProtocolError::Unexpected {
-                            kind: "frame-start",
-                            when,
-                        }
-                        .into());
-                    }
-                    if let Some(seq) = frames.start(start) {
-                        tracing::trace!(seq, "frame abandoned by a newer frame start");
-                    }
-                }
-                Message::FrameAbort { seq } => {
-                    frames.abort(seq);
-                }
-                Message::Text(text) => self.shared.text_received(self.slot.id, text),
-                Message::FileOffer(offer) => {
-                    let reply = files.on_offer(&offer);
+            }
+            Message::FileEnd(end) => {
+                if let Some((reply, outcome)) = files.on_end(&end) {
                     self.send(reply);
-                }
-                Message::FileAccept(accept) => {
-                    // Only an offered file starts streaming: a repeated, late or unknown
-                    // accept changes nothing (and starts nothing).
-                    let outcome = self.link.with(|tx| tx.on_accept(accept.id, accept.offset));
-                    if outcome == AcceptOutcome::Ignored {
-                        tracing::debug!(id = accept.id, "an accept for no offered file, ignored");
-                    }
-                }
-                Message::FileEnd(end) => {
-                    if let Some((reply, outcome)) = files.on_end(&end) {
-                        self.send(reply);
-                        self.file_outcome(outcome);
-                    }
-                }
-                Message::FileCancel(cancel) => {
-                    if let Some(outcome) = files.on_cancel(&cancel) {
-                        self.file_outcome(outcome);
-                    }
-                }
-                Message::FileResult(result) => {
-                    if let Some(file) = self.link.with(|tx| tx.on_result(result.id)) {
-                        if result.ok {
-                            file.transfer.finish_ok(&result.message, None);
-                        } else {
-                            file.transfer.finish_failed(&result.message);
-                        }
-                        self.shared.emit(Event::FileSent {
-                            peer: self.slot.id,
-                            name: file.name,
-                            ok: result.ok,
-                            message: result.message,
-                        });
-                    }
-                }
-                m @ (Message::Hello(_)
-                | Message::Auth { .. }
-                | Message::FrameChunk { .. }
-                | Message::FileChunk { .. }) => {
-                    return Err(ProtocolError::Unexpected {
-                        kind: m.kind().name(),
-                        when: "after the handshake",
-                    }
-                    .into())
+                    self.file_outcome(outcome);
                 }
             }
+            Message::FileCancel(cancel) => {
+                if let Some(outcome) = files.on_cancel(&cancel) {
+                    self.file_outcome(outcome);
+                }
+            }
+            Message::FileResult(result) => {
+                if let Some(file) = self.link.with(|tx| tx.on_result(result.id)) {
+                    if result.ok {
+                        file.transfer.finish_ok(&result.message, None);
+                    } else {
+                        file.transfer.finish_failed(&result.message);
+                    }
+                    self.shared.emit(Event::FileSent {
+                        peer: self.slot.id,
+                        name: file.name,
+                        ok: result.ok,
+                        message: result.message,
+                    });
+                }
+            }
+            // RxConn keeps these to itself.
+            Message::FrameStart(_)
+            | Message::FrameAbort { .. }
+            | Message::Hello(_)
+            | Message::Auth { .. }
+            | Message::FrameChunk { .. }
+            | Message::FileChunk { .. } => {}
         }
+        Ok(None)
     }
 
     /// How the frame budget ends this link ([`LinkHandle::evict`]). Holds the link
@@ -885,56 +878,6 @@ impl Reader {
             }
         });
     }
-}
-
-/// Reads a message's first bytes: `Ok(false)` on a clean end of stream before any.
-fn read_first(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, NetError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => {
-                return Err(ProtocolError::Truncated {
-                    kind: "message",
-                    field: "envelope",
-                }
-                .into())
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(NetError::io("reading from the peer", e)),
-        }
-    }
-    Ok(true)
-}
-
-/// Reads a bulk payload into `dst`: what the buffered reader already holds is copied,
-/// the rest is read from the socket straight into `dst` (the reader never buffers it
-/// first, which would copy it twice).
-fn read_payload(
-    r: &mut BufReader<Box<dyn Read + Send>>,
-    dst: &mut [u8],
-    kind: Kind,
-) -> Result<(), NetError> {
-    let buffered = r.buffer().len().min(dst.len());
-    dst[..buffered].copy_from_slice(&r.buffer()[..buffered]);
-    r.consume(buffered);
-    read_rest(r.get_mut(), &mut dst[buffered..], kind)
-}
-
-/// Reads the rest of a message whose envelope has arrived: an end of stream here means
-/// the peer sent a truncated message.
-fn read_rest(r: &mut impl Read, buf: &mut [u8], kind: Kind) -> Result<(), NetError> {
-    r.read_exact(buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            NetError::Protocol(ProtocolError::Truncated {
-                kind: kind.name(),
-                field: "body (the connection ended inside it)",
-            })
-        } else {
-            NetError::io("reading from the peer", e)
-        }
-    })
 }
 
 impl PeerSlot {

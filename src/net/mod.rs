@@ -19,8 +19,11 @@ mod keepalive;
 mod link;
 mod liveness;
 mod node;
+#[cfg(test)]
+mod pair;
 mod ratelimit;
 mod reason;
+mod rx;
 mod status;
 mod tls;
 mod transfers;

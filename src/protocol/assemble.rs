@@ -306,6 +306,19 @@ impl FrameAssembler {
         Ok(&mut p.buf[head.offset as usize..end as usize])
     }
 
+    /// The destination [`FrameAssembler::chunk_dest`] last returned, again (empty when
+    /// no chunk is pending): a reader that fills it over several reads asks for it each
+    /// time instead of holding the borrow.
+    pub fn pending_dest(&mut self) -> &mut [u8] {
+        match self.current.as_mut() {
+            Some(p) => {
+                let from = p.received as usize;
+                &mut p.buf[from..from + p.pending_len]
+            }
+            None => &mut [],
+        }
+    }
+
     /// Accounts for the chunk whose destination [`FrameAssembler::chunk_dest`] returned,
     /// now filled. Completes the frame after its last chunk, verifying the checksum.
     pub fn chunk_filled(&mut self) -> Result<Assembled, ProtocolError> {
