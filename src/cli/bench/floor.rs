@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{cpu_secs, now_us, peak_rss_mib, synthetic_pixels, BenchParams, LatencyMs, Stop};
+use crate::net::now_us;
+
+use super::args::{BenchParams, Stop};
+use super::process::{cpu_secs, peak_rss_mib};
+use super::report::LatencyMs;
+use super::sender::synthetic_pixels;
 
 /// Bytes of the header before each frame: its number and its send time (µs since the
 /// epoch), both little-endian.
