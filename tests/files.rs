@@ -239,6 +239,71 @@ fn frames_keep_flowing_while_a_file_crosses_and_the_file_is_not_starved() {
     assert!(stored == content, "bytes equal");
 }
 
+/// Frames the viewer takes in `secs` while the sender publishes a small frame every
+/// 5 ms (counted by the viewer's node, so none is missed between two looks).
+fn frames_in(
+    sender: &Node,
+    viewer: &Node,
+    secs: f64,
+    template: &texstream::frame::Frame,
+    seq: &mut u64,
+) -> u64 {
+    let before = viewer.stats().frames_received;
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        *seq += 1;
+        sender.publish(&template.with_seq(*seq, capture_us_for(*seq)));
+        while viewer.frames().try_recv().is_ok() {}
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    viewer.stats().frames_received - before
+}
+
+#[test]
+fn a_slow_disk_at_the_receiver_never_slows_the_frames_of_the_same_link() {
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    // 32 MiB through a disk that takes 20 ms for each 256 KiB piece: about 2.6 s, most
+    // of it more than the receiver's queue for the disk holds.
+    let content = random_bytes(32 << 20, 5);
+    let path = write_file(files.path(), "slow.bin", &content);
+    let sender = listening_sender("sender");
+    let mut c = fast_config(Role::Viewer);
+    c.connect = vec![listen_addr(&sender).to_string()];
+    c.files_dir = Some(received.path().to_owned());
+    c.file_write_delay = Duration::from_millis(20);
+    let viewer = Node::start(c).unwrap();
+    wait_connected(&sender, "viewer connects");
+    wait_connected(&viewer, "viewer connected");
+
+    let pool = texstream::frame::FramePool::new(4);
+    let template = make_frame(&pool, padded_geometry(64, 64), 0);
+    let mut seq = 0;
+    let alone = frames_in(&sender, &viewer, 1.0, &template, &mut seq);
+    assert_eq!(sender.offer_file(&path, None).unwrap().len(), 1);
+    let beside = frames_in(&sender, &viewer, 1.5, &template, &mut seq) as f64 / 1.5;
+    let in_flight = transfer(&viewer, Direction::Incoming).unwrap();
+    assert!(
+        in_flight.state == TransferState::Running && in_flight.done_bytes < content.len() as u64,
+        "the file was still crossing the slow disk: {in_flight:?}"
+    );
+    assert!(
+        beside >= 0.8 * alone as f64,
+        "{beside:.0} frames/s beside the slow file, {alone} alone"
+    );
+    let deadline = Instant::now() + 3 * PATIENCE;
+    let (ok, message) = loop {
+        if let Ok(Event::FileSent { ok, message, .. }) = sender.events().try_recv() {
+            break (ok, message);
+        }
+        assert!(Instant::now() < deadline, "the file never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(ok, "file confirmed: {message}");
+    let stored = std::fs::read(received.path().join("slow.bin")).unwrap();
+    assert!(stored == content, "bytes equal");
+}
+
 #[test]
 fn cancelling_either_side_stops_the_transfer_and_leaves_no_partial_file() {
     let files = tempfile::tempdir().unwrap();

@@ -5,8 +5,8 @@
 use texstream::frame::PixelFormat;
 use texstream::protocol::{
     decode, decode_body, decode_preamble, encode, encode_preamble, max_body_len, Capabilities,
-    Envelope, FileAccept, FileCancel, FileEnd, FileOffer, FileResult, FrameStart, GoodbyeCode,
-    Hello, Kind, Limits, Message, Ping, Pong, ProtocolError, Role, Text, ENVELOPE_LEN,
+    Envelope, FileAccept, FileCancel, FileEnd, FileOffer, FileProgress, FileResult, FrameStart,
+    GoodbyeCode, Hello, Kind, Limits, Message, Ping, Pong, ProtocolError, Role, Text, ENVELOPE_LEN,
     PREAMBLE_LEN,
 };
 
@@ -229,6 +229,17 @@ fn golden_table() -> Vec<(Message, Vec<u8>)> {
                 "0400 73746f70",    // reason: str16 "stop"
             )),
         ),
+        (
+            Message::FileProgress(FileProgress {
+                id: 5,
+                written: 1 << 20,
+            }),
+            hex(concat!(
+                "46 10000000",      // file-progress, body 16 bytes
+                "0500000000000000", // id
+                "0000100000000000", // written
+            )),
+        ),
     ]
 }
 
@@ -322,7 +333,7 @@ fn goldens_back_to_back_decode_in_order() {
 
 #[test]
 fn unknown_kinds_are_refused_from_the_envelope_alone() {
-    for code in [0x00u8, 0x04, 0x12, 0x23, 0x31, 0x46, 0xff] {
+    for code in [0x00u8, 0x04, 0x12, 0x23, 0x31, 0x47, 0xff] {
         assert_eq!(
             decode(&[code, 0, 0, 0, 0], &limits()),
             Err(ProtocolError::UnknownKind(code))
@@ -390,7 +401,7 @@ fn an_oversized_body_length_fails_on_the_five_envelope_bytes() {
 #[test]
 fn body_limits_are_the_documented_ones() {
     let lim = limits();
-    let expected: [(Kind, u64); 15] = [
+    let expected: [(Kind, u64); 16] = [
         (Kind::Hello, 783),
         (Kind::Goodbye, 1027),
         (Kind::Auth, 32),
@@ -406,6 +417,7 @@ fn body_limits_are_the_documented_ones() {
         (Kind::FileEnd, 16),
         (Kind::FileResult, 1035),
         (Kind::FileCancel, 1034),
+        (Kind::FileProgress, 16),
     ];
     for (kind, len) in expected {
         assert_eq!(max_body_len(kind, &lim), len, "{}", kind.name());

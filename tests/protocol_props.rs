@@ -8,9 +8,9 @@ use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
 use texstream::protocol::{
     checksum, decode, decode_body, decode_preamble, encode, encode_preamble, truncate_utf8,
     Assembled, BulkHead, Capabilities, Checksum, FileAccept, FileCancel, FileEnd, FileOffer,
-    FileResult, FrameAssembler, FrameStart, GoodbyeCode, Hello, Kind, Limits, Message, Ping, Pong,
-    ProtocolError, Role, Text, MAX_AUTH_BYTES, MAX_FILE_NAME_BYTES, MAX_NAME_BYTES,
-    MAX_REASON_BYTES,
+    FileProgress, FileResult, FrameAssembler, FrameStart, GoodbyeCode, Hello, Kind, Limits,
+    Message, Ping, Pong, ProtocolError, Role, Text, MAX_AUTH_BYTES, MAX_FILE_NAME_BYTES,
+    MAX_NAME_BYTES, MAX_REASON_BYTES,
 };
 
 const CASES: u32 = 256;
@@ -143,6 +143,8 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(id, size, name)| Message::FileOffer(FileOffer { id, size, name })),
         (any::<u64>(), any::<u64>())
             .prop_map(|(id, offset)| Message::FileAccept(FileAccept { id, offset })),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(id, written)| Message::FileProgress(FileProgress { id, written })),
         (any::<u64>(), any::<u64>(), bytes(4096))
             .prop_map(|(id, offset, data)| Message::FileChunk { id, offset, data }),
         (any::<u64>(), any::<u64>())

@@ -217,6 +217,9 @@ fn one_address_cannot_take_every_handshake_place() {
     wait_event_for(&honest, Duration::from_secs(5), "the honest viewer", |e| {
         matches!(e, Event::PeerConnected { .. }).then_some(())
     });
+    // The sender's side of the link is up too before it publishes (else the first
+    // frame may go out before the sender knows the viewer).
+    wait_connected(&s, "the sender sees the honest viewer");
     lockstep(&s, &[&honest], FrameGeometry::rgba8(32, 32), 1..=2);
 }
 

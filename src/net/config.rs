@@ -73,6 +73,10 @@ pub struct NodeConfig {
     pub frame_queue: usize,
     /// Events kept for the application before further ones are dropped (default 1024).
     pub event_queue: usize,
+    /// A pause before each piece of an incoming file is written: a slow disk, for
+    /// tests. Zero (the default) in normal use.
+    #[doc(hidden)]
+    pub file_write_delay: Duration,
     /// Called from network threads after a frame or an event is delivered, so that a
     /// window repaints instead of polling (e.g. `egui::Context::request_repaint`).
     pub waker: Option<Waker>,
@@ -128,12 +132,13 @@ impl NodeConfig {
             frame_memory: 2 << 30,
             frame_queue: 2,
             event_queue: 1024,
+            file_write_delay: Duration::ZERO,
             waker: None,
         }
     }
 
     pub(crate) fn capabilities(&self) -> Capabilities {
-        let mut bits = Capabilities::TEXT;
+        let mut bits = Capabilities::TEXT | Capabilities::FILE_WINDOW;
         if matches!(self.role, Role::Sender | Role::Relay) {
             bits |= Capabilities::FRAMES_OUT;
         }

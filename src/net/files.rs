@@ -19,7 +19,7 @@ use super::link::lock;
 use super::status::PeerId;
 use super::transfers::{Direction, Transfer, TransferState, Transfers};
 use crate::protocol::{
-    FileAccept, FileCancel, FileEnd, FileOffer, FileResult, Message, ProtocolError,
+    FileAccept, FileCancel, FileEnd, FileOffer, FileProgress, FileResult, Message, ProtocolError,
 };
 
 /// Size of the chunks a file is sent in.
@@ -113,6 +113,8 @@ struct Incoming {
     file: BufWriter<File>,
     size: u64,
     received: u64,
+    /// The stored bytes last reported to the file's sender.
+    reported: u64,
     hasher: Checksum,
     transfer: Arc<Transfer>,
 }
@@ -177,6 +179,7 @@ impl ParkedIncoming {
             file: BufWriter::with_capacity(FILE_CHUNK_BYTES, file),
             size: self.size,
             received: self.received,
+            reported: self.received,
             hasher: self.hasher,
             transfer: self.transfer,
         })
@@ -323,6 +326,7 @@ impl FileShelf {
             received,
             hasher,
             transfer,
+            ..
         } = incoming;
         // Closed while it waits: no descriptor, no buffer.
         let flushed = file.into_inner().map(drop).map_err(|e| e.into_error());
@@ -585,6 +589,7 @@ impl IncomingFiles {
                 file: BufWriter::with_capacity(FILE_CHUNK_BYTES, file),
                 size: offer.size,
                 received: 0,
+                reported: 0,
                 hasher: Checksum::new(),
                 transfer,
             },
@@ -632,6 +637,20 @@ impl IncomingFiles {
         t.received += data.len() as u64;
         t.transfer.add_done(data.len() as u64);
         Ok(None)
+    }
+
+    /// A report of the bytes of transfer `id` stored so far, if it has gained at least
+    /// `step` since the last one (flow control: the sender may send that much more).
+    pub fn progress(&mut self, id: u64, step: u64) -> Option<Message> {
+        let t = self.active.get_mut(&id)?;
+        if t.received < t.reported + step.max(1) {
+            return None;
+        }
+        t.reported = t.received;
+        Some(Message::FileProgress(FileProgress {
+            id,
+            written: t.received,
+        }))
     }
 
     /// Transfers the application cancelled: each fails, and its result goes to the

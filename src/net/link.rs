@@ -11,8 +11,9 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::disk::{DiskContext, DiskJob, DiskQueue};
 use super::files::{
-    FileOutcome, FileReader, IncomingFiles, OutgoingFile, PeerRef, StreamError, FILE_CHUNK_BYTES,
+    FileReader, IncomingFiles, OutgoingFile, PeerRef, StreamError, FILE_CHUNK_BYTES,
 };
 use super::handshake::Handshaken;
 use super::liveness::{Liveness, WRITE_SLICE};
@@ -25,6 +26,7 @@ use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
 use crate::protocol::{
     Capabilities, Escaped, FrameAssembler, GoodbyeCode, Message, Pong, ProtocolError,
+    FILE_WINDOW_BYTES,
 };
 
 /// How a reader ended short of a clean end: broken bytes, or a broken connection.
@@ -236,9 +238,10 @@ impl Transport {
     }
 }
 
-/// Threads a link runs, besides the one that calls [`run_link`] (its reader): the
-/// writer and the file worker. Fixed: nothing a peer sends starts another.
-pub const THREADS_PER_LINK: usize = 3;
+/// Threads a link runs, the one that calls [`run_link`] (its reader) included: the
+/// reader, the writer, the file worker (reads the files we send) and the disk worker
+/// (writes the files we receive). Fixed: nothing a peer sends starts another.
+pub const THREADS_PER_LINK: usize = 4;
 
 /// How long a closing writer waits for the peer to close its side after our goodbye
 /// (so that nothing we sent is cut by a reset), before it closes the socket anyway.
@@ -286,8 +289,13 @@ fn run_link_inner(
     liveness.heard();
     let epoch = liveness.epoch();
     let caps = hello.capabilities;
+    let flow = caps.has(Capabilities::FILE_WINDOW);
+    let mut tx = TxConn::new(config.chunk_bytes, config.keepalive, epoch);
+    if flow {
+        tx.set_file_window(FILE_WINDOW_BYTES);
+    }
     let link = Arc::new(LinkHandle {
-        tx: Mutex::new(TxConn::new(config.chunk_bytes, config.keepalive, epoch)),
+        tx: Mutex::new(tx),
         writer_wake: Condvar::new(),
         worker_wake: Condvar::new(),
         taken: Condvar::new(),
@@ -343,6 +351,38 @@ fn run_link_inner(
             return Err(e);
         }
     };
+    let (disk, disk_worker) = super::disk::queue(flow);
+    let disk_thread = {
+        let files = IncomingFiles::new(
+            config.files_dir.clone(),
+            config.max_files_per_peer,
+            shared.files.clone(),
+            PeerRef {
+                id: slot.id,
+                name: hello.name.clone(),
+                instance: hello.instance,
+            },
+        );
+        let cx = DiskContext {
+            shared: shared.clone(),
+            link: link.clone(),
+            peer: slot.id,
+            addr,
+        };
+        std::thread::Builder::new()
+            .name(format!("texstream disk {addr}"))
+            .spawn(move || disk_worker.run(files, &cx))
+    };
+    let disk_thread = match disk_thread {
+        Ok(t) => t,
+        Err(e) => {
+            link.finish();
+            let _ = socket.shutdown(Shutdown::Both);
+            let _ = writer.join();
+            let _ = worker.join();
+            return Err(e);
+        }
+    };
 
     *lock(&slot.link) = Some(link.clone());
     slot.set_connected(addr, &hello, authenticated, encrypted, peer_fingerprint);
@@ -360,20 +400,22 @@ fn run_link_inner(
         slot: slot.clone(),
         link: link.clone(),
         liveness,
-        addr,
-        peer: PeerRef {
-            id: slot.id,
-            name: hello.name.clone(),
-            instance: hello.instance,
-        },
+        disk,
         peer_sends_frames: caps.has(Capabilities::FRAMES_OUT),
     };
     let mut read_result = reader.run(reader_stream);
+    let disk_error = reader.disk.take_error();
+    // The disk worker ends once it has handled what the reader handed it, and parks
+    // the files still coming in (to resume when the peer is back).
     drop(reader);
+    let _ = disk_thread.join();
     if link.evicted.load(Relaxed) {
         // Whatever the reader saw after the shutdown (an end of stream, a message cut
         // short), the link ended for the budget.
         read_result = Err(ReadEnd::Protocol(ProtocolError::FrameEvicted));
+    } else if let Some(e) = disk_error {
+        // Likewise when the disk worker found the peer's file data broken.
+        read_result = Err(ReadEnd::Protocol(e));
     }
     let _ = reader_done_tx.try_send(());
 
@@ -631,9 +673,8 @@ struct Reader {
     slot: Arc<PeerSlot>,
     link: Arc<LinkHandle>,
     liveness: Arc<Liveness>,
-    addr: SocketAddr,
-    /// Who is on the other end (taken by the file code at the start of `run`).
-    peer: PeerRef,
+    /// The link's incoming files, on their own worker.
+    disk: DiskQueue,
     /// The peer's hello announced frames it sends.
     peer_sends_frames: bool,
 }
@@ -654,32 +695,15 @@ impl Reader {
             self.shared.file_pool.clone(),
             self.frames_refused(),
         );
-        let peer = std::mem::replace(
-            &mut self.peer,
-            PeerRef {
-                id: self.slot.id,
-                name: String::new(),
-                instance: 0,
-            },
-        );
-        let mut files = IncomingFiles::new(
-            self.shared.config.files_dir.clone(),
-            self.shared.config.max_files_per_peer,
-            self.shared.files.clone(),
-            peer,
-        );
-        let mut cancels_seen = 0;
+        let mut cancels_seen = self.shared.files.transfers.cancel_generation();
         loop {
             let cancels = self.shared.files.transfers.cancel_generation();
             if cancels != cancels_seen {
                 cancels_seen = cancels;
-                for (reply, outcome) in files.take_cancelled() {
-                    self.send(reply);
-                    self.file_outcome(outcome);
-                }
+                self.disk.push(DiskJob::Cancelled)?;
             }
             while let Some(event) = rx.poll()? {
-                if let Some(end) = self.on_event(event, &mut files)? {
+                if let Some(end) = self.on_event(event)? {
                     return Ok(end);
                 }
             }
@@ -699,11 +723,7 @@ impl Reader {
     }
 
     /// Acts on what the received bytes completed; `Some` when the peer said goodbye.
-    fn on_event(
-        &mut self,
-        event: RxEvent,
-        files: &mut IncomingFiles,
-    ) -> Result<Option<LinkEnd>, ReadEnd> {
+    fn on_event(&mut self, event: RxEvent) -> Result<Option<LinkEnd>, ReadEnd> {
         let message = match event {
             RxEvent::Frame(frame) => {
                 self.frame_complete(frame);
@@ -715,10 +735,12 @@ impl Reader {
                 data,
                 len,
             } => {
-                if let Some((reply, outcome)) = files.on_data(id, offset, &data[..len])? {
-                    self.send(reply);
-                    self.file_outcome(outcome);
-                }
+                self.disk.push(DiskJob::Data {
+                    id,
+                    offset,
+                    data,
+                    len,
+                })?;
                 return Ok(None);
             }
             RxEvent::Message(m) => m,
@@ -737,10 +759,7 @@ impl Reader {
                 self.slot.counters.rtt_us.store(rtt, Relaxed);
             }
             Message::Text(text) => self.shared.text_received(self.slot.id, text),
-            Message::FileOffer(offer) => {
-                let reply = files.on_offer(&offer);
-                self.send(reply);
-            }
+            Message::FileOffer(offer) => self.disk.push(DiskJob::Offer(offer))?,
             Message::FileAccept(accept) => {
                 // Only an offered file starts streaming: a repeated, late or unknown
                 // accept changes nothing (and starts nothing).
@@ -749,17 +768,9 @@ impl Reader {
                     tracing::debug!(id = accept.id, "an accept for no offered file, ignored");
                 }
             }
-            Message::FileEnd(end) => {
-                if let Some((reply, outcome)) = files.on_end(&end) {
-                    self.send(reply);
-                    self.file_outcome(outcome);
-                }
-            }
-            Message::FileCancel(cancel) => {
-                if let Some(outcome) = files.on_cancel(&cancel) {
-                    self.file_outcome(outcome);
-                }
-            }
+            Message::FileEnd(end) => self.disk.push(DiskJob::End(end))?,
+            Message::FileCancel(cancel) => self.disk.push(DiskJob::Cancel(cancel))?,
+            Message::FileProgress(p) => self.link.with(|tx| tx.on_progress(p.id, p.written)),
             Message::FileResult(result) => {
                 if let Some(file) = self.link.with(|tx| tx.on_result(result.id)) {
                     if result.ok {
@@ -844,39 +855,6 @@ impl Reader {
         self.slot.counters.frames_received.fetch_add(1, Relaxed);
         self.slot.sends_frames.store(true, Relaxed);
         self.shared.frame_received(self.slot.id, frame);
-    }
-
-    fn file_outcome(&self, outcome: FileOutcome) {
-        let peer = self.slot.id;
-        self.shared.emit(match outcome {
-            FileOutcome::Received { name, path, size } => {
-                tracing::info!(
-                    "received file {} ({size} bytes) from {}: {}",
-                    Escaped(&name),
-                    self.addr,
-                    Escaped(&path.to_string_lossy())
-                );
-                Event::FileReceived {
-                    peer,
-                    name,
-                    path,
-                    size,
-                }
-            }
-            FileOutcome::Failed { name, reason } => {
-                self.shared.peer_log(
-                    super::node::PeerWarning::File,
-                    super::Severity::Warn,
-                    format_args!(
-                        "file {} from {} failed: {}",
-                        Escaped(&name),
-                        self.addr,
-                        Escaped(&reason)
-                    ),
-                );
-                Event::FileFailed { peer, name, reason }
-            }
-        });
     }
 }
 

@@ -12,6 +12,7 @@ mod admission;
 mod backoff;
 mod config;
 mod connect;
+mod disk;
 mod fdlimit;
 mod files;
 mod handshake;
@@ -23,6 +24,7 @@ mod node;
 mod pair;
 mod ratelimit;
 mod reason;
+mod router;
 mod rx;
 mod status;
 mod tls;
@@ -40,11 +42,10 @@ pub use files::{
 pub use handshake::{fuzz_handshake, Handshaken, Token};
 pub use keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 pub use link::THREADS_PER_LINK;
-pub use node::{
-    Event, FileOfferer, Node, Publisher, QueuedText, MAX_QUEUED_TEXT_BYTES, SOURCE_IDLE,
-};
+pub use node::{Event, FileOfferer, Node, Publisher, QueuedText, MAX_QUEUED_TEXT_BYTES};
 pub use ratelimit::{Verdict, WarnLimiter};
 pub use reason::{HandshakeFailure, LinkEnd, Severity};
+pub use router::SOURCE_IDLE;
 pub use status::{NodeStats, Origin, PeerId, PeerState, PeerStatus};
 pub use tls::{config_dir, Tls, TlsOptions};
 pub use transfers::{Direction, TransferId, TransferState, TransferStatus};

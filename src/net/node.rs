@@ -17,6 +17,7 @@ use super::files::{FileShelf, OutgoingFile};
 use super::link::{lock, LinkHandle, FILE_BUFFERS_PER_LINK};
 use super::ratelimit::{Verdict, WarnLimiter};
 use super::reason::{HandshakeFailure, LinkEnd, Severity};
+use super::router::{frame_goes_to, text_goes_to, Follow, FrameFrom, Route};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
@@ -124,6 +125,16 @@ pub(crate) struct PeerSlot {
 }
 
 impl PeerSlot {
+    /// What the router needs to know of this peer, over its live `link`.
+    fn route(&self, link: &LinkHandle) -> Route {
+        Route {
+            id: self.id,
+            wants_frames: link.wants_frames,
+            sends_frames: self.sends_frames.load(Relaxed),
+            takes_text: link.takes_text,
+        }
+    }
+
     fn status(&self) -> PeerStatus {
         let info = lock(&self.info);
         let c = &self.counters;
@@ -189,8 +200,8 @@ pub(crate) struct Shared {
     frames_tx: flume::Sender<Frame>,
     frames_evict: flume::Receiver<Frame>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// The peer whose frames this node delivers and relays, and when its last one came.
-    source: Mutex<Option<(PeerId, Instant)>>,
+    /// The peer whose frames this node delivers and relays.
+    source: Mutex<Follow>,
     /// Rate limits for the warnings any host that reaches us can cause.
     peer_warnings: Mutex<[WarnLimiter; PeerWarning::KINDS]>,
 }
@@ -257,12 +268,16 @@ impl Shared {
 
     /// A whole, verified frame arrived from `from`: hand it to the application (newest
     /// wins), and pass it on to our own peers if we relay — when `from` is the stream
-    /// this node follows (see [`Shared::follows`]).
+    /// this node follows (see [`Follow`]).
     pub fn frame_received(&self, from: PeerId, frame: Frame) {
         self.counters.frames_received.fetch_add(1, Relaxed);
-        if !self.follows(from, Instant::now()) {
-            self.counters.frames_other_source.fetch_add(1, Relaxed);
-            return;
+        match lock(&self.source).on_frame(from, Instant::now()) {
+            FrameFrom::Followed => {}
+            FrameFrom::NewSource => tracing::info!(peer = %from, "following this peer's stream"),
+            FrameFrom::Other => {
+                self.counters.frames_other_source.fetch_add(1, Relaxed);
+                return;
+            }
         }
         if self.config.republish {
             self.publish(&frame);
@@ -273,34 +288,9 @@ impl Shared {
         self.wake();
     }
 
-    /// Whether a frame from `from` belongs to the stream this node follows. Frames of
-    /// two sources never mix: the first peer to send a frame is followed while it keeps
-    /// sending; another takes over only once that one has sent nothing for
-    /// [`SOURCE_IDLE`] or its connection ended.
-    fn follows(&self, from: PeerId, now: Instant) -> bool {
-        let mut source = lock(&self.source);
-        match *source {
-            Some((id, last)) if id != from && now.saturating_duration_since(last) < SOURCE_IDLE => {
-                false
-            }
-            Some((id, _)) if id == from => {
-                *source = Some((from, now));
-                true
-            }
-            _ => {
-                tracing::info!(peer = %from, "following this peer's stream");
-                *source = Some((from, now));
-                true
-            }
-        }
-    }
-
     /// `peer`'s connection ended: if its stream was followed, the next source may take over.
     pub(super) fn source_gone(&self, peer: PeerId) {
-        let mut source = lock(&self.source);
-        if source.is_some_and(|(id, _)| id == peer) {
-            *source = None;
-        }
+        lock(&self.source).gone(peer);
     }
 
     pub fn text_received(&self, from: PeerId, text: Text) {
@@ -329,11 +319,8 @@ impl Shared {
 
     fn send_text_except(&self, except: Option<PeerId>, text: &Text) {
         for slot in self.slots() {
-            if Some(slot.id) == except {
-                continue;
-            }
             let link = lock(&slot.link).clone();
-            if let Some(link) = link.filter(|l| l.takes_text) {
+            if let Some(link) = link.filter(|l| text_goes_to(&slot.route(l), except)) {
                 if !link.send(&Message::Text(text.clone())) {
                     tracing::warn!(peer = %slot.id, "text not sent: the peer is not reading");
                 }
@@ -345,11 +332,8 @@ impl Shared {
         // Over the current list as it is (a lock-free load, no clone): nothing is
         // allocated per frame, and no lock the UI thread takes is held.
         for slot in self.peers.load().iter() {
-            if slot.sends_frames.load(Relaxed) {
-                continue;
-            }
             let link = lock(&slot.link);
-            let Some(link) = link.as_ref().filter(|l| l.wants_frames) else {
+            let Some(link) = link.as_ref().filter(|l| frame_goes_to(&slot.route(l))) else {
                 continue;
             };
             if link.offer_frame(frame.clone()) {
@@ -698,7 +682,7 @@ impl Node {
             frames_evict: frames.clone(),
             frames_tx,
             threads: Mutex::new(Vec::new()),
-            source: Mutex::new(None),
+            source: Mutex::new(Follow::default()),
             peer_warnings: Mutex::new(std::array::from_fn(|_| WarnLimiter::default())),
             config,
         });
@@ -893,7 +877,7 @@ impl Node {
 
     /// The peer whose stream this node follows now, if any.
     pub fn stream_source(&self) -> Option<PeerId> {
-        lock(&self.shared.source).map(|(id, _)| id)
+        lock(&self.shared.source).source()
     }
 
     /// Drops every connected peer with a goodbye. Dialed peers reconnect by themselves.
@@ -957,10 +941,6 @@ impl Drop for Node {
 
 /// How long [`Node::shutdown`] lets links say goodbye before it cuts them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-/// How long the followed source may send nothing before another one's frames are
-/// taken instead.
-pub const SOURCE_IDLE: Duration = Duration::from_secs(2);
 
 fn close_link(slot: &PeerSlot, code: GoodbyeCode, reason: &str) {
     if let Some(link) = lock(&slot.link).clone() {

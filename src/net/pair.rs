@@ -62,6 +62,10 @@ struct End {
     seen: Vec<Seen>,
     rtt: Option<u64>,
     done: bool,
+    /// File flow control on this end's links (both ends send progress reports).
+    window: Option<u64>,
+    /// The disk is stalled: file data waits here, unwritten.
+    stalled: Option<VecDeque<(u64, u64, PooledBuf, usize)>>,
 }
 
 impl End {
@@ -85,6 +89,8 @@ impl End {
             seen: Vec::new(),
             rtt: None,
             done: false,
+            window: None,
+            stalled: None,
         };
         end.reconnect(now);
         end
@@ -109,6 +115,9 @@ impl End {
             },
         ));
         self.tx = TxConn::new(1000, keepalive(), now);
+        if let Some(window) = self.window {
+            self.tx.set_file_window(window);
+        }
         self.rx = rx();
         self.wire.clear();
         self.read.clear();
@@ -202,13 +211,9 @@ impl End {
                 data,
                 len,
             } => {
-                match files.on_data(id, offset, &data[..len]) {
-                    Ok(Some((reply, outcome))) => {
-                        self.tx.send(&reply);
-                        self.outcome(outcome);
-                    }
-                    Ok(None) => {}
-                    Err(e) => self.seen.push(Seen::Error(e.to_string())),
+                match &mut self.stalled {
+                    Some(waiting) => waiting.push_back((id, offset, data, len)),
+                    None => self.store(id, offset, &data[..len]),
                 }
                 return;
             }
@@ -237,6 +242,7 @@ impl End {
             Message::FileAccept(a) => {
                 self.tx.on_accept(a.id, a.offset);
             }
+            Message::FileProgress(p) => self.tx.on_progress(p.id, p.written),
             Message::FileEnd(end) => {
                 if let Some((reply, outcome)) = files.on_end(&end) {
                     self.tx.send(&reply);
@@ -257,6 +263,32 @@ impl End {
                 }
             }
             other => panic!("RxConn handed out {other:?}"),
+        }
+    }
+
+    /// The disk worker writes file data, and reports it stored when flow control is on.
+    fn store(&mut self, id: u64, offset: u64, data: &[u8]) {
+        let files = self.files.as_mut().expect("connected");
+        match files.on_data(id, offset, data) {
+            Ok(Some((reply, outcome))) => {
+                self.tx.send(&reply);
+                self.outcome(outcome);
+            }
+            Ok(None) => {
+                if self.window.is_some() {
+                    if let Some(progress) = files.progress(id, 1) {
+                        self.tx.send(&progress);
+                    }
+                }
+            }
+            Err(e) => self.seen.push(Seen::Error(e.to_string())),
+        }
+    }
+
+    /// The stalled disk goes on: what waited is written.
+    fn unstall(&mut self) {
+        for (id, offset, data, len) in self.stalled.take().unwrap_or_default() {
+            self.store(id, offset, &data[..len]);
         }
     }
 
@@ -626,4 +658,43 @@ fn a_cancel_by_the_receiver_stops_the_sender_and_leaves_nothing() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "no partial file left: {left:?}");
+}
+
+#[test]
+fn a_receiver_whose_disk_stalls_holds_back_its_file_and_never_the_frames() {
+    let mut p = Pair::new(17);
+    for end in [&mut p.a, &mut p.b] {
+        end.window = Some(10_000);
+        end.tx.set_file_window(10_000);
+    }
+    let bytes = pseudo_random_bytes(300_000, 4);
+    p.a.offer(1, "slow.bin", &bytes);
+    p.b.stalled = Some(VecDeque::new());
+    for seq in 1..=30 {
+        p.a.tx.offer_frame(frame(seq, 4000));
+        p.drive();
+        let waiting: usize = p.b.stalled.iter().flatten().map(|c| c.3).sum();
+        assert!(
+            waiting <= 10_000 && p.a.tx.file_bytes_on_the_way() <= 10_000,
+            "frame {seq}: {waiting} bytes wait for the disk, {} on the way",
+            p.a.tx.file_bytes_on_the_way()
+        );
+    }
+    let frames =
+        p.b.seen
+            .iter()
+            .filter(|s| matches!(s, Seen::Frame { .. }))
+            .count();
+    assert_eq!(frames, 30, "every frame crossed while the disk stalled");
+    assert!(p.b.seen.iter().all(|s| matches!(s, Seen::Frame { .. })));
+    // The disk goes on: the file completes, byte for byte.
+    p.b.unstall();
+    p.drive();
+    assert_eq!(
+        p.b.seen.last(),
+        Some(&Seen::Received {
+            name: "slow.bin".into(),
+            bytes: Bytes(bytes)
+        })
+    );
 }

@@ -87,6 +87,16 @@ pub(crate) enum OutState {
 struct OutFile {
     file: OutgoingFile,
     state: OutState,
+    /// The end of the bytes handed to the connection, and of those the receiver said it
+    /// stored: what lies between is on the way (see [`TxConn::set_file_window`]).
+    pushed: u64,
+    stored: u64,
+}
+
+impl OutFile {
+    fn on_the_way(&self) -> u64 {
+        self.pushed - self.stored
+    }
 }
 
 /// Work for the link's file worker: read `file` (wire id `id`) from `from`.
@@ -109,7 +119,8 @@ pub(crate) enum AcceptOutcome {
 /// A chunk the file worker read, and where it goes.
 pub(crate) enum PushOutcome {
     Queued,
-    /// The read-ahead is full: wait for the writer to take one.
+    /// The read-ahead is full, or the file window: wait for the writer to take a chunk,
+    /// or the peer to report bytes stored.
     Full(PooledBuf),
     /// The file is no longer streaming (answered, cancelled, link closing): stop.
     Stopped,
@@ -132,6 +143,8 @@ pub(crate) struct TxConn {
     file_turn: bool,
     closing: Option<Closing>,
     closed: bool,
+    /// File bytes this link may have on the way, when the peer reports what it stored.
+    file_window: Option<u64>,
     /// Accepts that changed nothing (a hostile or confused peer), for the figures.
     pub ignored_accepts: u64,
 }
@@ -152,6 +165,7 @@ impl TxConn {
             file_turn: false,
             closing: None,
             closed: false,
+            file_window: None,
             ignored_accepts: 0,
         }
     }
@@ -159,6 +173,26 @@ impl TxConn {
     /// Microseconds since the connection began (ping and pong timestamps).
     pub fn elapsed_us(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// The peer reports the file bytes it stores ([`Message::FileProgress`]): at most
+    /// `window` bytes of this link's files are sent ahead of those reports, so that a
+    /// receiver's slow disk holds back its files, never its frames.
+    pub fn set_file_window(&mut self, window: u64) {
+        self.file_window = Some(window);
+    }
+
+    /// The peer stored the first `written` bytes of file `id`. A report beyond what was
+    /// sent, or going back, changes nothing past the bytes sent.
+    pub fn on_progress(&mut self, id: u64, written: u64) {
+        if let Some(f) = self.files.get_mut(&id) {
+            f.stored = written.clamp(f.stored, f.pushed);
+        }
+    }
+
+    /// File bytes sent (or queued) that the peer has not reported stored.
+    pub fn file_bytes_on_the_way(&self) -> u64 {
+        self.files.values().map(OutFile::on_the_way).sum()
     }
 
     /// Something arrived from the peer at `at`.
@@ -209,6 +243,8 @@ impl TxConn {
             OutFile {
                 file,
                 state: OutState::Offered,
+                pushed: 0,
+                stored: 0,
             },
         );
         true
@@ -235,6 +271,8 @@ impl TxConn {
             return AcceptOutcome::Ignored;
         }
         f.state = OutState::Streaming { from };
+        f.pushed = from;
+        f.stored = from;
         self.reads.push_back(ReadRequest {
             id,
             from,
@@ -297,6 +335,16 @@ impl TxConn {
         }
         if self.file_chunks.len() >= FILE_CHUNKS_AHEAD {
             return PushOutcome::Full(data);
+        }
+        if let Some(window) = self.file_window {
+            // One chunk always may go (else a window smaller than a chunk would stall).
+            let on_the_way = self.file_bytes_on_the_way();
+            if on_the_way > 0 && on_the_way + len as u64 > window {
+                return PushOutcome::Full(data);
+            }
+        }
+        if let Some(f) = self.files.get_mut(&id) {
+            f.pushed = offset + len as u64;
         }
         self.file_chunks.push_back((id, offset, data, len));
         PushOutcome::Queued
@@ -734,5 +782,49 @@ mod tests {
             .collect();
         assert_eq!(starts, [2]);
         assert!(tx.send(&text), "room again once the peer took them");
+    }
+    #[test]
+    fn a_file_window_holds_a_file_back_until_the_peer_reports_bytes_stored() {
+        let t0 = Instant::now();
+        let transfers = Transfers::default();
+        let mut tx = conn(t0);
+        tx.set_file_window(10);
+        assert!(tx.offer_file(1, file(&transfers, 100)));
+        let _ = tx.on_accept(1, 0);
+        let _ = tx.take_read();
+        let push = |tx: &mut TxConn, offset| {
+            tx.push_file_chunk(1, offset, PooledBuf::detached(vec![0; 4]), 4)
+        };
+        assert!(matches!(push(&mut tx, 0), PushOutcome::Queued));
+        assert!(matches!(push(&mut tx, 4), PushOutcome::Queued));
+        assert!(
+            matches!(push(&mut tx, 8), PushOutcome::Full(_)),
+            "12 bytes would be on the way, 10 may"
+        );
+        // Written to the wire, they are still on the way until the peer says stored.
+        assert_eq!(drain(&mut tx, t0).len(), 3);
+        assert!(matches!(push(&mut tx, 8), PushOutcome::Full(_)));
+        assert_eq!(tx.file_bytes_on_the_way(), 8);
+        tx.on_progress(1, 4);
+        assert!(matches!(push(&mut tx, 8), PushOutcome::Queued));
+        // A report past what was sent counts only what was sent; going back, or an
+        // unknown id, changes nothing.
+        tx.on_progress(1, 1000);
+        assert_eq!(tx.file_bytes_on_the_way(), 0);
+        tx.on_progress(1, 2);
+        tx.on_progress(9, 50);
+        assert_eq!(tx.file_bytes_on_the_way(), 0);
+        // A resume starts the count at the accepted offset.
+        let mut tx = conn(t0);
+        tx.set_file_window(10);
+        assert!(tx.offer_file(2, file(&transfers, 100)));
+        let _ = tx.on_accept(2, 60);
+        assert_eq!(tx.file_bytes_on_the_way(), 0);
+        let chunk = PooledBuf::detached(vec![0; 8]);
+        assert!(matches!(
+            tx.push_file_chunk(2, 60, chunk, 8),
+            PushOutcome::Queued
+        ));
+        assert_eq!(tx.file_bytes_on_the_way(), 8);
     }
 }

@@ -106,7 +106,7 @@ pub fn max_body_len(kind: Kind, limits: &Limits) -> u64 {
         Kind::FrameAbort => 8,
         Kind::Text => 8 + str8 + u64::from(limits.max_text_bytes),
         Kind::FileOffer => 16 + 2 + MAX_FILE_NAME_BYTES as u64,
-        Kind::FileAccept | Kind::FileEnd => 16,
+        Kind::FileAccept | Kind::FileEnd | Kind::FileProgress => 16,
         Kind::FileResult => 8 + 1 + reason,
         Kind::FileCancel => 8 + reason,
     }
@@ -201,6 +201,10 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
         Message::FileAccept(a) => {
             put_u64(out, a.id);
             put_u64(out, a.offset);
+        }
+        Message::FileProgress(p) => {
+            put_u64(out, p.id);
+            put_u64(out, p.written);
         }
         Message::FileChunk { id, offset, data } => {
             put_u64(out, *id);
@@ -332,6 +336,10 @@ pub fn decode_body(kind: Kind, body: &[u8], limits: &Limits) -> Result<Message, 
         Kind::FileAccept => Message::FileAccept(FileAccept {
             id: r.u64("id")?,
             offset: r.u64("offset")?,
+        }),
+        Kind::FileProgress => Message::FileProgress(FileProgress {
+            id: r.u64("id")?,
+            written: r.u64("written")?,
         }),
         Kind::FileChunk => Message::FileChunk {
             id: r.u64("id")?,

@@ -97,6 +97,11 @@ pub enum ProtocolError {
          make room for a smaller one (--frame-memory-mib)"
     )]
     FrameEvicted,
+    #[error(
+        "file data past the flow-control window: {queued} bytes not yet stored, at most \
+         {window} may be on the way"
+    )]
+    PastFileWindow { queued: u64, window: u64 },
     #[error("unexpected {kind} message {when}")]
     Unexpected {
         kind: &'static str,

@@ -21,11 +21,12 @@ pub enum Kind {
     FileEnd = 0x43,
     FileResult = 0x44,
     FileCancel = 0x45,
+    FileProgress = 0x46,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Hello,
         Kind::Goodbye,
         Kind::Auth,
@@ -41,6 +42,7 @@ impl Kind {
         Kind::FileEnd,
         Kind::FileResult,
         Kind::FileCancel,
+        Kind::FileProgress,
     ];
 
     pub fn from_u8(code: u8) -> Option<Kind> {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::FileEnd => "file-end",
             Kind::FileResult => "file-result",
             Kind::FileCancel => "file-cancel",
+            Kind::FileProgress => "file-progress",
         }
     }
 
@@ -114,6 +117,10 @@ impl Capabilities {
     pub const TEXT: u32 = 1 << 2;
     /// The peer takes file offers.
     pub const FILES_IN: u32 = 1 << 3;
+    /// File flow control: the peer reports the bytes of each file it receives as it
+    /// stores them ([`FileProgress`]), and sends a file no further than
+    /// [`FILE_WINDOW_BYTES`] past what a peer with this bit reported stored.
+    pub const FILE_WINDOW: u32 = 1 << 4;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit == bit
@@ -233,6 +240,19 @@ pub struct FileEnd {
     pub checksum: u64,
 }
 
+/// The receiver has stored the first `written` bytes of file `id` (sent by peers with
+/// [`Capabilities::FILE_WINDOW`]; the file's sender may then send up to
+/// [`FILE_WINDOW_BYTES`] past it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileProgress {
+    pub id: u64,
+    pub written: u64,
+}
+
+/// Bytes of one connection's files a sender keeps on the way (sent, not yet reported
+/// stored) when both peers have [`Capabilities::FILE_WINDOW`].
+pub const FILE_WINDOW_BYTES: u64 = 4 << 20;
+
 /// The receiver's verdict on a file: stored (checksum matched) or failed, with a reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileResult {
@@ -285,6 +305,7 @@ pub enum Message {
     FileEnd(FileEnd),
     FileResult(FileResult),
     FileCancel(FileCancel),
+    FileProgress(FileProgress),
 }
 
 impl Message {
@@ -305,6 +326,7 @@ impl Message {
             Message::FileEnd(_) => Kind::FileEnd,
             Message::FileResult(_) => Kind::FileResult,
             Message::FileCancel(_) => Kind::FileCancel,
+            Message::FileProgress(_) => Kind::FileProgress,
         }
     }
 }
