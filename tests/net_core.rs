@@ -294,3 +294,55 @@ fn a_flood_of_bad_handshakes_logs_a_few_warnings_not_one_per_connection() {
         5 * windows
     );
 }
+
+#[test]
+fn texts_a_peer_does_not_read_cost_a_few_warnings_not_one_per_text() {
+    let serve = Proc::start(&[
+        "serve",
+        "pattern",
+        "--size",
+        "64x64",
+        "--fps",
+        "5",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr: SocketAddr = serve.listen_addr().parse().unwrap();
+    // A peer that takes texts and never reads them, and one that sends 20 MB of them,
+    // which serve passes on to the first: past its socket buffers and its queue, every
+    // text forwarded to it is refused.
+    let (deaf, _) = RawPeer::handshaken(addr, raw_hello(Role::Viewer, Capabilities::TEXT, "deaf"));
+    let (mut talker, _) =
+        RawPeer::handshaken(addr, raw_hello(Role::Viewer, Capabilities::TEXT, "talker"));
+    // The warnings are counted as they come: were there one per text, the lines would
+    // fill the pipe and stall serve, and the test would hang instead of failing.
+    let lines = serve.lines.clone();
+    let counter =
+        std::thread::spawn(move || lines.iter().filter(|l| l.contains("text not sent")).count());
+    let flood = Instant::now();
+    let mut wire = Vec::new();
+    for i in 0..20_000u64 {
+        encode(
+            &Message::Text(texstream::protocol::Text {
+                sent_us: i,
+                from: "talker".into(),
+                body: "x".repeat(1000),
+            }),
+            &mut wire,
+        );
+    }
+    talker.send(&wire);
+    expect_pong(&mut talker, 7, "serve read the whole flood");
+    let windows = flood.elapsed().as_secs() / 10 + 1;
+    serve.signal("TERM");
+    let (_, rest) = serve.finish(Duration::from_secs(10));
+    drop(deaf);
+    let warnings =
+        counter.join().unwrap() + rest.iter().filter(|l| l.contains("text not sent")).count();
+    assert!(
+        warnings > 0 && warnings as u64 <= 5 * windows,
+        "20,000 texts a peer did not read, in {windows} window(s) of 10 s, gave {warnings} \
+         warning lines, expected 1 to {}",
+        5 * windows
+    );
+}

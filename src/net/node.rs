@@ -214,10 +214,12 @@ pub(crate) enum PeerWarning {
     Auth = 1,
     Disconnect = 2,
     File = 3,
+    /// A peer too far behind to take what is sent to it.
+    NotReading = 4,
 }
 
 impl PeerWarning {
-    const KINDS: usize = 4;
+    const KINDS: usize = 5;
 }
 
 impl Shared {
@@ -322,7 +324,11 @@ impl Shared {
             let link = lock(&slot.link).clone();
             if let Some(link) = link.filter(|l| text_goes_to(&slot.route(l), except)) {
                 if !link.send(&Message::Text(text.clone())) {
-                    tracing::warn!(peer = %slot.id, "text not sent: the peer is not reading");
+                    self.peer_log(
+                        PeerWarning::NotReading,
+                        Severity::Warn,
+                        format_args!("text not sent to peer #{}: it is not reading", slot.id.0),
+                    );
                 }
             }
         }
