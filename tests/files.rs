@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use common::proc::Proc;
+use common::proc::{bin, Proc};
 use common::proxy::Proxy;
 use common::*;
 use texstream::net::{
@@ -585,8 +585,6 @@ fn a_zero_byte_file_arrives_and_an_id_is_never_reused_for_another_transfer() {
 // The binary: send-file, record, serve
 // ---------------------------------------------------------------------------------------
 
-const BIN: &str = env!("CARGO_BIN_EXE_texstream");
-
 /// XXH3 of a file, read in pieces.
 fn file_hash(path: &Path) -> u64 {
     let mut f = std::fs::File::open(path).unwrap();
@@ -636,7 +634,7 @@ fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
         "--skip-while-busy",
     ]);
     let record_addr = record.listen_addr();
-    let sent = Command::new(BIN)
+    let sent = Command::new(bin())
         .args(["send-file", "--json", "--connect", &record_addr])
         .arg(&big)
         .arg(&empty)
@@ -658,10 +656,18 @@ fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
     assert_eq!(file_hash(&out.join("big.bin")), file_hash(&big));
     assert_eq!(std::fs::metadata(out.join("empty.bin")).unwrap().len(), 0);
 
-    let (code, rec, _) = record.stop_with_summary();
+    let (code, rec, lines) = record.stop_with_summary();
     assert_eq!(code, 0, "{rec}");
     drop(serve);
     assert_eq!(rec["files_received"], 2, "{rec}");
+    // Each file is told once: the library reports it, the command logs it.
+    for name in ["big.bin", "empty.bin"] {
+        let told = lines
+            .iter()
+            .filter(|l| l.contains(&format!("received file {name}")))
+            .count();
+        assert_eq!(told, 1, "lines telling {name} arrived: {lines:#?}");
+    }
     assert_eq!(rec["checksum_failures"], 0, "{rec}");
     assert!(
         rec["frames_received"].as_u64().unwrap() > 0,
@@ -677,7 +683,7 @@ fn send_file_moves_300_mb_and_an_empty_file_beside_frames_in_little_memory() {
 fn send_file_says_why_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     // Missing file: 4, before dialing anything.
-    let missing = Command::new(BIN)
+    let missing = Command::new(bin())
         .args(["send-file", "/no/such/file", "--connect", "127.0.0.1:1"])
         .output()
         .unwrap();
@@ -686,7 +692,7 @@ fn send_file_says_why_and_exits_non_zero() {
 
     // Nobody there: 6.
     let file = write_file(dir.path(), "f.txt", b"x");
-    let nobody = Command::new(BIN)
+    let nobody = Command::new(bin())
         .args([
             "send-file",
             "--timeout-secs",
@@ -705,7 +711,7 @@ fn send_file_says_why_and_exits_non_zero() {
     let mut c = fast_config(Role::Viewer);
     c.listen = Some("127.0.0.1:0".into());
     let viewer = Node::start(c).unwrap();
-    let refusing = Command::new(BIN)
+    let refusing = Command::new(bin())
         .args(["send-file", "--timeout-secs", "2", "--connect"])
         .arg(listen_addr(&viewer).to_string())
         .arg(&file)
@@ -724,7 +730,7 @@ fn send_file_says_why_and_exits_non_zero() {
     c.listen = Some("127.0.0.1:0".into());
     c.files_dir = Some(not_a_dir);
     let receiver = Node::start(c).unwrap();
-    let refused = Command::new(BIN)
+    let refused = Command::new(bin())
         .args(["send-file", "--connect"])
         .arg(listen_addr(&receiver).to_string())
         .arg(&file)
@@ -756,7 +762,7 @@ fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on()
     let mut prlimit = Command::new("prlimit");
     prlimit
         .arg("--fsize=2000000")
-        .arg(BIN)
+        .arg(bin())
         .args(["record", "--connect", &serve_addr])
         .args(["--listen", "127.0.0.1:0", "--skip-while-busy", "--out"])
         .arg(&out)
@@ -764,7 +770,7 @@ fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on()
     let mut record = Proc::start_command(prlimit, "prlimit (util-linux) runs texstream");
     let record_addr = record.listen_addr();
 
-    let sent = Command::new(BIN)
+    let sent = Command::new(bin())
         .args(["send-file", "--connect", &record_addr])
         .arg(&big)
         .env("RUST_LOG", "warn")
@@ -780,10 +786,15 @@ fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on()
         record.child.try_wait().unwrap().is_none(),
         "record is still running"
     );
-    let (code, summary, _) = record.stop_with_summary();
+    let (code, summary, lines) = record.stop_with_summary();
     assert_eq!(code, 0, "{summary}");
     drop(serve);
     assert_eq!(summary["files_failed"], 1, "{summary}");
+    let told = lines
+        .iter()
+        .filter(|l| l.contains("file big.bin") && l.contains("failed"))
+        .count();
+    assert_eq!(told, 1, "lines telling the file failed: {lines:#?}");
     assert!(
         summary["frames_received"].as_u64().unwrap() > 0,
         "{summary}"

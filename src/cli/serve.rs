@@ -151,12 +151,19 @@ const TEXT_SHOWN_BYTES: usize = 512;
 /// [`TEXTS_SHOWN`] texts a second are printed, each cut to [`TEXT_SHOWN_BYTES`].
 pub(super) struct EventLog {
     texts: WarnLimiter,
+    /// Failed incoming files: a peer can cause any number of them.
+    file_failures: WarnLimiter,
 }
+
+/// Failed files logged per [`FILE_FAILURE_WINDOW`]; more are counted and said.
+const FILE_FAILURES_SHOWN: u32 = 5;
+const FILE_FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
 impl Default for EventLog {
     fn default() -> EventLog {
         EventLog {
             texts: WarnLimiter::new(TEXTS_SHOWN, TEXT_WINDOW),
+            file_failures: WarnLimiter::new(FILE_FAILURES_SHOWN, FILE_FAILURE_WINDOW),
         }
     }
 }
@@ -169,6 +176,17 @@ impl EventLog {
                     println!("({held_back} more texts were not shown)");
                 }
                 println!("{}", shown_text(text));
+            }
+            return;
+        }
+        if let Event::FileFailed { name, reason, .. } = event {
+            if let Verdict::Log { held_back } = self.file_failures.check(Instant::now()) {
+                tracing::warn!(
+                    "file {} failed: {}{}",
+                    Escaped(name),
+                    Escaped(reason),
+                    crate::net::held_back_note(held_back)
+                );
             }
             return;
         }
@@ -203,19 +221,31 @@ fn log_event(event: &Event) {
                 Escaped(&path.to_string_lossy())
             );
         }
-        Event::FileFailed { name, reason, .. } => {
-            tracing::warn!("file {} failed: {}", Escaped(name), Escaped(reason))
-        }
+        // Shown by `EventLog::log`, rate-limited.
+        Event::FileFailed { .. } => {}
         Event::FileSent {
-            name, ok, message, ..
-        } => {
-            tracing::info!(
-                "file {} sent: {}: {}",
-                Escaped(name),
-                if *ok { "ok" } else { "failed" },
-                Escaped(message)
-            );
-        }
+            name,
+            ok: true,
+            message,
+            ..
+        } => tracing::info!("file {} sent: ok: {}", Escaped(name), Escaped(message)),
+        Event::FileSent {
+            name,
+            ok: false,
+            message,
+            ..
+        } => tracing::warn!("file {} sent: failed: {}", Escaped(name), Escaped(message)),
+        Event::PeerConnected {
+            peer,
+            addr,
+            name,
+            role,
+        } => tracing::info!(
+            peer = %peer,
+            name = %Escaped(name),
+            role = role.name(),
+            "connected to {addr}"
+        ),
         // The library logs at warn what points at a broken peer or network; the normal
         // end of a connection is this program's to tell.
         Event::PeerDisconnected { peer, addr, reason }
@@ -224,9 +254,7 @@ fn log_event(event: &Event) {
             let addr = addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
             tracing::info!(peer = %peer, "disconnected: {reason}, from {addr}");
         }
-        Event::PeerConnected { .. }
-        | Event::PeerDisconnected { .. }
-        | Event::HandshakeFailed { .. } => {}
+        Event::PeerDisconnected { .. } | Event::HandshakeFailed { .. } => {}
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use super::files::{FileOutcome, IncomingFiles};
 use super::link::LinkHandle;
-use super::node::{Event, PeerWarning, Shared};
+use super::node::{Event, Shared};
 use super::status::PeerId;
 use crate::frame::PooledBuf;
 use crate::protocol::{
@@ -124,72 +124,114 @@ impl DiskWorker {
     /// held); then `files` is dropped, which parks unfinished transfers to resume.
     pub fn run(self, mut files: IncomingFiles, cx: &DiskContext) {
         let delay = cx.shared.config.file_write_delay;
+        let mut out = WorkerEffects { cx, worker: &self };
         // A plain blocking receive: an idle worker sleeps in one wait (a wait with a
         // timeout would allocate a waker each time round, and a link carrying only
         // frames must allocate nothing).
         while let Ok(job) = self.rx.recv() {
-            match job {
-                DiskJob::Cancelled => {
-                    for (reply, outcome) in files.take_cancelled() {
-                        send(cx, &reply);
-                        report(cx, outcome);
-                    }
-                }
-                DiskJob::Offer(offer) => send(cx, &files.on_offer(&offer)),
-                DiskJob::Data {
-                    id,
-                    offset,
-                    data,
-                    len,
-                } => {
-                    if !delay.is_zero() {
-                        std::thread::sleep(delay);
-                    }
-                    let written = files.on_data(id, offset, &data[..len]);
-                    drop(data);
-                    self.queued.fetch_sub(len as u64, Relaxed);
-                    match written {
-                        Ok(Some((reply, outcome))) => {
-                            send(cx, &reply);
-                            report(cx, outcome);
-                        }
-                        Ok(None) => {
-                            if self.flow {
-                                let step = if self.rx.is_empty() { 1 } else { PROGRESS_STEP };
-                                if let Some(progress) = files.progress(id, step) {
-                                    send(cx, &progress);
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            // Data out of order: the peer breaks the protocol. The reader,
-                            // woken by the shutdown, ends the link with this reason.
-                            *super::link::lock(&self.broken) = Some(e);
-                            let _ = cx.link.socket.shutdown(std::net::Shutdown::Read);
-                        }
-                    }
-                }
-                DiskJob::End(end) => {
-                    if let Some((reply, outcome)) = files.on_end(&end) {
-                        send(cx, &reply);
-                        report(cx, outcome);
-                    }
-                }
-                DiskJob::Cancel(cancel) => {
-                    if let Some(outcome) = files.on_cancel(&cancel) {
-                        report(cx, outcome);
-                    }
-                }
+            if matches!(job, DiskJob::Data { .. }) && !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            // Progress in steps while more data waits, and whenever the queue runs
+            // empty, so a file's last bytes are never left unreported.
+            let progress = self
+                .flow
+                .then(|| if self.rx.is_empty() { 1 } else { PROGRESS_STEP });
+            if let Err(e) = apply(&mut files, job, progress, &mut out) {
+                // Data out of order: the peer breaks the protocol. The reader, woken by
+                // the shutdown, ends the link with this reason.
+                *super::link::lock(&self.broken) = Some(e);
+                let _ = cx.link.socket.shutdown(std::net::Shutdown::Read);
             }
         }
     }
 }
 
-/// Queues a reply; if the peer is too far behind to take it, it is dropped (keepalive
-/// or the write timeout will end the link).
-fn send(cx: &DiskContext, m: &Message) {
-    if !cx.link.send(m) {
-        tracing::debug!("the peer is not reading: a file reply was dropped");
+/// What handling a file job may do beyond the link's incoming files.
+pub(crate) trait DiskEffects {
+    /// `len` bytes of file data were written (their buffer is free again).
+    fn written(&mut self, len: usize);
+    /// Queues a reply to the peer; dropped if the peer is too far behind to take it.
+    fn send(&mut self, msg: &Message);
+    /// A file arrived whole and verified, or failed.
+    fn report(&mut self, outcome: FileOutcome);
+}
+
+/// Does `job` on the link's incoming `files`: the one place that decides what each file
+/// message means, for the worker thread and the in-memory Pair alike. `progress`: with
+/// file flow control, the stored bytes a file gains before it is reported. An error
+/// when the peer broke the protocol (data out of order).
+pub(crate) fn apply(
+    files: &mut IncomingFiles,
+    job: DiskJob,
+    progress: Option<u64>,
+    out: &mut impl DiskEffects,
+) -> Result<(), ProtocolError> {
+    match job {
+        DiskJob::Cancelled => {
+            for (reply, outcome) in files.take_cancelled() {
+                out.send(&reply);
+                out.report(outcome);
+            }
+        }
+        DiskJob::Offer(offer) => out.send(&files.on_offer(&offer)),
+        DiskJob::Data {
+            id,
+            offset,
+            data,
+            len,
+        } => {
+            let written = files.on_data(id, offset, &data[..len]);
+            drop(data);
+            // Counted off before any reply, so a peer answering a progress report
+            // with more data never finds the window still full.
+            out.written(len);
+            match written? {
+                Some((reply, outcome)) => {
+                    out.send(&reply);
+                    out.report(outcome);
+                }
+                None => {
+                    if let Some(report) = progress.and_then(|step| files.progress(id, step)) {
+                        out.send(&report);
+                    }
+                }
+            }
+        }
+        DiskJob::End(end) => {
+            if let Some((reply, outcome)) = files.on_end(&end) {
+                out.send(&reply);
+                out.report(outcome);
+            }
+        }
+        DiskJob::Cancel(cancel) => {
+            if let Some(outcome) = files.on_cancel(&cancel) {
+                out.report(outcome);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The worker's effects: replies on the link, outcomes as the node's events.
+struct WorkerEffects<'a> {
+    cx: &'a DiskContext,
+    worker: &'a DiskWorker,
+}
+
+impl DiskEffects for WorkerEffects<'_> {
+    fn written(&mut self, len: usize) {
+        self.worker.queued.fetch_sub(len as u64, Relaxed);
+    }
+
+    fn send(&mut self, msg: &Message) {
+        if !self.cx.link.send(msg) {
+            tracing::debug!("the peer is not reading: a file reply was dropped");
+        }
+    }
+
+    fn report(&mut self, outcome: FileOutcome) {
+        report(self.cx, outcome);
     }
 }
 
@@ -198,7 +240,7 @@ fn report(cx: &DiskContext, outcome: FileOutcome) {
     let peer = cx.peer;
     cx.shared.emit(match outcome {
         FileOutcome::Received { name, path, size } => {
-            tracing::info!(
+            tracing::debug!(
                 "received file {} ({size} bytes) from {}: {}",
                 Escaped(&name),
                 cx.addr,
@@ -212,15 +254,11 @@ fn report(cx: &DiskContext, outcome: FileOutcome) {
             }
         }
         FileOutcome::Failed { name, reason } => {
-            cx.shared.peer_log(
-                PeerWarning::File,
-                super::Severity::Warn,
-                format_args!(
-                    "file {} from {} failed: {}",
-                    Escaped(&name),
-                    cx.addr,
-                    Escaped(&reason)
-                ),
+            tracing::debug!(
+                "file {} from {} failed: {}",
+                Escaped(&name),
+                cx.addr,
+                Escaped(&reason)
             );
             Event::FileFailed { peer, name, reason }
         }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::disk::{DiskContext, DiskJob, DiskQueue};
+use super::dispatch::{self, LinkEffects};
 use super::files::{
     FileReader, IncomingFiles, OutgoingFile, PeerRef, StreamError, FILE_CHUNK_BYTES,
 };
@@ -21,11 +22,11 @@ use super::node::{Event, PeerSlot, Shared};
 use super::reason::LinkEnd;
 use super::rx::{RxConn, RxEvent};
 use super::status::{Origin, PeerState};
-use super::tx::{AcceptOutcome, Closing, Payload, PushOutcome, ReadRequest, TxConn};
+use super::tx::{Closing, Payload, PushOutcome, ReadRequest, TxConn};
 use super::{now_us, NetError};
 use crate::frame::{Frame, FramePool};
 use crate::protocol::{
-    Capabilities, Escaped, FrameAssembler, GoodbyeCode, Message, Pong, ProtocolError,
+    Capabilities, Escaped, FrameAssembler, GoodbyeCode, Message, ProtocolError, Text,
     FILE_WINDOW_BYTES,
 };
 
@@ -386,7 +387,7 @@ fn run_link_inner(
 
     *lock(&slot.link) = Some(link.clone());
     slot.set_connected(addr, &hello, authenticated, encrypted, peer_fingerprint);
-    tracing::info!(peer = %slot.id, name = %Escaped(&hello.name), role = hello.role.name(), "connected to {addr}");
+    tracing::debug!(peer = %slot.id, name = %Escaped(&hello.name), role = hello.role.name(), "connected to {addr}");
     shared.emit(Event::PeerConnected {
         peer: slot.id,
         addr,
@@ -593,7 +594,7 @@ fn run_file_worker(link: &LinkHandle, shared: &Shared, slot: &PeerSlot) {
             Ok(()) | Err(StreamError::Stopped) => {}
             Err(StreamError::Failed(reason)) => {
                 if let Some(file) = link.with(|tx| tx.file_read_failed(id, &reason)) {
-                    tracing::warn!(
+                    tracing::debug!(
                         "sending {} failed: {}",
                         Escaped(&file.name),
                         Escaped(&reason)
@@ -722,79 +723,11 @@ impl Reader {
         }
     }
 
-    /// Acts on what the received bytes completed; `Some` when the peer said goodbye.
+    /// Acts on what the received bytes completed ([`dispatch::on_event`]); `Some`
+    /// when the peer said goodbye.
     fn on_event(&mut self, event: RxEvent) -> Result<Option<LinkEnd>, ReadEnd> {
-        let message = match event {
-            RxEvent::Frame(frame) => {
-                self.frame_complete(frame);
-                return Ok(None);
-            }
-            RxEvent::FileData {
-                id,
-                offset,
-                data,
-                len,
-            } => {
-                self.disk.push(DiskJob::Data {
-                    id,
-                    offset,
-                    data,
-                    len,
-                })?;
-                return Ok(None);
-            }
-            RxEvent::Message(m) => m,
-        };
-        match message {
-            Message::Goodbye { code, reason } => {
-                return Ok(Some(LinkEnd::PeerGoodbye { code, reason }))
-            }
-            Message::Ping(p) => self.send(Message::Pong(Pong {
-                nonce: p.nonce,
-                ping_sent_us: p.sent_us,
-                sent_us: now_us(),
-            })),
-            Message::Pong(p) => {
-                let rtt = self.elapsed_us().saturating_sub(p.ping_sent_us).max(1);
-                self.slot.counters.rtt_us.store(rtt, Relaxed);
-            }
-            Message::Text(text) => self.shared.text_received(self.slot.id, text),
-            Message::FileOffer(offer) => self.disk.push(DiskJob::Offer(offer))?,
-            Message::FileAccept(accept) => {
-                // Only an offered file starts streaming: a repeated, late or unknown
-                // accept changes nothing (and starts nothing).
-                let outcome = self.link.with(|tx| tx.on_accept(accept.id, accept.offset));
-                if outcome == AcceptOutcome::Ignored {
-                    tracing::debug!(id = accept.id, "an accept for no offered file, ignored");
-                }
-            }
-            Message::FileEnd(end) => self.disk.push(DiskJob::End(end))?,
-            Message::FileCancel(cancel) => self.disk.push(DiskJob::Cancel(cancel))?,
-            Message::FileProgress(p) => self.link.with(|tx| tx.on_progress(p.id, p.written)),
-            Message::FileResult(result) => {
-                if let Some(file) = self.link.with(|tx| tx.on_result(result.id)) {
-                    if result.ok {
-                        file.transfer.finish_ok(&result.message, None);
-                    } else {
-                        file.transfer.finish_failed(&result.message);
-                    }
-                    self.shared.emit(Event::FileSent {
-                        peer: self.slot.id,
-                        name: file.name,
-                        ok: result.ok,
-                        message: result.message,
-                    });
-                }
-            }
-            // RxConn keeps these to itself.
-            Message::FrameStart(_)
-            | Message::FrameAbort { .. }
-            | Message::Hello(_)
-            | Message::Auth { .. }
-            | Message::FrameChunk { .. }
-            | Message::FileChunk { .. } => {}
-        }
-        Ok(None)
+        Ok(dispatch::on_event(event, self)?
+            .map(|(code, reason)| LinkEnd::PeerGoodbye { code, reason }))
     }
 
     /// How the frame budget ends this link ([`LinkHandle::evict`]). Holds the link
@@ -824,10 +757,6 @@ impl Reader {
         }
     }
 
-    fn elapsed_us(&self) -> u64 {
-        self.liveness.epoch().elapsed().as_micros() as u64
-    }
-
     fn touch(&self) {
         self.liveness.heard();
     }
@@ -842,19 +771,52 @@ impl Reader {
             .bytes_received
             .fetch_add(bytes as u64, Relaxed);
     }
+}
 
-    /// Queues a control message; if the queue is full the peer is not reading and the
-    /// message is dropped (keepalive or the write timeout will end the link).
-    fn send(&self, m: Message) {
-        if !self.link.send(&m) {
-            tracing::debug!("the peer is not reading: a control message was dropped");
-        }
+/// A real link's effects: the node delivers frames and texts, the disk worker takes the
+/// file messages, the link's lock guards its sending state.
+impl LinkEffects for Reader {
+    fn tx<R>(&mut self, f: impl FnOnce(&mut TxConn) -> R) -> R {
+        self.link.with(f)
     }
 
-    fn frame_complete(&self, frame: Frame) {
+    fn send(&mut self, msg: &Message) -> bool {
+        self.link.send(msg)
+    }
+
+    fn frame(&mut self, frame: Frame) {
         self.slot.counters.frames_received.fetch_add(1, Relaxed);
         self.slot.sends_frames.store(true, Relaxed);
         self.shared.frame_received(self.slot.id, frame);
+    }
+
+    fn text(&mut self, text: Text) {
+        self.shared.text_received(self.slot.id, text);
+    }
+
+    fn disk(&mut self, job: DiskJob) -> Result<(), ProtocolError> {
+        self.disk.push(job)
+    }
+
+    fn rtt(&mut self, us: u64) {
+        self.slot.counters.rtt_us.store(us, Relaxed);
+    }
+
+    fn file_sent(&mut self, file: OutgoingFile, ok: bool, message: String) {
+        self.shared.emit(Event::FileSent {
+            peer: self.slot.id,
+            name: file.name,
+            ok,
+            message,
+        });
+    }
+
+    fn elapsed_us(&self) -> u64 {
+        self.liveness.epoch().elapsed().as_micros() as u64
+    }
+
+    fn pong_sent_us(&self) -> u64 {
+        now_us()
     }
 }
 

@@ -213,13 +213,12 @@ pub(crate) enum PeerWarning {
     Handshake = 0,
     Auth = 1,
     Disconnect = 2,
-    File = 3,
     /// A peer too far behind to take what is sent to it.
-    NotReading = 4,
+    NotReading = 3,
 }
 
 impl PeerWarning {
-    const KINDS: usize = 5;
+    const KINDS: usize = 4;
 }
 
 impl Shared {

@@ -1,6 +1,8 @@
 //! Two connected links in memory on a mocked clock, as quinn-proto's test `Pair`: each
 //! end is the pure state a link's threads drive ([`TxConn`] sending, [`RxConn`]
-//! receiving, [`IncomingFiles`] for the files coming in), and the "wire" between them is
+//! receiving, [`IncomingFiles`] for the files coming in) and the decisions a link makes
+//! on what it receives, the very code a link's reader and disk worker run
+//! ([`dispatch::on_event`], [`disk::apply`]); the "wire" between them is
 //! a byte queue that delivers in pieces of pseudo-random sizes, or not at all when cut.
 //! No socket, thread or sleep: keepalive, goodbyes mid-frame, files, cancels and
 //! resumes run in microseconds and fail the same way every time.
@@ -9,6 +11,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::disk::{self, DiskEffects, DiskJob};
+use super::dispatch::{self, LinkEffects};
 use super::files::{FileOutcome, FileReader, FileShelf, IncomingFiles, OutgoingFile, PeerRef};
 use super::keepalive::KeepaliveConfig;
 use super::rx::{RxConn, RxEvent};
@@ -17,7 +21,7 @@ use super::transfers::{Direction, TransferState};
 use super::tx::{Closing, PushOutcome, TxConn};
 use super::ShelfLimits;
 use crate::frame::{Frame, FrameGeometry, FramePool, PooledBuf};
-use crate::protocol::{FrameAssembler, GoodbyeCode, Limits, Message, Pong, ProtocolError, Text};
+use crate::protocol::{FrameAssembler, GoodbyeCode, Limits, Message, ProtocolError, Text};
 
 const S: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
@@ -64,8 +68,10 @@ struct End {
     done: bool,
     /// File flow control on this end's links (both ends send progress reports).
     window: Option<u64>,
-    /// The disk is stalled: file data waits here, unwritten.
-    stalled: Option<VecDeque<(u64, u64, PooledBuf, usize)>>,
+    /// The disk is stalled: its writes (and the jobs behind them) wait here, undone.
+    stalled: Option<VecDeque<DiskJob>>,
+    /// The clock as the reader last saw it.
+    now: Instant,
     /// File bytes handed to the disk, over every connection.
     stored: u64,
 }
@@ -94,6 +100,7 @@ impl End {
             window: None,
             stalled: None,
             stored: 0,
+            now,
         };
         end.reconnect(now);
         end
@@ -198,117 +205,48 @@ impl End {
         }
     }
 
+    /// What the link's reader does with `event` ([`dispatch::on_event`], the code a
+    /// real link runs).
     fn on_event(&mut self, event: RxEvent, now: Instant) {
-        let files = self.files.as_mut().expect("connected");
-        let message = match event {
-            RxEvent::Frame(frame) => {
-                self.seen.push(Seen::Frame {
-                    seq: frame.meta().seq,
-                    pixels: Bytes(frame.pixels().to_vec()),
-                });
-                return;
-            }
-            RxEvent::FileData {
-                id,
-                offset,
-                data,
-                len,
-            } => {
-                match &mut self.stalled {
-                    Some(waiting) => waiting.push_back((id, offset, data, len)),
-                    None => self.store(id, offset, &data[..len]),
-                }
-                return;
-            }
-            RxEvent::Message(m) => m,
-        };
-        match message {
-            Message::Goodbye { code, reason } => {
+        self.now = now;
+        match dispatch::on_event(event, self) {
+            Ok(None) => {}
+            Ok(Some((code, reason))) => {
                 self.seen.push(Seen::Goodbye(code, reason));
                 self.done = true;
             }
-            Message::Ping(p) => {
-                self.tx.send(&Message::Pong(Pong {
-                    nonce: p.nonce,
-                    ping_sent_us: p.sent_us,
-                    sent_us: self.tx.elapsed_us(now),
-                }));
+            Err(e) => {
+                self.seen.push(Seen::Error(e.to_string()));
+                self.done = true;
             }
-            Message::Pong(p) => {
-                self.rtt = Some(self.tx.elapsed_us(now) - p.ping_sent_us);
-            }
-            Message::Text(t) => self.seen.push(Seen::Text(Bytes(t.body.into_bytes()))),
-            Message::FileOffer(offer) => {
-                let reply = files.on_offer(&offer);
-                self.tx.send(&reply);
-            }
-            Message::FileAccept(a) => {
-                self.tx.on_accept(a.id, a.offset);
-            }
-            Message::FileProgress(p) => self.tx.on_progress(p.id, p.written),
-            Message::FileEnd(end) => {
-                if let Some((reply, outcome)) = files.on_end(&end) {
-                    self.tx.send(&reply);
-                    self.outcome(outcome);
-                }
-            }
-            Message::FileCancel(cancel) => {
-                if let Some(outcome) = files.on_cancel(&cancel) {
-                    self.outcome(outcome);
-                }
-            }
-            Message::FileResult(r) => {
-                if self.tx.on_result(r.id).is_some() {
-                    self.seen.push(Seen::Sent {
-                        ok: r.ok,
-                        message: r.message,
-                    });
-                }
-            }
-            other => panic!("RxConn handed out {other:?}"),
         }
     }
 
-    /// The disk worker writes file data, and reports it stored when flow control is on.
-    fn store(&mut self, id: u64, offset: u64, data: &[u8]) {
-        self.stored += data.len() as u64;
+    /// The disk worker does `job` ([`disk::apply`], the code a real worker runs).
+    fn run_disk(&mut self, job: DiskJob) {
+        // Progress after every write, as a real worker whose queue runs empty.
+        let progress = self.window.map(|_| 1);
         let files = self.files.as_mut().expect("connected");
-        match files.on_data(id, offset, data) {
-            Ok(Some((reply, outcome))) => {
-                self.tx.send(&reply);
-                self.outcome(outcome);
-            }
-            Ok(None) => {
-                if self.window.is_some() {
-                    if let Some(progress) = files.progress(id, 1) {
-                        self.tx.send(&progress);
-                    }
-                }
-            }
-            Err(e) => self.seen.push(Seen::Error(e.to_string())),
+        let mut out = EndDisk {
+            tx: &mut self.tx,
+            seen: &mut self.seen,
+            stored: &mut self.stored,
+        };
+        if let Err(e) = disk::apply(files, job, progress, &mut out) {
+            self.seen.push(Seen::Error(e.to_string()));
+            self.done = true;
         }
     }
 
-    /// The stalled disk goes on: what waited is written.
+    /// The stalled disk goes on: what waited is done, in order.
     fn unstall(&mut self) {
-        for (id, offset, data, len) in self.stalled.take().unwrap_or_default() {
-            self.store(id, offset, &data[..len]);
+        for job in self.stalled.take().unwrap_or_default() {
+            self.run_disk(job);
         }
-    }
-
-    fn outcome(&mut self, outcome: FileOutcome) {
-        self.seen.push(match outcome {
-            FileOutcome::Received { name, path, .. } => Seen::Received {
-                name,
-                bytes: Bytes(std::fs::read(path).expect("stored")),
-            },
-            FileOutcome::Failed { reason, .. } => Seen::FileFailed(reason),
-        });
     }
 
     /// The application cancelled its incoming transfers (the reader's cancel check).
     fn cancel_incoming(&mut self) {
-        let files = self.files.as_mut().expect("connected");
         for t in self.shelf.transfers.snapshot() {
             if t.direction == Direction::Incoming {
                 if let Some(t) = self.shelf.transfers.get(t.id) {
@@ -316,10 +254,7 @@ impl End {
                 }
             }
         }
-        for (reply, outcome) in files.take_cancelled() {
-            self.tx.send(&reply);
-            self.outcome(outcome);
-        }
+        self.run_disk(DiskJob::Cancelled);
     }
 
     fn offer(&mut self, wire_id: u64, name: &str, bytes: &[u8]) {
@@ -343,6 +278,76 @@ impl End {
             transfer,
         };
         assert!(self.tx.offer_file(wire_id, file));
+    }
+}
+
+/// An end's reader effects: what a real link hands to its node and disk worker is
+/// recorded, or done at once.
+impl LinkEffects for End {
+    fn tx<R>(&mut self, f: impl FnOnce(&mut TxConn) -> R) -> R {
+        f(&mut self.tx)
+    }
+
+    fn frame(&mut self, frame: Frame) {
+        self.seen.push(Seen::Frame {
+            seq: frame.meta().seq,
+            pixels: Bytes(frame.pixels().to_vec()),
+        });
+    }
+
+    fn text(&mut self, text: Text) {
+        self.seen.push(Seen::Text(Bytes(text.body.into_bytes())));
+    }
+
+    fn disk(&mut self, job: DiskJob) -> Result<(), ProtocolError> {
+        // A stalled disk holds back its writes, and whatever comes after one: the
+        // worker does its jobs in order.
+        match &mut self.stalled {
+            Some(waiting) if !waiting.is_empty() || matches!(job, DiskJob::Data { .. }) => {
+                waiting.push_back(job)
+            }
+            _ => self.run_disk(job),
+        }
+        Ok(())
+    }
+
+    fn rtt(&mut self, us: u64) {
+        self.rtt = Some(us);
+    }
+
+    fn file_sent(&mut self, _file: OutgoingFile, ok: bool, message: String) {
+        self.seen.push(Seen::Sent { ok, message });
+    }
+
+    fn elapsed_us(&self) -> u64 {
+        self.tx.elapsed_us(self.now)
+    }
+}
+
+/// An end's disk worker effects.
+struct EndDisk<'a> {
+    tx: &'a mut TxConn,
+    seen: &'a mut Vec<Seen>,
+    stored: &'a mut u64,
+}
+
+impl DiskEffects for EndDisk<'_> {
+    fn written(&mut self, len: usize) {
+        *self.stored += len as u64;
+    }
+
+    fn send(&mut self, msg: &Message) {
+        self.tx.send(msg);
+    }
+
+    fn report(&mut self, outcome: FileOutcome) {
+        self.seen.push(match outcome {
+            FileOutcome::Received { name, path, .. } => Seen::Received {
+                name,
+                bytes: Bytes(std::fs::read(path).expect("stored")),
+            },
+            FileOutcome::Failed { reason, .. } => Seen::FileFailed(reason),
+        });
     }
 }
 
@@ -675,7 +680,15 @@ fn a_receiver_whose_disk_stalls_holds_back_its_file_and_never_the_frames() {
     for seq in 1..=30 {
         p.a.tx.offer_frame(frame(seq, 4000));
         p.drive();
-        let waiting: usize = p.b.stalled.iter().flatten().map(|c| c.3).sum();
+        let waiting: usize =
+            p.b.stalled
+                .iter()
+                .flatten()
+                .map(|job| match job {
+                    DiskJob::Data { len, .. } => *len,
+                    _ => 0,
+                })
+                .sum();
         assert!(
             waiting <= 10_000 && p.a.tx.file_bytes_on_the_way() <= 10_000,
             "frame {seq}: {waiting} bytes wait for the disk, {} on the way",
