@@ -792,7 +792,7 @@ fn a_write_error_mid_file_fails_that_file_on_both_sides_and_the_stream_goes_on()
     assert_eq!(summary["files_failed"], 1, "{summary}");
     let told = lines
         .iter()
-        .filter(|l| l.contains("file big.bin") && l.contains("failed"))
+        .filter(|l| l.contains("big.bin") && l.contains("failed"))
         .count();
     assert_eq!(told, 1, "lines telling the file failed: {lines:#?}");
     assert!(

@@ -38,6 +38,13 @@ pub(crate) trait LinkEffects {
     fn pong_sent_us(&self) -> u64 {
         self.elapsed_us()
     }
+    /// `bytes` arrived from the peer.
+    fn received(&mut self, _bytes: usize) {}
+    /// Called before each read: the chance to act on what changed outside the link
+    /// (a real link hands the application's cancels to its disk worker).
+    fn before_read(&mut self) -> Result<(), ProtocolError> {
+        Ok(())
+    }
 }
 
 /// Acts on what the received bytes completed. `Some` when the peer said goodbye (its

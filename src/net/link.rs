@@ -20,7 +20,7 @@ use super::handshake::Handshaken;
 use super::liveness::{Liveness, WRITE_SLICE};
 use super::node::{Event, PeerSlot, Shared};
 use super::reason::LinkEnd;
-use super::rx::{RxConn, RxEvent};
+use super::rx::RxConn;
 use super::status::{Origin, PeerState};
 use super::tx::{Closing, Payload, PushOutcome, ReadRequest, TxConn};
 use super::{now_us, NetError};
@@ -272,7 +272,7 @@ fn run_link_inner(
         authenticated,
     } = handshaken;
     let Transport {
-        reader: reader_stream,
+        reader: mut reader_stream,
         writer: writer_stream,
         socket,
         encrypted,
@@ -323,7 +323,13 @@ fn run_link_inner(
             .spawn(move || {
                 let _g = span.enter();
                 let mut stream = writer_stream;
-                let result = run_writer(&link, &mut *stream, &shared, &slot, &liveness);
+                let sent = Sent {
+                    link_bytes: &slot.counters.bytes_sent,
+                    node_bytes: &shared.counters.bytes_sent,
+                    frames: &slot.counters.frames_sent,
+                };
+                let stall = shared.config.keepalive.timeout;
+                let result = run_writer(&link, &mut *stream, stall, &sent, &liveness);
                 let _ = stream.flush();
                 if matches!(result, Ok(WriterEnd::Closed(_))) {
                     // Our goodbye is the last thing we send: let the peer read it and
@@ -341,7 +347,16 @@ fn run_link_inner(
         let slot = slot.clone();
         std::thread::Builder::new()
             .name(format!("texstream files {addr}"))
-            .spawn(move || run_file_worker(&link, &shared, &slot))
+            .spawn(move || {
+                run_file_worker(&link, &shared.file_pool, |file, reason| {
+                    shared.emit(Event::FileSent {
+                        peer: slot.id,
+                        name: file.name,
+                        ok: false,
+                        message: reason,
+                    })
+                })
+            })
     };
     let worker = match worker {
         Ok(w) => w,
@@ -403,8 +418,10 @@ fn run_link_inner(
         liveness,
         disk,
         peer_sends_frames: caps.has(Capabilities::FRAMES_OUT),
+        cancels_seen: shared.files.transfers.cancel_generation(),
     };
-    let mut read_result = reader.run(reader_stream);
+    let mut rx = reader.rx();
+    let mut read_result = read_loop(&mut reader_stream, &mut rx, &mut reader);
     let disk_error = reader.disk.take_error();
     // The disk worker ends once it has handled what the reader handed it, and parks
     // the files still coming in (to resume when the peer is back).
@@ -485,18 +502,26 @@ enum WriterEnd {
     Dropped,
 }
 
+/// The counters a writer adds to: its link's bytes and frames, the node's bytes.
+struct Sent<'a> {
+    link_bytes: &'a std::sync::atomic::AtomicU64,
+    node_bytes: &'a std::sync::atomic::AtomicU64,
+    frames: &'a std::sync::atomic::AtomicU64,
+}
+
 /// The writer thread: asks the link's [`TxConn`] for the next bytes and writes them,
 /// small messages, bulk head and payload in one vectored write straight from the
 /// shared frame or file buffer (no copy of ours). Sleeps on the link's condition
-/// variable until something changes or the keepalive deadline.
+/// variable until something changes or the keepalive deadline. It sees the link, the
+/// socket and the counters it adds to, nothing of the node. `stall`: the deadline a
+/// blocked write is held to (the keepalive timeout), named when it ends the link.
 fn run_writer(
     link: &LinkHandle,
     stream: &mut dyn Write,
-    shared: &Shared,
-    slot: &PeerSlot,
+    stall: Duration,
+    sent: &Sent<'_>,
     liveness: &Liveness,
 ) -> Result<WriterEnd, LinkEnd> {
-    let stall = shared.config.keepalive.timeout;
     let mut small = Vec::with_capacity(64 << 10);
     let mut tx = lock(&link.tx);
     loop {
@@ -537,8 +562,8 @@ fn run_writer(
         }
         match result {
             Ok(n) => {
-                slot.counters.bytes_sent.fetch_add(n as u64, Relaxed);
-                shared.counters.bytes_sent.fetch_add(n as u64, Relaxed);
+                sent.link_bytes.fetch_add(n as u64, Relaxed);
+                sent.node_bytes.fetch_add(n as u64, Relaxed);
             }
             Err(e)
                 if matches!(
@@ -557,7 +582,7 @@ fn run_writer(
             Err(e) => return Err(LinkEnd::io("sending to the peer", &e)),
         }
         if t.frame_done {
-            slot.counters.frames_sent.fetch_add(1, Relaxed);
+            sent.frames.fetch_add(1, Relaxed);
         }
         if let Some(closing) = t.close {
             return Ok(WriterEnd::Closed(closing));
@@ -569,8 +594,9 @@ fn run_writer(
 /// The file worker: reads the files the peer accepted, one at a time, through buffers
 /// of the node's file pool, and hands their chunks to the writer (at most
 /// [`super::tx::FILE_CHUNKS_AHEAD`] ahead of the wire). Disk reads never happen on the
-/// writer or the reader, so a slow disk never holds up frames.
-fn run_file_worker(link: &LinkHandle, shared: &Shared, slot: &PeerSlot) {
+/// writer or the reader, so a slow disk never holds up frames. A file that cannot be
+/// read fails its transfer and goes to `failed` with the reason.
+fn run_file_worker(link: &LinkHandle, pool: &FramePool, failed: impl Fn(OutgoingFile, String)) {
     loop {
         let request = {
             let mut tx = lock(&link.tx);
@@ -588,7 +614,7 @@ fn run_file_worker(link: &LinkHandle, shared: &Shared, slot: &PeerSlot) {
             }
         };
         let id = request.id;
-        match stream_file(link, &request, &shared.file_pool) {
+        match stream_file(link, &request, pool) {
             // Sent; the receiver's verdict comes as a FileResult. Stopped: answered,
             // cancelled (the cancel went out already) or the link closed (parked).
             Ok(()) | Err(StreamError::Stopped) => {}
@@ -600,12 +626,7 @@ fn run_file_worker(link: &LinkHandle, shared: &Shared, slot: &PeerSlot) {
                         Escaped(&reason)
                     );
                     file.transfer.finish_failed(&reason);
-                    shared.emit(Event::FileSent {
-                        peer: slot.id,
-                        name: file.name,
-                        ok: false,
-                        message: reason,
-                    });
+                    failed(file, reason);
                 }
             }
         }
@@ -678,56 +699,56 @@ struct Reader {
     disk: DiskQueue,
     /// The peer's hello announced frames it sends.
     peer_sends_frames: bool,
+    /// The transfers' cancel generation the disk worker was last told of.
+    cancels_seen: u64,
+}
+
+/// The reading driver: moves bytes from `stream` to where `rx` says and hands what they
+/// complete to [`dispatch::on_event`], until the peer leaves (`Ok` with the reason) or
+/// breaks the protocol or the connection (`Err`). It sees the socket, the receiving
+/// state and the link's effects, nothing of the node: a frame's payload goes straight
+/// from the socket into its buffer.
+fn read_loop(
+    stream: &mut dyn Read,
+    rx: &mut RxConn,
+    out: &mut impl LinkEffects,
+) -> Result<LinkEnd, ReadEnd> {
+    loop {
+        out.before_read()?;
+        while let Some(event) = rx.poll()? {
+            if let Some((code, reason)) = dispatch::on_event(event, out)? {
+                return Ok(LinkEnd::PeerGoodbye { code, reason });
+            }
+        }
+        let n = match stream.read(rx.recv_buf()) {
+            Ok(0) => {
+                rx.on_end_of_stream()?;
+                return Ok(LinkEnd::PeerClosed);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(NetError::io("reading from the peer", e).into()),
+        };
+        out.received(n);
+        rx.advance(n);
+    }
 }
 
 impl Reader {
-    /// Reads messages until the peer leaves (`Ok` with the reason) or breaks the
-    /// protocol or the connection (`Err`). The bytes go where the receiving state
-    /// ([`RxConn`]) says: a frame's payload straight from the socket into its buffer.
-    fn run(&mut self, mut stream: Box<dyn Read + Send>) -> Result<LinkEnd, ReadEnd> {
+    /// The receiving state of this link: frames into the node's pool under its budget,
+    /// file data into pooled pieces, frames refused if this link takes none.
+    fn rx(&self) -> RxConn {
         let frames = FrameAssembler::with_budget(
             self.shared.pool.clone(),
             self.shared.frame_budget.clone(),
             Some(self.evict_hook()),
         );
-        let mut rx = RxConn::new(
+        RxConn::new(
             self.shared.config.limits,
             frames,
             self.shared.file_pool.clone(),
             self.frames_refused(),
-        );
-        let mut cancels_seen = self.shared.files.transfers.cancel_generation();
-        loop {
-            let cancels = self.shared.files.transfers.cancel_generation();
-            if cancels != cancels_seen {
-                cancels_seen = cancels;
-                self.disk.push(DiskJob::Cancelled)?;
-            }
-            while let Some(event) = rx.poll()? {
-                if let Some(end) = self.on_event(event)? {
-                    return Ok(end);
-                }
-            }
-            let n = match stream.read(rx.recv_buf()) {
-                Ok(0) => {
-                    rx.on_end_of_stream()?;
-                    return Ok(LinkEnd::PeerClosed);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(NetError::io("reading from the peer", e).into()),
-            };
-            self.touch();
-            self.received(n);
-            rx.advance(n);
-        }
-    }
-
-    /// Acts on what the received bytes completed ([`dispatch::on_event`]); `Some`
-    /// when the peer said goodbye.
-    fn on_event(&mut self, event: RxEvent) -> Result<Option<LinkEnd>, ReadEnd> {
-        Ok(dispatch::on_event(event, self)?
-            .map(|(code, reason)| LinkEnd::PeerGoodbye { code, reason }))
+        )
     }
 
     /// How the frame budget ends this link ([`LinkHandle::evict`]). Holds the link
@@ -755,21 +776,6 @@ impl Reader {
         } else {
             None
         }
-    }
-
-    fn touch(&self) {
-        self.liveness.heard();
-    }
-
-    fn received(&self, bytes: usize) {
-        self.slot
-            .counters
-            .bytes_received
-            .fetch_add(bytes as u64, Relaxed);
-        self.shared
-            .counters
-            .bytes_received
-            .fetch_add(bytes as u64, Relaxed);
     }
 }
 
@@ -817,6 +823,29 @@ impl LinkEffects for Reader {
 
     fn pong_sent_us(&self) -> u64 {
         now_us()
+    }
+
+    fn received(&mut self, bytes: usize) {
+        self.liveness.heard();
+        self.slot
+            .counters
+            .bytes_received
+            .fetch_add(bytes as u64, Relaxed);
+        self.shared
+            .counters
+            .bytes_received
+            .fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// The application cancelled transfers since the last read: the disk worker fails
+    /// those of this link.
+    fn before_read(&mut self) -> Result<(), ProtocolError> {
+        let cancels = self.shared.files.transfers.cancel_generation();
+        if cancels != self.cancels_seen {
+            self.cancels_seen = cancels;
+            self.disk.push(DiskJob::Cancelled)?;
+        }
+        Ok(())
     }
 }
 
