@@ -94,6 +94,16 @@ impl Source {
         Source::Still(image)
     }
 
+    /// The frame size, when every picture has the same one (a folder's may differ).
+    pub fn size(&self) -> Option<(u32, u32)> {
+        match self {
+            Source::Still(img) => Some(img.dimensions()),
+            Source::Animation { frames, .. } => frames.first().map(|(f, _)| f.dimensions()),
+            Source::Slideshow { .. } => None,
+            Source::Pattern { width, height } => Some((*width, *height)),
+        }
+    }
+
     /// One line saying what this source is.
     pub fn describe(&self) -> String {
         match self {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod list;
 pub mod logline;
 mod record;
 mod relay;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Benchmark: the real sender and viewers over loopback TCP with synthetic frames;
     /// throughput, frame rate, latency, CPU time and peak memory of each side.
     Bench(bench::BenchArgs),
+    /// The sources announced on the LAN (mDNS): name, address, size, frame rate, role
+    /// and what they need (a token, TLS).
+    List(list::ListArgs),
 }
 
 /// Where to listen and whom to dial; every face takes both.
@@ -209,6 +213,45 @@ impl LinkArgs {
     }
 }
 
+/// Announces a listening `node` on the LAN under `--name` (default `HOST (role)`), with
+/// its frame size and rate when known. `None` (and one warning) when it is not listening
+/// or mDNS cannot start: direct addresses work all the same.
+fn announce(
+    node: &crate::net::Node,
+    link: &LinkArgs,
+    size: Option<(u32, u32)>,
+    fps: Option<f64>,
+) -> Option<crate::net::discovery::Announcer> {
+    use crate::net::discovery::{host_name, Announcement, Announcer};
+    let listen = node.local_addr()?;
+    let config = node.config();
+    let what = Announcement {
+        name: link
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} ({})", host_name(), config.role.name())),
+        role: config.role,
+        size,
+        fps,
+        token: config.token.is_some(),
+        tls: config.tls.is_some(),
+        instance: node.instance(),
+    };
+    match Announcer::start(&what, listen) {
+        Ok(a) => {
+            tracing::info!(
+                "announced on the LAN as {}",
+                crate::protocol::Escaped(&what.name)
+            );
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!("not announced on the LAN ({e}); peers can still connect to {listen}");
+            None
+        }
+    }
+}
+
 /// `7878` → `127.0.0.1:7878`; anything else as given.
 pub fn normalize_addr(addr: &str) -> String {
     let port_only = addr.strip_prefix(':').unwrap_or(addr);
@@ -250,6 +293,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Relay(args)) => relay::run(args),
         Some(Command::SendFile(args)) => sendfile::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::List(args)) => list::run(args),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -35,6 +35,9 @@ pub struct RelayArgs {
     /// Log per-peer figures (frames, skips, Mb/s, round-trip time, latency) this often.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub report_secs: f64,
+    /// Do not announce this relay on the LAN (mDNS); it is still reached by address.
+    #[arg(long)]
+    pub no_announce: bool,
 }
 
 pub fn run(args: RelayArgs) -> anyhow::Result<()> {
@@ -51,6 +54,9 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     // The node forwards frames itself; we only look at the newest for the latency.
     config.frame_queue = 1;
     let node = Node::start(config)?;
+    let _announced = (!args.no_announce)
+        .then(|| super::announce(&node, &args.link, None, None))
+        .flatten();
     if let Some(addr) = node.local_addr() {
         println!("listening on {addr}");
     }

@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Log per-viewer figures (frames, skips, Mb/s, round-trip time) this often.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub report_secs: f64,
+    /// Do not announce this source on the LAN (mDNS); it is still reached by address.
+    #[arg(long)]
+    pub no_announce: bool,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -74,6 +77,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("listening on {addr}");
     }
     tracing::info!("serving {} at {} fps", source.source().describe(), args.fps);
+    let _announced = (!args.no_announce)
+        .then(|| super::announce(&node, &args.link, source.source().size(), Some(args.fps)))
+        .flatten();
 
     let (chat_tx, chat_rx) = flume::bounded(64);
     forward_stdin_lines(chat_tx);

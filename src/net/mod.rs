@@ -12,6 +12,7 @@ mod admission;
 mod backoff;
 mod config;
 mod connect;
+pub mod discovery;
 mod disk;
 mod dispatch;
 mod fdlimit;

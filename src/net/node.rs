@@ -730,6 +730,11 @@ impl Node {
         &self.shared.config
     }
 
+    /// This node's instance id, sent in its hellos (and in its LAN announcement).
+    pub fn instance(&self) -> u64 {
+        self.shared.instance
+    }
+
     /// Sends a frame to every peer that wants frames. Never blocks: each peer has a
     /// one-frame slot, and a frame still waiting there is replaced (counted as skipped
     /// for that peer). The pixels are shared, not copied.
