@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::proc::{bin, Proc};
+use common::proc::{bin, saved_frames, Proc};
 
 /// A name no other test (or other run on this machine) uses.
 fn unique(tag: &str) -> String {
@@ -148,4 +148,76 @@ fn list_says_why_when_it_hears_nothing_of_a_name() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--seconds"));
+}
+
+/// Waits until `dir` holds more than `n` saved frames; returns how many it holds.
+fn frames_beyond(dir: &std::path::Path, n: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let saved = saved_frames(dir).len();
+        if saved > n {
+            return saved;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no frame beyond the {n} saved"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn record_finds_a_source_by_name_and_follows_it_to_another_port() {
+    let name = unique("moving");
+    let out = tempfile::tempdir().unwrap();
+    let (first, addr_first) = serve(&name, &[]);
+    let record = Proc::start(&[
+        "record",
+        "--source",
+        &name,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    record.wait_line(
+        &format!("connected to {addr_first}"),
+        Duration::from_secs(10),
+    );
+    let before = frames_beyond(out.path(), 0);
+    // The source stops and comes back on another port, a new process of the same name.
+    first.signal("TERM");
+    let (code, _) = first.finish(Duration::from_secs(10));
+    assert_eq!(code, 0);
+    let (_second, addr_second) = serve(&name, &[]);
+    assert_ne!(addr_first, addr_second);
+    record.wait_line(
+        &format!("connected to {addr_second}"),
+        Duration::from_secs(15),
+    );
+    frames_beyond(out.path(), before);
+    let (code, summary, _) = record.stop_with_summary();
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary["reconnects"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["checksum_failures"], 0, "{summary}");
+}
+
+#[test]
+fn a_name_nobody_announces_is_said_once_and_looked_for_until_the_end() {
+    let name = unique("nobody");
+    let out = tempfile::tempdir().unwrap();
+    let record = Proc::start(&[
+        "record",
+        "--source",
+        &name,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--seconds",
+        "3",
+    ]);
+    let (code, lines) = record.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{lines:#?}");
+    let said = lines
+        .iter()
+        .filter(|l| l.contains(&format!("no source named \"{name}\" is heard")))
+        .count();
+    assert_eq!(said, 1, "{lines:#?}");
 }

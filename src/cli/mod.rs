@@ -86,6 +86,11 @@ pub struct LinkArgs {
     /// Dial this peer (HOST:PORT or PORT); repeat for several. Reconnects by itself.
     #[arg(long, value_name = "ADDR")]
     pub connect: Vec<String>,
+    /// Dial the source announced on the LAN under this name (as `texstream list` shows
+    /// it: the name, or `NAME [ID]` to pick one of several); repeat for several. It is
+    /// looked up again at every reconnect, so a source that moves is followed.
+    #[arg(long = "source", id = "source_name", value_name = "NAME")]
+    pub source: Vec<String>,
     /// Our name, shown to peers and on our text messages.
     #[arg(long)]
     pub name: Option<String>,
@@ -153,7 +158,8 @@ impl LinkArgs {
         let mut config = NodeConfig::new(role);
         config.listen = self.listen.as_deref().map(normalize_addr);
         config.connect = self.connect.iter().map(|a| normalize_addr(a)).collect();
-        if config.listen.is_none() && config.connect.is_empty() {
+        config.sources = self.source.clone();
+        if config.listen.is_none() && config.connect.is_empty() && config.sources.is_empty() {
             let default = format!("127.0.0.1:{DEFAULT_PORT}");
             if listens_by_default {
                 config.listen = Some(default);

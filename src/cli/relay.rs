@@ -16,9 +16,9 @@ use crate::protocol::{Escaped, Role};
 
 #[derive(Args, Debug)]
 #[command(mut_arg("connect", |a| a
-    .required(true)
-    .help("Join this sender or relay (HOST:PORT or PORT): a relay must join something. \
-           Repeat to bridge several endpoints. Reconnects by itself.")))]
+    .required_unless_present("source_name")
+    .help("Join this sender or relay (HOST:PORT or PORT): a relay must join something \
+           (this or --source). Repeat to bridge several endpoints. Reconnects by itself.")))]
 pub struct RelayArgs {
     #[command(flatten)]
     pub link: LinkArgs,
@@ -42,9 +42,9 @@ pub struct RelayArgs {
 
 pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let report_every = report_interval(args.report_secs)?;
-    if args.link.connect.is_empty() {
-        // clap requires --connect; this guards the library's callers.
-        anyhow::bail!("a relay must join something: give --connect ADDR");
+    if args.link.connect.is_empty() && args.link.source.is_empty() {
+        // clap requires --connect or --source; this guards the library's callers.
+        anyhow::bail!("a relay must join something: give --connect ADDR or --source NAME");
     }
     let signals = Signals::install()?;
     let mut config = args.link.node_config(Role::Relay, false)?;
@@ -62,7 +62,13 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     }
     tracing::info!(
         "relaying from {} (files stored in {})",
-        node.config().connect.join(" and "),
+        node.config()
+            .connect
+            .iter()
+            .chain(&node.config().sources)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" and "),
         files_dir.display()
     );
 

@@ -20,6 +20,10 @@ pub struct NodeConfig {
     pub listen: Option<String>,
     /// Dial these `host:port` targets, reconnecting with backoff.
     pub connect: Vec<String>,
+    /// Dial the sources announced on the LAN under these names (see
+    /// [`super::discovery`]), looked up afresh at every dial, so a source that moves to
+    /// another address is followed.
+    pub sources: Vec<String>,
     /// Payload bytes per frame chunk (default 1 MiB).
     pub chunk_bytes: usize,
     /// Limits applied to everything peers send.
@@ -109,6 +113,7 @@ impl NodeConfig {
             name: format!("texstream {}", role.name()),
             listen: None,
             connect: Vec::new(),
+            sources: Vec::new(),
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             limits: Limits::default(),
             keepalive: KeepaliveConfig::default(),

@@ -224,10 +224,14 @@ pub(super) fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
     let _g = span.enter();
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut connected_before = false;
+    // A source by name that is not heard is said once (and again after it was found),
+    // not at every retry.
+    let mut said_missing = false;
     while !shared.is_shutting_down() {
         slot.set_state(PeerState::Connecting);
         match dial(shared, &slot.target) {
             Ok((stream, hello, addr)) => {
+                said_missing = false;
                 backoff.reset();
                 if connected_before {
                     slot.counters.reconnects.fetch_add(1, Relaxed);
@@ -236,6 +240,11 @@ pub(super) fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
                 connected_before = true;
                 let reason = run_link(shared, slot, stream, hello);
                 log_disconnect(shared, slot, addr, reason);
+            }
+            Err(e @ NetError::SourceNotFound(_)) if !said_missing => {
+                said_missing = true;
+                tracing::info!("{e}; still looking");
+                lock(&slot.info).last_error = Some(e.to_string());
             }
             Err(e) => {
                 tracing::debug!("dial failed: {e}");
@@ -258,11 +267,26 @@ pub(super) fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
 
 fn dial(shared: &Shared, target: &str) -> Result<(Transport, Handshaken, SocketAddr), NetError> {
     let config = &shared.config;
-    let addr = target
-        .to_socket_addrs()
-        .map_err(|e| NetError::io("resolving the address", e))?
-        .next()
-        .ok_or_else(|| NetError::Resolve(target.to_owned()))?;
+    // A source dialed by name is looked up afresh each time: it may have moved. Its
+    // TLS identity (the known-hosts entry) is the address found.
+    let (addr, target) = match target.strip_prefix(super::discovery::BY_NAME) {
+        Some(name) => {
+            let directory = shared.directory.as_ref().ok_or_else(|| {
+                NetError::Discovery("no LAN discovery for sources by name".to_owned())
+            })?;
+            let addr = directory.lookup(name)?;
+            (addr, addr.to_string())
+        }
+        None => {
+            let addr = target
+                .to_socket_addrs()
+                .map_err(|e| NetError::io("resolving the address", e))?
+                .next()
+                .ok_or_else(|| NetError::Resolve(target.to_owned()))?;
+            (addr, target.to_owned())
+        }
+    };
+    let target = target.as_str();
     let stream = TcpStream::connect_timeout(&addr, config.connect_timeout)
         .map_err(|e| NetError::io("connecting", e))?;
     let result = (|| {

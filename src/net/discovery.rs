@@ -325,6 +325,68 @@ impl Drop for Browser {
     }
 }
 
+/// What a dial target starts with when it names a source instead of an address.
+pub const BY_NAME: &str = "source:";
+
+/// The sources a node dials by name: a [`Browser`] on a thread of its own keeps what
+/// the LAN announces, so a dial finds a source's newest address without waiting.
+pub struct Directory {
+    shared: std::sync::Arc<DirectoryShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct DirectoryShared {
+    sources: std::sync::Mutex<Vec<Found>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Directory {
+    pub fn start() -> Result<Directory, DiscoveryError> {
+        let mut browser = Browser::start()?;
+        let shared = std::sync::Arc::new(DirectoryShared {
+            sources: std::sync::Mutex::new(Vec::new()),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("texstream sources".into())
+            .spawn(move || {
+                while !s.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if !browser.wait(Duration::from_millis(200)).is_empty() {
+                        *super::link::lock(&s.sources) = browser.sources();
+                    }
+                }
+            })
+            .map_err(|e| DiscoveryError(format!("cannot start a thread: {e}")))?;
+        Ok(Directory {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address of the source called `name` (its name, `NAME [ID]` as `list`
+    /// prints it, or its id). Of several sources of one name, the first by id.
+    pub fn lookup(&self, name: &str) -> Result<SocketAddr, super::NetError> {
+        let sources = super::link::lock(&self.shared.sources);
+        sources
+            .iter()
+            .find(|f| f.name == name || f.id == name || format!("{} [{}]", f.name, f.id) == name)
+            .and_then(|f| f.addrs.first().copied())
+            .ok_or_else(|| super::NetError::SourceNotFound(name.to_owned()))
+    }
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The sources a browser knows, bounded: pure, so its limits are tested without a
 /// network.
 #[derive(Default)]

@@ -86,6 +86,10 @@ pub enum NetError {
     },
     #[error("cannot resolve {0}: no address found")]
     Resolve(String),
+    #[error("no source named {0:?} is heard on the LAN (texstream list shows those that are)")]
+    SourceNotFound(String),
+    #[error("{0}")]
+    Discovery(String),
     #[error("{0}")]
     Refused(String),
     #[error("authentication failed: {0}")]

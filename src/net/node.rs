@@ -169,6 +169,8 @@ impl PeerSlot {
 /// State shared by the node's threads.
 pub(crate) struct Shared {
     pub config: NodeConfig,
+    /// The sources heard on the LAN, when the node dials some by name.
+    pub directory: Option<super::discovery::Directory>,
     pub counters: NodeCounters,
     /// Buffers for received frames.
     pub pool: FramePool,
@@ -642,8 +644,10 @@ impl Node {
     pub fn start(mut config: NodeConfig) -> Result<Node, NetError> {
         if config.listen.is_some() {
             // Every connection the limits allow must be able to open its socket.
-            config.max_connections =
-                super::fdlimit::ensure(config.max_connections, config.connect.len());
+            config.max_connections = super::fdlimit::ensure(
+                config.max_connections,
+                config.connect.len() + config.sources.len(),
+            );
         }
         let listener = match &config.listen {
             Some(addr) => {
@@ -661,7 +665,16 @@ impl Node {
         let (frames_tx, frames) = flume::bounded(config.frame_queue.max(1));
         let (wake_tx, wake_rx) = flume::bounded(1);
         let pool_size = config.frame_queue + 4;
+        let directory = if config.sources.is_empty() {
+            None
+        } else {
+            Some(
+                super::discovery::Directory::start()
+                    .map_err(|e| NetError::Discovery(e.to_string()))?,
+            )
+        };
         let shared = Arc::new(Shared {
+            directory,
             counters: NodeCounters::default(),
             pool: FramePool::new(pool_size),
             frame_budget: FrameBudget::new(config.frame_memory),
@@ -706,7 +719,12 @@ impl Node {
                 accept_loop(&s, listener)
             });
         }
-        for target in shared.config.connect.clone() {
+        let by_name = shared
+            .config
+            .sources
+            .iter()
+            .map(|name| format!("{}{name}", super::discovery::BY_NAME));
+        for target in shared.config.connect.clone().into_iter().chain(by_name) {
             let s = shared.clone();
             let slot = shared.new_slot(Origin::Dialed, target.clone());
             shared.spawn(format!("texstream dial {target}"), move || {

@@ -185,6 +185,8 @@ impl From<&super::NetError> for HandshakeFailure {
             other @ (NetError::PeerStalled(_)
             | NetError::Listen { .. }
             | NetError::Resolve(_)
+            | NetError::SourceNotFound(_)
+            | NetError::Discovery(_)
             | NetError::Refused(_)) => HandshakeFailure::Io {
                 context: "handshake",
                 kind: std::io::ErrorKind::Other,
