@@ -86,6 +86,16 @@ fn a_source_is_listed_within_3_s_with_its_figures_and_gone_once_it_stops() {
 }
 
 #[test]
+fn a_source_killed_without_goodbyes_leaves_a_watching_list_within_10_s() {
+    let name = unique("killed");
+    let watch = Proc::start(&["list", "--watch"]);
+    let (source, _) = serve(&name, &[]);
+    watch.wait_line(&format!("+ {name}"), Duration::from_secs(3));
+    drop(source); // SIGKILL: no goodbye goes out
+    watch.wait_line(&format!("- {name}"), Duration::from_secs(10));
+}
+
+#[test]
 fn two_sources_of_one_name_are_both_listed_and_told_apart() {
     let name = unique("twin");
     let (_a, addr_a) = serve(&name, &[]);

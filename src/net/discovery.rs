@@ -267,11 +267,19 @@ pub enum SourceChange {
     Gone(Found),
 }
 
+/// How often a browser asks its sources whether they are still there, and how long
+/// each has to answer: a source that ended without its goodbyes (killed, cut off) is
+/// dropped within about `VERIFY_EVERY + VERIFY_WITHIN` instead of when its records
+/// expire (two minutes and more).
+const VERIFY_EVERY: Duration = Duration::from_secs(4);
+const VERIFY_WITHIN: Duration = Duration::from_secs(2);
+
 /// The sources on the LAN, as they come and go.
 pub struct Browser {
     daemon: ServiceDaemon,
     events: mdns_sd::Receiver<ServiceEvent>,
     sources: SourceTable,
+    last_verify: std::time::Instant,
 }
 
 impl Browser {
@@ -282,7 +290,22 @@ impl Browser {
             daemon,
             events,
             sources: SourceTable::default(),
+            last_verify: std::time::Instant::now(),
         })
+    }
+
+    /// Every [`VERIFY_EVERY`], asks each known source to answer within
+    /// [`VERIFY_WITHIN`]; one that does not is removed (and reported gone).
+    fn verify(&mut self) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.last_verify) < VERIFY_EVERY {
+            return;
+        }
+        self.last_verify = now;
+        for fullname in self.sources.by_fullname.keys() {
+            // A full command queue only delays the check to the next round.
+            let _ = self.daemon.verify(fullname.clone(), VERIFY_WITHIN);
+        }
     }
 
     /// Takes what the network said since the last call; returns the changes.
@@ -296,6 +319,7 @@ impl Browser {
 
     /// Waits at most `timeout` for something to happen, then as [`Browser::poll`].
     pub fn wait(&mut self, timeout: Duration) -> Vec<SourceChange> {
+        self.verify();
         match self.events.recv_timeout(timeout) {
             Ok(event) => {
                 let mut changes: Vec<SourceChange> =
