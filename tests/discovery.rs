@@ -160,6 +160,13 @@ fn list_says_why_when_it_hears_nothing_of_a_name() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--seconds"));
 }
 
+/// `record --source NAME --out DIR`, and `extra`.
+fn record_by_name(name: &str, out: &std::path::Path, extra: &[&str]) -> Proc {
+    let mut args = vec!["record", "--source", name, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
 /// Waits until `dir` holds more than `n` saved frames; returns how many it holds.
 fn frames_beyond(dir: &std::path::Path, n: usize) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -181,13 +188,7 @@ fn record_finds_a_source_by_name_and_follows_it_to_another_port() {
     let name = unique("moving");
     let out = tempfile::tempdir().unwrap();
     let (first, addr_first) = serve(&name, &[]);
-    let record = Proc::start(&[
-        "record",
-        "--source",
-        &name,
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let record = record_by_name(&name, out.path(), &[]);
     record.wait_line(
         &format!("connected to {addr_first}"),
         Duration::from_secs(10),
@@ -214,15 +215,7 @@ fn record_finds_a_source_by_name_and_follows_it_to_another_port() {
 fn a_name_nobody_announces_is_said_once_and_looked_for_until_the_end() {
     let name = unique("nobody");
     let out = tempfile::tempdir().unwrap();
-    let record = Proc::start(&[
-        "record",
-        "--source",
-        &name,
-        "--out",
-        out.path().to_str().unwrap(),
-        "--seconds",
-        "3",
-    ]);
+    let record = record_by_name(&name, out.path(), &["--seconds", "3"]);
     let (code, lines) = record.finish(Duration::from_secs(10));
     assert_eq!(code, 0, "{lines:#?}");
     let said = lines

@@ -248,17 +248,7 @@ fn a_sender_stopped_in_the_middle_of_a_large_frame_ends_the_link_in_order() {
 
 #[test]
 fn a_flood_of_bad_handshakes_logs_a_few_warnings_not_one_per_connection() {
-    let serve = Proc::start(&[
-        "serve",
-        "pattern",
-        "--size",
-        "64x64",
-        "--fps",
-        "5",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let addr: SocketAddr = serve.listen_addr().parse().unwrap();
+    let (serve, addr) = small_serve();
     // 200 hosts' worth of junk: each a connection that sends bytes that are no preamble.
     let flood = Instant::now();
     for i in 0..200u32 {
@@ -297,17 +287,7 @@ fn a_flood_of_bad_handshakes_logs_a_few_warnings_not_one_per_connection() {
 
 #[test]
 fn texts_a_peer_does_not_read_cost_a_few_warnings_not_one_per_text() {
-    let serve = Proc::start(&[
-        "serve",
-        "pattern",
-        "--size",
-        "64x64",
-        "--fps",
-        "5",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let addr: SocketAddr = serve.listen_addr().parse().unwrap();
+    let (serve, addr) = small_serve();
     // A peer that takes texts and never reads them, and one that sends 20 MB of them,
     // which serve passes on to the first: past its socket buffers and its queue, every
     // text forwarded to it is refused.
@@ -345,4 +325,20 @@ fn texts_a_peer_does_not_read_cost_a_few_warnings_not_one_per_text() {
          warning lines, expected 1 to {}",
         5 * windows
     );
+}
+
+/// A `serve` of a small pattern at 5 fps on a loopback port, and its address.
+fn small_serve() -> (Proc, SocketAddr) {
+    let serve = Proc::start(&[
+        "serve",
+        "pattern",
+        "--size",
+        "64x64",
+        "--fps",
+        "5",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = serve.listen_addr().parse().unwrap();
+    (serve, addr)
 }

@@ -414,18 +414,26 @@ impl Pair {
     /// Runs both ends until neither has anything more to say.
     fn drive(&mut self) {
         for _ in 0..100_000 {
-            self.a.write(self.now);
-            self.b.write(self.now);
-            if !self.up || (self.a.wire.is_empty() && self.b.wire.is_empty()) {
+            if !self.step() {
                 return;
             }
-            let mut wire = std::mem::take(&mut self.a.wire);
-            self.b.read(&mut wire, &mut self.sizes, self.now);
-
-            let mut wire = std::mem::take(&mut self.b.wire);
-            self.a.read(&mut wire, &mut self.sizes, self.now);
         }
         panic!("the pair never went quiet");
+    }
+
+    /// One round: both ends write, and what they wrote crosses (unless the wire is
+    /// cut). `false` if nothing was on the wire.
+    fn step(&mut self) -> bool {
+        self.a.write(self.now);
+        self.b.write(self.now);
+        if !self.up || (self.a.wire.is_empty() && self.b.wire.is_empty()) {
+            return false;
+        }
+        let mut wire = std::mem::take(&mut self.a.wire);
+        self.b.read(&mut wire, &mut self.sizes, self.now);
+        let mut wire = std::mem::take(&mut self.b.wire);
+        self.a.read(&mut wire, &mut self.sizes, self.now);
+        true
     }
 
     fn advance(&mut self, by: Duration) {
@@ -604,12 +612,7 @@ fn a_transfer_cut_by_a_dropped_connection_resumes_where_it_stopped() {
     p.a.offer(4, "big.bin", &bytes);
     // Offer, accept, and the first part of the file: then the link drops.
     for _ in 0..6 {
-        p.a.write(p.now);
-        p.b.write(p.now);
-        let mut wire = std::mem::take(&mut p.a.wire);
-        p.b.read(&mut wire, &mut p.sizes, p.now);
-        let mut wire = std::mem::take(&mut p.b.wire);
-        p.a.read(&mut wire, &mut p.sizes, p.now);
+        p.step();
     }
     let got =
         p.b.shelf
@@ -640,12 +643,7 @@ fn a_cancel_by_the_receiver_stops_the_sender_and_leaves_nothing() {
     let mut p = Pair::new(13);
     p.a.offer(2, "x.bin", &pseudo_random_bytes(300_000, 3));
     for _ in 0..4 {
-        p.a.write(p.now);
-        p.b.write(p.now);
-        let mut wire = std::mem::take(&mut p.a.wire);
-        p.b.read(&mut wire, &mut p.sizes, p.now);
-        let mut wire = std::mem::take(&mut p.b.wire);
-        p.a.read(&mut wire, &mut p.sizes, p.now);
+        p.step();
     }
     p.b.cancel_incoming();
     p.drive();
