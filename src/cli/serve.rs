@@ -11,7 +11,9 @@ use clap::Args;
 
 use super::{forward_stdin_lines, parse_size, print_peers, ControlSignal, LinkArgs, Signals};
 use crate::frame::FramePool;
-use crate::net::{now_us, Event, Node, PeerId, PeerStatus, Verdict, WarnLimiter};
+use crate::net::{
+    held_back_note, now_us, Event, Node, PeerId, PeerStatus, Severity, Verdict, WarnLimiter,
+};
 use crate::protocol::{Escaped, Role};
 use crate::source::{Frames, Source};
 
@@ -159,8 +161,11 @@ const TEXT_SHOWN_BYTES: usize = 512;
 /// [`TEXTS_SHOWN`] texts a second are printed, each cut to [`TEXT_SHOWN_BYTES`].
 pub(super) struct EventLog {
     texts: WarnLimiter,
-    /// Failed incoming files: a peer can cause any number of them.
+    /// What any host that reaches us can cause any number of: failed incoming files,
+    /// failed handshakes, connections ended by a fault.
     file_failures: WarnLimiter,
+    handshakes: WarnLimiter,
+    disconnects: WarnLimiter,
 }
 
 /// Failed files logged per [`FILE_FAILURE_WINDOW`]; more are counted and said.
@@ -172,6 +177,8 @@ impl Default for EventLog {
         EventLog {
             texts: WarnLimiter::new(TEXTS_SHOWN, TEXT_WINDOW),
             file_failures: WarnLimiter::new(FILE_FAILURES_SHOWN, FILE_FAILURE_WINDOW),
+            handshakes: WarnLimiter::default(),
+            disconnects: WarnLimiter::default(),
         }
     }
 }
@@ -187,18 +194,40 @@ impl EventLog {
             }
             return;
         }
-        if let Event::FileFailed { name, reason, .. } = event {
-            if let Verdict::Log { held_back } = self.file_failures.check(Instant::now()) {
-                tracing::warn!(
-                    "file {} failed: {}{}",
-                    Escaped(name),
-                    Escaped(reason),
-                    crate::net::held_back_note(held_back)
-                );
+        let now = Instant::now();
+        match event {
+            Event::FileFailed { name, reason, .. } => {
+                if let Verdict::Log { held_back } = self.file_failures.check(now) {
+                    tracing::warn!(
+                        "file {} failed: {}{}",
+                        Escaped(name),
+                        Escaped(reason),
+                        held_back_note(held_back)
+                    );
+                }
             }
-            return;
+            // What points at a broken or hostile peer or network: warned, rate-limited.
+            Event::HandshakeFailed { addr, reason } if reason.severity() == Severity::Warn => {
+                if let Verdict::Log { held_back } = self.handshakes.check(now) {
+                    tracing::warn!(
+                        "handshake failed: {reason}, with {addr}{}",
+                        held_back_note(held_back)
+                    );
+                }
+            }
+            Event::PeerDisconnected { peer, addr, reason }
+                if reason.severity() == Severity::Warn =>
+            {
+                if let Verdict::Log { held_back } = self.disconnects.check(now) {
+                    let addr = addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
+                    tracing::warn!(
+                        "peer {peer} disconnected: {reason}, from {addr}{}",
+                        held_back_note(held_back)
+                    );
+                }
+            }
+            _ => log_event(event),
         }
-        log_event(event);
     }
 }
 
@@ -254,15 +283,15 @@ fn log_event(event: &Event) {
             role = role.name(),
             "connected to {addr}"
         ),
-        // The library logs at warn what points at a broken peer or network; the normal
-        // end of a connection is this program's to tell.
-        Event::PeerDisconnected { peer, addr, reason }
-            if reason.severity() == crate::net::Severity::Info =>
-        {
+        // The normal end of a connection (faults are told by `EventLog::log`).
+        Event::PeerDisconnected { peer, addr, reason } => {
             let addr = addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
             tracing::info!(peer = %peer, "disconnected: {reason}, from {addr}");
         }
-        Event::PeerDisconnected { .. } | Event::HandshakeFailed { .. } => {}
+        // A handshake that failed for a reason of ours or the network's (a reset).
+        Event::HandshakeFailed { addr, reason } => {
+            tracing::debug!("handshake failed: {reason}, with {addr}")
+        }
     }
 }
 

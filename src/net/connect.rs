@@ -12,7 +12,7 @@ use super::admission::Admitted;
 use super::backoff::Backoff;
 use super::handshake::{handshake, refuse_in_handshake, Handshaken, Side};
 use super::link::{lock, run_link, Transport};
-use super::node::{Event, PeerSlot, PeerWarning, Shared};
+use super::node::{Event, PeerSlot, Shared};
 use super::reason::{HandshakeFailure, LinkEnd};
 use super::status::PeerState;
 use super::NetError;
@@ -203,13 +203,9 @@ fn accepted(shared: &Arc<Shared>, stream: TcpStream, mut admitted: Admitted) {
 
 fn log_disconnect(shared: &Shared, slot: &PeerSlot, addr: SocketAddr, reason: LinkEnd) {
     shared.source_gone(slot.id);
-    // Reported to the application, which chooses how loudly to say it; the library
-    // logs it at debug, or at warn for what points at a broken peer or network.
-    shared.peer_log(
-        PeerWarning::Disconnect,
-        reason.severity(),
-        format_args!("peer {} disconnected: {reason}, from {addr}", slot.id),
-    );
+    // Reported to the application, which chooses how loudly to say it (and limits
+    // how often): the library logs it at debug.
+    tracing::debug!("peer {} disconnected: {reason}, from {addr}", slot.id);
     lock(&slot.info).last_error = Some(reason.to_string());
     shared.emit(Event::PeerDisconnected {
         peer: slot.id,

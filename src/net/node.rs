@@ -212,15 +212,14 @@ pub(crate) struct Shared {
 /// rate-limited on its own so a flood of one kind does not hide the others.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum PeerWarning {
-    Handshake = 0,
-    Auth = 1,
-    Disconnect = 2,
+    /// A failed authentication (counted towards the address's penalty).
+    Auth = 0,
     /// A peer too far behind to take what is sent to it.
-    NotReading = 3,
+    NotReading = 1,
 }
 
 impl PeerWarning {
-    const KINDS: usize = 4;
+    const KINDS: usize = 2;
 }
 
 impl Shared {
@@ -527,11 +526,8 @@ impl Shared {
     /// Logs (rate-limited where a peer can cause it) and reports a connection that
     /// never became a link.
     pub(super) fn report_handshake_failure(&self, addr: SocketAddr, reason: HandshakeFailure) {
-        self.peer_log(
-            PeerWarning::Handshake,
-            reason.severity(),
-            format_args!("handshake failed: {reason}, with {addr}"),
-        );
+        // Reported; the application chooses how loudly to say it (and limits how often).
+        tracing::debug!("handshake failed: {reason}, with {addr}");
         self.emit(Event::HandshakeFailed { addr, reason });
     }
 
