@@ -168,15 +168,11 @@ pub(super) struct EventLog {
     disconnects: WarnLimiter,
 }
 
-/// Failed files logged per [`FILE_FAILURE_WINDOW`]; more are counted and said.
-const FILE_FAILURES_SHOWN: u32 = 5;
-const FILE_FAILURE_WINDOW: Duration = Duration::from_secs(10);
-
 impl Default for EventLog {
     fn default() -> EventLog {
         EventLog {
             texts: WarnLimiter::new(TEXTS_SHOWN, TEXT_WINDOW),
-            file_failures: WarnLimiter::new(FILE_FAILURES_SHOWN, FILE_FAILURE_WINDOW),
+            file_failures: WarnLimiter::default(),
             handshakes: WarnLimiter::default(),
             disconnects: WarnLimiter::default(),
         }

@@ -149,6 +149,16 @@ impl Found {
         })
     }
 
+    /// Whether `name` picks this source: its name, its id, or `NAME [ID]` as `list`
+    /// prints it.
+    pub fn answers_to(&self, name: &str) -> bool {
+        let tagged = name
+            .strip_prefix(self.name.as_str())
+            .and_then(|rest| rest.strip_prefix(" ["))
+            .and_then(|rest| rest.strip_suffix(']'));
+        name == self.name || name == self.id || tagged == Some(self.id.as_str())
+    }
+
     /// `1920x1080`, or `?` when the source did not say.
     pub fn size(&self) -> String {
         match (self.width, self.height) {
@@ -394,7 +404,7 @@ impl Directory {
         let sources = super::link::lock(&self.shared.sources);
         sources
             .iter()
-            .find(|f| f.name == name || f.id == name || format!("{} [{}]", f.name, f.id) == name)
+            .find(|f| f.answers_to(name))
             .and_then(|f| f.addrs.first().copied())
             .ok_or_else(|| super::NetError::SourceNotFound(name.to_owned()))
     }
@@ -460,7 +470,6 @@ impl SourceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mdns_sd::TxtProperties;
 
     fn resolved(fullname: &str, port: u16, txt: &[(&str, &str)]) -> ResolvedService {
         let info = ServiceInfo::new(SERVICE_TYPE, "x", "h.local.", "192.0.2.7", port, txt)
@@ -498,6 +507,20 @@ mod tests {
         );
         assert_eq!(found.security(), "token");
         assert_eq!(a.instance_label(), "studio (sender) [23456789]");
+        for name in [
+            "studio (sender)",
+            "abcdef0123456789",
+            "studio (sender) [abcdef0123456789]",
+        ] {
+            assert!(found.answers_to(name), "{name}");
+        }
+        for name in [
+            "studio",
+            "studio (sender) [23456789]",
+            "studio (sender) [abcdef0123456789",
+        ] {
+            assert!(!found.answers_to(name), "{name}");
+        }
     }
 
     #[test]
@@ -534,7 +557,6 @@ mod tests {
         }
         assert_eq!(table.list().len(), MAX_SOURCES);
         assert_eq!(table.ignored, 3000 - MAX_SOURCES as u64);
-        let _ = TxtProperties::new();
     }
 
     #[test]
