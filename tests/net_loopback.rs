@@ -709,3 +709,125 @@ fn a_viewer_of_two_senders_follows_one_stream_and_never_mixes_them() {
         "a new source is followed"
     );
 }
+
+/// Frames of one byte value, to tell their sender by.
+fn filled(pool: &FramePool, fill: u8, seq: u64) -> texstream::frame::Frame {
+    let g = FrameGeometry::rgba8(64, 32);
+    let mut buf = pool.take(g.total_len());
+    buf.fill(fill);
+    texstream::frame::Frame::new(g, seq, 0, buf)
+}
+
+/// Publishes `a`'s and `b`'s frames in turn for `rounds` rounds; returns the fill of
+/// every frame `viewer` delivered meanwhile, in order.
+fn publish_both(viewer: &Node, a: &Node, b: &Node, rounds: u64, pool: &FramePool) -> Vec<u8> {
+    let mut seen = Vec::new();
+    for seq in 0..rounds {
+        a.publish(&filled(pool, 0xAA, seq));
+        b.publish(&filled(pool, 0xBB, seq));
+        std::thread::sleep(Duration::from_millis(5));
+        seen.extend(viewer.frames().try_iter().map(|f| f.pixels()[0]));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    seen.extend(viewer.frames().try_iter().map(|f| f.pixels()[0]));
+    seen
+}
+
+/// Two senders dial one listening viewer. It shows the first one's stream; chosen by
+/// hand, the other's stream is shown instead, and from its first frame on every frame
+/// delivered is the chosen one's, while both keep sending.
+#[test]
+fn two_senders_dialing_one_listening_viewer_show_only_the_chosen_one() {
+    let mut c = fast_config(Role::Viewer);
+    c.listen = Some("127.0.0.1:0".to_owned());
+    let viewer = Node::start(c).expect("the viewer starts");
+    let dialing_sender = |name: &str| {
+        let mut c = fast_config(Role::Sender);
+        c.name = name.to_owned();
+        c.connect = vec![listen_addr(&viewer).to_string()];
+        Node::start(c).expect("a sender starts")
+    };
+    let a = dialing_sender("sender a");
+    let b = dialing_sender("sender b");
+    wait_connections(&viewer, 2, "both senders reach the viewer");
+    let pool = FramePool::new(8);
+
+    let seen = publish_both(&viewer, &a, &b, 40, &pool);
+    assert!(seen.len() >= 10, "frames came: {}", seen.len());
+    assert!(seen.iter().all(|&v| v == seen[0]), "one stream: {seen:x?}");
+    let other_fill = if seen[0] == 0xAA { 0xBB } else { 0xAA };
+    // Both are listed as sources; the viewer picks the one it does not show.
+    let peers = viewer.peers();
+    let sources: Vec<_> = peers.iter().filter(|p| p.sends_frames).collect();
+    assert_eq!(sources.len(), 2, "both are sources: {peers:#?}");
+    let other_name = if other_fill == 0xAA {
+        "sender a"
+    } else {
+        "sender b"
+    };
+    let other = sources
+        .iter()
+        .find(|p| p.name.as_deref() == Some(other_name))
+        .expect("the other sender is listed by name");
+    viewer.follow(Some(other.id));
+    assert_eq!(viewer.chosen_source(), Some(other.id));
+
+    let seen = publish_both(&viewer, &a, &b, 60, &pool);
+    let first = seen
+        .iter()
+        .position(|&v| v == other_fill)
+        .unwrap_or_else(|| panic!("the chosen stream is shown: {seen:x?}"));
+    assert!(
+        first <= 2,
+        "at most the frames already on their way are the old stream's: {seen:x?}"
+    );
+    assert!(
+        seen[first..].iter().all(|&v| v == other_fill),
+        "after its first frame, only the chosen stream's: {seen:x?}"
+    );
+    assert!(
+        seen[first..].len() >= 10,
+        "the chosen one's frames: {seen:x?}"
+    );
+    assert_eq!(viewer.stream_source(), Some(other.id));
+}
+
+/// `switch_to` hangs up the source dialed and dials another: the old one is never
+/// redialed, and only the new one's frames are shown.
+#[test]
+fn switching_to_another_source_hangs_up_the_first_for_good() {
+    let a = listening_sender("sender a");
+    let b = listening_sender("sender b");
+    let viewer = dialing_viewer("switcher", listen_addr(&a));
+    wait_connected(&a, "the viewer reaches a");
+    let pool = FramePool::new(8);
+    let seen = publish_both(&viewer, &a, &b, 20, &pool);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|&v| v == 0xAA),
+        "{seen:x?}"
+    );
+
+    let id = viewer.switch_to(&listen_addr(&b).to_string());
+    wait_connected(&b, "the viewer reaches b");
+    wait_event(&a, "a sees the viewer leave", |e| {
+        matches!(e, Event::PeerDisconnected { .. }).then_some(())
+    });
+    let seen = publish_both(&viewer, &a, &b, 40, &pool);
+    let first = seen
+        .iter()
+        .position(|&v| v == 0xBB)
+        .unwrap_or_else(|| panic!("b's stream is shown: {seen:x?}"));
+    assert!(seen[first..].iter().all(|&v| v == 0xBB), "{seen:x?}");
+    // Long past the dialer's backoff (200 ms at most): a is not dialed again.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        a.events()
+            .try_iter()
+            .all(|e| !matches!(e, Event::PeerConnected { .. })),
+        "a hung-up source is never redialed"
+    );
+    let peers = viewer.peers();
+    assert_eq!(peers.len(), 1, "one dialed peer is left: {peers:#?}");
+    assert_eq!(peers[0].id, id);
+    assert!(!viewer.hang_up(PeerId(u64::MAX)), "no such peer");
+}

@@ -420,6 +420,7 @@ mod tests {
             authenticated: false,
             encrypted: false,
             tls_fingerprint: None,
+            sends_frames: false,
         }
     }
 

@@ -223,9 +223,14 @@ pub(super) fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
     // A source by name that is not heard is said once (and again after it was found),
     // not at every retry.
     let mut said_missing = false;
-    while !shared.is_shutting_down() {
+    let ended = || shared.is_shutting_down() || slot.hung_up.load(Relaxed);
+    while !ended() {
         slot.set_state(PeerState::Connecting);
         match dial(shared, &slot.target) {
+            // Hung up while dialing: the connection just made ends at once.
+            Ok((stream, _, _)) if slot.hung_up.load(Relaxed) => {
+                let _ = stream.socket.shutdown(Shutdown::Both);
+            }
             Ok((stream, hello, addr)) => {
                 said_missing = false;
                 backoff.reset();
@@ -247,14 +252,19 @@ pub(super) fn dial_loop(shared: &Arc<Shared>, slot: &Arc<PeerSlot>) {
                 lock(&slot.info).last_error = Some(e.to_string());
             }
         }
-        if shared.is_shutting_down() {
+        if ended() {
             break;
         }
         let delay = backoff.next_delay();
         slot.set_state(PeerState::Reconnecting {
             retry_at: Instant::now() + delay,
         });
-        if let Err(flume::RecvTimeoutError::Disconnected) = shared.wake_rx.recv_timeout(delay) {
+        // Woken early by shutdown (the sender dropped) or by a hang-up.
+        let woken = flume::Selector::new()
+            .recv(&shared.wake_rx, |r| r.is_err())
+            .recv(&slot.stop_rx, |_| true)
+            .wait_timeout(delay);
+        if woken == Ok(true) {
             break;
         }
     }
@@ -267,10 +277,7 @@ fn dial(shared: &Shared, target: &str) -> Result<(Transport, Handshaken, SocketA
     // TLS identity (the known-hosts entry) is the address found.
     let (addr, target) = match target.strip_prefix(super::discovery::BY_NAME) {
         Some(name) => {
-            let directory = shared.directory.as_ref().ok_or_else(|| {
-                NetError::Discovery("no LAN discovery for sources by name".to_owned())
-            })?;
-            let addr = directory.lookup(name)?;
+            let addr = shared.directory()?.lookup(name)?;
             (addr, addr.to_string())
         }
         None => {

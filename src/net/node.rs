@@ -122,6 +122,11 @@ pub(crate) struct PeerSlot {
     /// The peer has sent us frames: frames never flow back to it (a relay chain or a
     /// bridge never echoes a stream upstream).
     pub sends_frames: AtomicBool,
+    /// Set by [`Node::hang_up`]: a dialed slot's loop ends instead of redialing.
+    pub hung_up: AtomicBool,
+    /// Wakes a dialed slot's loop out of its backoff when it is hung up.
+    pub(super) stop_tx: flume::Sender<()>,
+    pub(super) stop_rx: flume::Receiver<()>,
 }
 
 impl PeerSlot {
@@ -158,6 +163,7 @@ impl PeerSlot {
             authenticated: info.authenticated,
             encrypted: info.encrypted,
             tls_fingerprint: info.tls_fingerprint.clone(),
+            sends_frames: self.sends_frames.load(Relaxed),
         }
     }
 
@@ -169,8 +175,9 @@ impl PeerSlot {
 /// State shared by the node's threads.
 pub(crate) struct Shared {
     pub config: NodeConfig,
-    /// The sources heard on the LAN, when the node dials some by name.
-    pub directory: Option<super::discovery::Directory>,
+    /// The sources heard on the LAN: started with the node when it dials some by name,
+    /// or on first use (a source dialed by name later, a window's source list).
+    directory: Mutex<Option<Arc<super::discovery::Directory>>>,
     pub counters: NodeCounters,
     /// Buffers for received frames.
     pub pool: FramePool,
@@ -494,6 +501,7 @@ impl Shared {
     }
 
     fn make_slot(&self, origin: Origin, target: String) -> Arc<PeerSlot> {
+        let (stop_tx, stop_rx) = flume::bounded(1);
         Arc::new(PeerSlot {
             id: PeerId(self.next_peer.fetch_add(1, Relaxed)),
             origin,
@@ -512,7 +520,35 @@ impl Shared {
             counters: LinkCounters::default(),
             link: Mutex::new(None),
             sends_frames: AtomicBool::new(false),
+            hung_up: AtomicBool::new(false),
+            stop_tx,
+            stop_rx,
         })
+    }
+
+    /// The LAN directory, started now if it is not running yet.
+    pub(super) fn directory(&self) -> Result<Arc<super::discovery::Directory>, NetError> {
+        let mut directory = lock(&self.directory);
+        if let Some(d) = directory.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(
+            super::discovery::Directory::start().map_err(|e| NetError::Discovery(e.to_string()))?,
+        );
+        *directory = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Starts dialing `target` (an address, or `source:NAME`) on a thread of its own,
+    /// in a slot of its own; returns the slot's id.
+    fn dial(self: &Arc<Shared>, target: String) -> PeerId {
+        let s = self.clone();
+        let slot = self.new_slot(Origin::Dialed, target.clone());
+        let id = slot.id;
+        self.spawn(format!("texstream dial {target}"), move || {
+            dial_loop(&s, &slot)
+        });
+        id
     }
 
     /// Logs and reports a failed handshake; protocol violations count as such.
@@ -664,13 +700,13 @@ impl Node {
         let directory = if config.sources.is_empty() {
             None
         } else {
-            Some(
+            Some(Arc::new(
                 super::discovery::Directory::start()
                     .map_err(|e| NetError::Discovery(e.to_string()))?,
-            )
+            ))
         };
         let shared = Arc::new(Shared {
-            directory,
+            directory: Mutex::new(directory),
             counters: NodeCounters::default(),
             pool: FramePool::new(pool_size),
             frame_budget: FrameBudget::new(config.frame_memory),
@@ -721,11 +757,7 @@ impl Node {
             .iter()
             .map(|name| format!("{}{name}", super::discovery::BY_NAME));
         for target in shared.config.connect.clone().into_iter().chain(by_name) {
-            let s = shared.clone();
-            let slot = shared.new_slot(Origin::Dialed, target.clone());
-            shared.spawn(format!("texstream dial {target}"), move || {
-                dial_loop(&s, &slot)
-            });
+            shared.dial(target);
         }
         Ok(Node {
             shared,
@@ -902,6 +934,59 @@ impl Node {
     /// The peer whose stream this node follows now, if any.
     pub fn stream_source(&self) -> Option<PeerId> {
         lock(&self.shared.source).source()
+    }
+
+    /// Shows `peer`'s stream alone from its next frame on, whichever others send, until
+    /// its connection ends; `None`: the first peer that sends is followed again.
+    pub fn follow(&self, peer: Option<PeerId>) {
+        lock(&self.shared.source).choose(peer);
+    }
+
+    /// The peer chosen with [`Node::follow`], while its connection lasts.
+    pub fn chosen_source(&self) -> Option<PeerId> {
+        lock(&self.shared.source).chosen()
+    }
+
+    /// Starts dialing `target` as well (`HOST:PORT`, or `source:NAME` for a source
+    /// announced on the LAN), reconnecting until hung up; returns its peer id.
+    pub fn dial(&self, target: &str) -> PeerId {
+        self.shared.dial(target.to_owned())
+    }
+
+    /// Stops dialing `peer` (a dialed peer) and ends its connection with a goodbye;
+    /// `false` if no dialed peer has that id.
+    pub fn hang_up(&self, peer: PeerId) -> bool {
+        let Some(slot) = self
+            .shared
+            .slots()
+            .into_iter()
+            .find(|s| s.id == peer && s.origin == Origin::Dialed)
+        else {
+            return false;
+        };
+        slot.hung_up.store(true, Relaxed);
+        let _ = slot.stop_tx.try_send(());
+        close_link(&slot, GoodbyeCode::Normal, "switched to another source");
+        self.shared.remove_slot(peer);
+        true
+    }
+
+    /// Watches `target` instead of what this node dials now: every dialed peer is hung
+    /// up and `target` dialed (an address, or `source:NAME`). Accepted peers stay.
+    pub fn switch_to(&self, target: &str) -> PeerId {
+        for slot in self.shared.slots() {
+            if slot.origin == Origin::Dialed {
+                self.hang_up(slot.id);
+            }
+        }
+        self.follow(None);
+        self.dial(target)
+    }
+
+    /// The sources announced on the LAN, as a directory browsing on a thread of its own
+    /// (started on first use, shared with the node's dials by name).
+    pub fn directory(&self) -> Result<Arc<super::discovery::Directory>, NetError> {
+        self.shared.directory()
     }
 
     /// Drops every connected peer with a goodbye. Dialed peers reconnect by themselves.

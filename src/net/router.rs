@@ -12,10 +12,13 @@ pub const SOURCE_IDLE: Duration = Duration::from_secs(2);
 
 /// The one stream a node follows, so that frames of two sources never mix: the first
 /// peer to send a frame is followed while it keeps sending; another takes over only
-/// once that one has sent nothing for [`SOURCE_IDLE`] or its connection ended.
+/// once that one has sent nothing for [`SOURCE_IDLE`] or its connection ended. A peer
+/// chosen with [`Follow::choose`] is followed alone, however the others send, until
+/// its connection ends.
 #[derive(Debug, Default)]
 pub(crate) struct Follow {
     source: Option<(PeerId, Instant)>,
+    chosen: Option<PeerId>,
 }
 
 /// What [`Follow::on_frame`] decided about a frame.
@@ -32,6 +35,9 @@ pub(crate) enum FrameFrom {
 impl Follow {
     /// A frame from `from` arrived at `now`.
     pub fn on_frame(&mut self, from: PeerId, now: Instant) -> FrameFrom {
+        if self.chosen.is_some_and(|chosen| chosen != from) {
+            return FrameFrom::Other;
+        }
         match self.source {
             Some((id, last)) if id != from && now.saturating_duration_since(last) < SOURCE_IDLE => {
                 FrameFrom::Other
@@ -47,11 +53,28 @@ impl Follow {
         }
     }
 
+    /// Follows `peer` alone from its next frame on (`None`: back to the first that
+    /// sends); the stream followed until then is dropped at once.
+    pub fn choose(&mut self, peer: Option<PeerId>) {
+        self.chosen = peer;
+        if peer.is_some_and(|p| self.source() != Some(p)) {
+            self.source = None;
+        }
+    }
+
+    /// The peer chosen with [`Follow::choose`], while its connection lasts.
+    pub fn chosen(&self) -> Option<PeerId> {
+        self.chosen
+    }
+
     /// `peer`'s connection ended: if its stream was followed, the next source may take
-    /// over at once.
+    /// over at once; if it was chosen, the choice ends with it.
     pub fn gone(&mut self, peer: PeerId) {
         if self.source.is_some_and(|(id, _)| id == peer) {
             self.source = None;
+        }
+        if self.chosen == Some(peer) {
+            self.chosen = None;
         }
     }
 
@@ -121,6 +144,36 @@ mod tests {
             f.on_frame(A, last_a + SOURCE_IDLE + 2 * MS),
             FrameFrom::NewSource
         );
+    }
+
+    #[test]
+    fn a_chosen_stream_is_followed_alone_until_its_connection_ends() {
+        let t0 = Instant::now();
+        let mut f = Follow::default();
+        assert_eq!(f.on_frame(A, t0), FrameFrom::NewSource);
+        // B is chosen while A is live: A is left out from now on, B taken at once.
+        f.choose(Some(B));
+        assert_eq!(f.source(), None, "A's stream is dropped at once");
+        assert_eq!(f.on_frame(A, t0 + MS), FrameFrom::Other);
+        assert_eq!(f.on_frame(B, t0 + 2 * MS), FrameFrom::NewSource);
+        // B going quiet does not let A back in: the choice is not automatic.
+        let later = t0 + 10 * SOURCE_IDLE;
+        assert_eq!(f.on_frame(A, later), FrameFrom::Other);
+        assert_eq!(f.on_frame(B, later + MS), FrameFrom::Followed);
+        // Choosing the one followed keeps it followed.
+        f.choose(Some(B));
+        assert_eq!(f.on_frame(B, later + 2 * MS), FrameFrom::Followed);
+        // Another's end changes nothing; B's ends the choice, and A is taken.
+        f.gone(A);
+        assert_eq!(f.chosen(), Some(B));
+        f.gone(B);
+        assert_eq!(f.chosen(), None);
+        assert_eq!(f.on_frame(A, later + 3 * MS), FrameFrom::NewSource);
+        // Back to automatic by choice too.
+        f.choose(Some(B));
+        assert_eq!(f.on_frame(A, later + 4 * MS), FrameFrom::Other);
+        f.choose(None);
+        assert_eq!(f.on_frame(A, later + 5 * MS), FrameFrom::NewSource);
     }
 
     #[test]

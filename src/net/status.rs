@@ -82,6 +82,8 @@ pub struct PeerStatus {
     pub encrypted: bool,
     /// The peer's TLS certificate fingerprint (`SHA256:…`), when encrypted.
     pub tls_fingerprint: Option<String>,
+    /// The peer has sent frames: it is a source, which [`crate::net::Node::follow`] can pick.
+    pub sends_frames: bool,
 }
 
 impl PeerStatus {
