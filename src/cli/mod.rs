@@ -228,30 +228,19 @@ fn announce(
     size: Option<(u32, u32)>,
     fps: Option<f64>,
 ) -> Option<crate::net::discovery::Announcer> {
-    use crate::net::discovery::{host_name, Announcement, Announcer};
-    let listen = node.local_addr()?;
-    let config = node.config();
-    let what = Announcement {
-        name: link
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{} ({})", host_name(), config.role.name())),
-        role: config.role,
-        size,
-        fps,
-        token: config.token.is_some(),
-        tls: config.tls.is_some(),
-        instance: node.instance(),
-    };
-    match Announcer::start(&what, listen) {
-        Ok(a) => {
+    match crate::net::discovery::announce(node, link.name.as_deref(), size, fps) {
+        Ok(Some((announcer, name))) => {
             tracing::info!(
                 "announced on the LAN as {}",
-                crate::protocol::Escaped(&what.name)
+                crate::protocol::Escaped(&name)
             );
-            Some(a)
+            Some(announcer)
         }
+        Ok(None) => None,
         Err(e) => {
+            let listen = node
+                .local_addr()
+                .map_or_else(String::new, |a| a.to_string());
             tracing::warn!("not announced on the LAN ({e}); peers can still connect to {listen}");
             None
         }

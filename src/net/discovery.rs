@@ -114,7 +114,7 @@ impl Found {
             .get_addresses()
             .iter()
             .map(|ip| SocketAddr::new(ip.to_ip_addr(), r.get_port()))
-            .filter(|a| !a.ip().is_unspecified() && !a.ip().is_multicast())
+            .filter(|a| is_unicast(a.ip()))
             .collect();
         // IPv4 first, then by address: the same order every time.
         addrs.sort_by_key(|a| (a.is_ipv6(), *a));
@@ -178,6 +178,13 @@ impl Found {
     }
 }
 
+/// Whether `ip` can be dialed: not unspecified, multicast or broadcast (an announcement
+/// may claim anything).
+fn is_unicast(ip: IpAddr) -> bool {
+    let v4_broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !ip.is_unspecified() && !ip.is_multicast() && !v4_broadcast
+}
+
 /// Why discovery could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("mDNS: {0}")]
@@ -198,6 +205,35 @@ pub fn host_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "texstream".to_owned())
+}
+
+/// Announces a listening `node` on the LAN under `name` (default `HOST (role)`), with
+/// its frame size and rate when known; returns the announcer and the name announced.
+/// `Ok(None)` when the node does not listen.
+pub fn announce(
+    node: &super::Node,
+    name: Option<&str>,
+    size: Option<(u32, u32)>,
+    fps: Option<f64>,
+) -> Result<Option<(Announcer, String)>, DiscoveryError> {
+    let Some(listen) = node.local_addr() else {
+        return Ok(None);
+    };
+    let config = node.config();
+    let what = Announcement {
+        name: name.map_or_else(
+            || format!("{} ({})", host_name(), config.role.name()),
+            str::to_owned,
+        ),
+        role: config.role,
+        size,
+        fps,
+        token: config.token.is_some(),
+        tls: config.tls.is_some(),
+        instance: node.instance(),
+    };
+    let announcer = Announcer::start(&what, listen)?;
+    Ok(Some((announcer, what.name)))
 }
 
 /// An announcement on the LAN, withdrawn (with mDNS goodbyes) when dropped.
@@ -371,6 +407,8 @@ pub struct Directory {
 
 struct DirectoryShared {
     sources: std::sync::Mutex<Vec<Found>>,
+    /// Bumped at every change of `sources`, so a window copies them only then.
+    generation: std::sync::atomic::AtomicU64,
     stop: std::sync::atomic::AtomicBool,
 }
 
@@ -379,6 +417,7 @@ impl Directory {
         let mut browser = Browser::start()?;
         let shared = std::sync::Arc::new(DirectoryShared {
             sources: std::sync::Mutex::new(Vec::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             stop: std::sync::atomic::AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -388,6 +427,8 @@ impl Directory {
                 while !s.stop.load(std::sync::atomic::Ordering::Relaxed) {
                     if !browser.wait(Duration::from_millis(200)).is_empty() {
                         *super::link::lock(&s.sources) = browser.sources();
+                        s.generation
+                            .fetch_add(1, std::sync::atomic::Ordering::Release);
                     }
                 }
             })
@@ -396,6 +437,21 @@ impl Directory {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// The sources heard now, if they changed since `seen` (a generation this returned
+    /// before, 0 at first); `seen` is brought up to date. Cheap when nothing changed:
+    /// one atomic read, no copy.
+    pub fn sources_since(&self, seen: &mut u64) -> Option<Vec<Found>> {
+        let now = self
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if now == *seen {
+            return None;
+        }
+        *seen = now;
+        Some(super::link::lock(&self.shared.sources).clone())
     }
 
     /// The address of the source called `name` (its name, `NAME [ID]` as `list`
