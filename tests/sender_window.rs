@@ -715,3 +715,48 @@ fn cancelling_a_file_being_received_leaves_nothing_behind() {
     assert!(after.is_empty(), "left in the receive folder: {after:?}");
     assert!(offset < size);
 }
+
+/// The sender window says whether it is announced on the LAN and under what name; a
+/// browser hears it under that name, at the window's address, until the window closes.
+#[test]
+fn the_window_shows_the_name_it_is_announced_under_and_a_browser_hears_it() {
+    if !gpu_present("announced") {
+        return;
+    }
+    let name = format!("window sender {}", std::process::id());
+    let mut harness = sender_harness(None);
+    harness.run_steps(2);
+    assert!(harness
+        .query_by_label_contains("not announced on the LAN")
+        .is_some());
+    harness.state_mut().announce(Some(&name));
+    harness.run_steps(2);
+    assert_eq!(harness.state().announced_as(), Some(name.as_str()));
+    assert!(harness
+        .query_by_label_contains(&format!("On the LAN as \"{name}\""))
+        .is_some());
+    let addr = harness.state().node().local_addr().unwrap();
+
+    let mut browser = texstream::net::discovery::Browser::start().unwrap();
+    let heard = |browser: &mut texstream::net::discovery::Browser, want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            browser.wait(Duration::from_millis(100));
+            let here = browser
+                .sources()
+                .iter()
+                .any(|f| f.name == name && f.addrs.contains(&addr));
+            if here == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "heard {want}: {:?}",
+                browser.sources()
+            );
+        }
+    };
+    heard(&mut browser, true);
+    drop(harness);
+    heard(&mut browser, false);
+}

@@ -825,3 +825,110 @@ fn over_tls_with_a_token_the_status_bar_says_so_and_shows_the_fingerprint() {
         "the status bar shows {short}"
     );
 }
+
+/// A sender listening on loopback and announced there under `name`.
+fn announced_sender(name: &str) -> (Node, texstream::net::discovery::Announcer) {
+    let node = sender();
+    let (announcer, _) = texstream::net::discovery::announce(&node, Some(name), None, None)
+        .expect("mDNS starts")
+        .expect("the sender listens");
+    (node, announcer)
+}
+
+/// The source panel lists two sources announced on the LAN (multicast on loopback) and
+/// switches between them on a click, without a restart: each time, the texture holds
+/// the chosen source's frame byte for byte, and the other is hung up.
+#[test]
+fn the_source_panel_lists_two_lan_sources_and_switches_between_them_on_a_click() {
+    if !gpu_available("the_source_panel_lists_two_lan_sources_and_switches_between_them_on_a_click")
+    {
+        return;
+    }
+    let tag = std::process::id();
+    let (name_a, name_b) = (format!("panel a {tag}"), format!("panel b {tag}"));
+    let (a, _announced_a) = announced_sender(&name_a);
+    let (b, _announced_b) = announced_sender(&name_b);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(Role::Viewer);
+    config.backoff_initial = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(500);
+    let dir_path = dir.path().to_owned();
+    let mut render_state = None;
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .wgpu()
+        .build_eframe(|cc| {
+            render_state = cc.wgpu_render_state.clone();
+            ViewerApp::new(cc, config, dir_path).expect("start the viewer")
+        });
+    let rs = render_state.expect("a wgpu render state");
+    step_until(&mut harness, None, "both sources listed", |h| {
+        has_label_containing(h, &name_a) && has_label_containing(h, &name_b)
+    });
+    assert_eq!(
+        harness.state().frames_shown(),
+        0,
+        "nothing is watched before a click"
+    );
+
+    let frame_a = test_frame(301, 211, 1);
+    let frame_b = test_frame(177, 389, 2);
+    for (name, frame) in [
+        (&name_a, &frame_a),
+        (&name_b, &frame_b),
+        (&name_a, &frame_a),
+    ] {
+        harness.get_by_label(name.as_str()).click();
+        let size = (frame.meta().width, frame.meta().height);
+        // Both keep sending: only the one clicked may be shown.
+        step_until(&mut harness, None, &format!("{name}'s frame shown"), |h| {
+            a.publish(&frame_a);
+            b.publish(&frame_b);
+            h.state().shown_size() == Some(size)
+        });
+        for _ in 0..5 {
+            a.publish(&frame_a);
+            b.publish(&frame_b);
+            harness.step();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            harness.state().shown_size(),
+            Some(size),
+            "{name} still shown"
+        );
+        assert_same_rows(&read_viewer_texture(&harness, &rs), frame);
+        let peers = harness.state().node().peers();
+        assert_eq!(peers.len(), 1, "the other source is hung up: {peers:#?}");
+    }
+    let recent: Vec<&str> = harness.state().sources().recent().collect();
+    assert_eq!(recent.len(), 2, "{recent:?}");
+    assert!(
+        recent[0].contains(&name_a) && recent[1].contains(&name_b),
+        "{recent:?}"
+    );
+}
+
+/// `view --source NAME`: the window dials a source by the name it is announced under
+/// and shows its frame byte for byte.
+#[test]
+fn a_window_told_a_source_by_name_shows_its_frames() {
+    if !gpu_available("a_window_told_a_source_by_name_shows_its_frames") {
+        return;
+    }
+    let name = format!("by name {}", std::process::id());
+    let (a, _announced) = announced_sender(&name);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut harness, rs) = viewer_with(String::new(), dir.path(), |c| {
+        c.connect.clear();
+        c.sources = vec![name.clone()];
+    });
+    let frame = test_frame(333, 97, 5);
+    step_until(
+        &mut harness,
+        Some((&a, &frame)),
+        "the named source's frame",
+        |h| h.state().shown_size() == Some((333, 97)),
+    );
+    assert_same_rows(&read_viewer_texture(&harness, &rs), &frame);
+}

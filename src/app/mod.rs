@@ -7,6 +7,7 @@ pub mod capture;
 mod chat;
 mod picker;
 pub mod sender;
+pub mod sources;
 pub mod text;
 pub mod transfers;
 pub mod viewer;

@@ -48,6 +48,19 @@ pub struct SenderApp {
     companion: Option<std::process::Child>,
     /// The UI thread's time per pass.
     pass: super::PassMeter,
+    /// Whether (and as what) this sender is announced on the LAN.
+    lan: Lan,
+}
+
+/// The sender's LAN announcement.
+enum Lan {
+    /// Announced under this name; withdrawn (goodbyes) when dropped.
+    Announced {
+        _announcer: crate::net::discovery::Announcer,
+        name: String,
+    },
+    /// Not announced, and why.
+    Off(String),
 }
 
 impl SenderApp {
@@ -113,6 +126,7 @@ impl SenderApp {
             throughput: (now, 0, 0, 0.0, 0.0),
             companion: None,
             pass: super::PassMeter::new("sender"),
+            lan: Lan::Off("not announced on the LAN".to_owned()),
         };
         match image {
             Some(path) if path.as_os_str() == "pattern" => {}
@@ -120,6 +134,27 @@ impl SenderApp {
             None => {}
         }
         Ok(app)
+    }
+
+    /// Announces this sender on the LAN under `name` (default `HOST (sender)`), so
+    /// viewers list it; the window says whether that worked.
+    pub fn announce(&mut self, name: Option<&str>) {
+        self.lan = match crate::net::discovery::announce(&self.node, name, None, None) {
+            Ok(Some((announcer, name))) => Lan::Announced {
+                _announcer: announcer,
+                name,
+            },
+            Ok(None) => Lan::Off("not announced: not listening".to_owned()),
+            Err(e) => Lan::Off(format!("not announced on the LAN: {e}")),
+        };
+    }
+
+    /// The name this sender is announced under on the LAN, if it is.
+    pub fn announced_as(&self) -> Option<&str> {
+        match &self.lan {
+            Lan::Announced { name, .. } => Some(name),
+            Lan::Off(_) => None,
+        }
     }
 
     pub fn node(&self) -> &Node {
@@ -403,6 +438,18 @@ impl SenderApp {
             (None, Some(target)) => ui.label(format!("Dialing {target}")),
             (None, None) => ui.label("Not listening"),
         };
+        match &self.lan {
+            Lan::Announced { name, .. } => {
+                ui.label(format!(
+                    "On the LAN as \"{}\"",
+                    super::text::display_text(name)
+                ))
+                .on_hover_text("announced over mDNS: viewers list it by this name");
+            }
+            Lan::Off(why) => {
+                ui.weak(why);
+            }
+        }
         ui.label(format!(
             "{} frames published, {:.1} fps, {:.1} Mb/s, {} skipped (GPU busy)",
             self.frames_published(),

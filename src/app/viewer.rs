@@ -2,14 +2,16 @@
 //! writes it into one persistent GPU texture (registered with egui once), and shows it
 //! fitted, 1:1 or zoomed and panned, with a status bar (rate, throughput, latency, the
 //! stages of a frame, drops, resolution, connection state), PNG snapshots saved off the
-//! UI thread, chat, peers, files sent by dropping them on the window, and the transfers
-//! in and out.
+//! UI thread, the source panel (sources on the LAN, an address, recent ones, one click
+//! to switch), chat, peers, files sent by dropping them on the window, and the
+//! transfers in and out.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::sources::{SourcePick, SourcesPanel};
 use super::text::human_bytes;
 use super::{dropped_paths, peers_ui, Chat, EguiTexture, FileOffers, FolderOpener, TransfersView};
 use crate::frame::Frame;
@@ -113,6 +115,7 @@ pub struct ViewerApp {
     stages: StageMeter<STAGES>,
     view: View,
     chat: Chat,
+    sources: SourcesPanel,
     transfers: TransfersView,
     offers: FileOffers,
     snapshot_dir: PathBuf,
@@ -132,7 +135,9 @@ impl ViewerApp {
         config.waker = Some(arrivals.waker(&cc.egui_ctx));
         let node = Node::start(config)?;
         let _ = arrivals.frames.set(node.frames().clone());
+        let sources = SourcesPanel::new(&node);
         Ok(ViewerApp {
+            sources,
             node,
             render_state: cc.wgpu_render_state.clone(),
             upload: UploadTexture::new(),
@@ -176,6 +181,28 @@ impl ViewerApp {
 
     pub fn chat(&self) -> &Chat {
         &self.chat
+    }
+
+    /// The source panel: sources on the LAN, recent ones.
+    pub fn sources(&self) -> &SourcesPanel {
+        &self.sources
+    }
+
+    pub fn sources_mut(&mut self) -> &mut SourcesPanel {
+        &mut self.sources
+    }
+
+    /// Watches `target` instead of what is watched now (an address, or `source:NAME`
+    /// for a source on the LAN): the sources dialed now are hung up, and the next
+    /// frame shown is the new one's. Never waits.
+    pub fn watch(&mut self, target: &str) {
+        self.node.switch_to(target);
+        self.sources.watched(target);
+        let shown = target
+            .strip_prefix(crate::net::discovery::BY_NAME)
+            .unwrap_or(target);
+        self.chat
+            .note(NOTE_FROM, &format!("watching {shown}"), now_us());
     }
 
     /// The transfers panel's state (its rows as last read from the node).
@@ -570,6 +597,18 @@ impl ViewerApp {
     }
 
     fn side_ui(&mut self, ui: &mut egui::Ui, peers: &[PeerStatus]) {
+        let shown = self.node.stream_source();
+        let pick = egui::CollapsingHeader::new("Sources")
+            .default_open(true)
+            .show(ui, |ui| self.sources.ui(ui, peers, shown))
+            .body_returned
+            .flatten();
+        match pick {
+            Some(SourcePick::Watch(target)) => self.watch(&target),
+            Some(SourcePick::Show(peer)) => self.node.follow(peer),
+            None => {}
+        }
+        ui.separator();
         egui::CollapsingHeader::new("Peers")
             .default_open(true)
             .show(ui, |ui| {
@@ -674,6 +713,7 @@ impl eframe::App for ViewerApp {
             ctx.request_repaint_after(Duration::from_millis(2));
         }
         self.poll_snapshot();
+        self.sources.refresh();
         self.send_dropped(ctx);
         self.transfers.refresh(&self.node, Instant::now());
     }

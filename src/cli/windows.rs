@@ -27,6 +27,10 @@ pub struct SendArgs {
     /// Folder for files peers send (default: ~/Downloads/texstream).
     #[arg(long, value_name = "DIR")]
     pub files_dir: Option<PathBuf>,
+    /// Do not announce this sender on the LAN (it is announced under --name, or
+    /// `HOST (sender)`, whenever it listens).
+    #[arg(long)]
+    pub no_announce: bool,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +95,7 @@ pub fn run_send(args: SendArgs) -> anyhow::Result<()> {
     config.max_peers = args.max_viewers;
     config.files_dir = Some(args.files_dir.unwrap_or_else(default_files_dir));
     let image = args.image;
+    let announce_as = (!args.no_announce).then(|| args.link.name.clone());
     eframe::run_native(
         "texstream sender",
         placed(
@@ -98,7 +103,10 @@ pub fn run_send(args: SendArgs) -> anyhow::Result<()> {
             args.position,
         ),
         Box::new(move |cc| {
-            let app = SenderApp::new(cc, config, image)?;
+            let mut app = SenderApp::new(cc, config, image)?;
+            if let Some(name) = &announce_as {
+                app.announce(name.as_deref());
+            }
             announce(app.node());
             Ok(Box::new(app))
         }),
@@ -118,6 +126,7 @@ pub fn run_view(args: ViewArgs) -> anyhow::Result<()> {
     let mut config = args.link.node_config(Role::Viewer, false)?;
     config.files_dir = Some(args.files_dir.unwrap_or_else(default_files_dir));
     let snapshot_dir = args.snapshot_dir;
+    let exit_with_stdin = args.exit_with_stdin;
     eframe::run_native(
         "texstream viewer",
         placed(
@@ -129,7 +138,20 @@ pub fn run_view(args: ViewArgs) -> anyhow::Result<()> {
             args.position,
         ),
         Box::new(move |cc| {
-            let app = ViewerApp::new(cc, config, snapshot_dir)?;
+            let dialed: Vec<String> = config.connect.clone();
+            let by_name: Vec<String> = config.sources.clone();
+            let mut app = ViewerApp::new(cc, config, snapshot_dir)?;
+            if !exit_with_stdin {
+                // The demo's viewer watches an ephemeral port: not worth remembering.
+                let sources = app.sources_mut();
+                sources.set_recent_file(crate::net::config_dir().join("recent-sources"));
+                for target in dialed.iter().rev() {
+                    sources.watched(target);
+                }
+                for name in by_name.iter().rev() {
+                    sources.watched(&format!("{}{name}", crate::net::discovery::BY_NAME));
+                }
+            }
             announce(app.node());
             Ok(Box::new(app))
         }),
