@@ -140,6 +140,9 @@ fn a_relay_chain_is_byte_exact_and_heals_when_the_middle_relay_restarts() {
     // The downstream relay reports each peer: its upstream and both recorders.
     r2.signal("USR2");
     r2.wait_line("3 peer(s)", Duration::from_secs(5));
+    // Its upstream is the stream it follows and passes on, marked so.
+    let upstream = r2.wait_line("[shown]", Duration::from_secs(5));
+    assert!(upstream.contains(&r1_addr), "{upstream}");
     let report = r2.wait_line("latency from capture", Duration::from_secs(5));
     assert!(report.contains("passed on"), "{report}");
     r2.wait_line("out ", Duration::from_secs(5));

@@ -932,3 +932,60 @@ fn a_window_told_a_source_by_name_shows_its_frames() {
     );
     assert_same_rows(&read_viewer_texture(&harness, &rs), &frame);
 }
+
+/// A listening viewer window reached by two senders shows one stream, lists both under
+/// "Streams arriving", and shows the other on a click, byte for byte, while both send.
+#[test]
+fn a_listening_window_reached_by_two_senders_shows_the_one_clicked() {
+    if !gpu_available("a_listening_window_reached_by_two_senders_shows_the_one_clicked") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut harness, rs) = viewer_with(String::new(), dir.path(), |c| {
+        c.connect.clear();
+        c.listen = Some("127.0.0.1:0".to_owned());
+    });
+    let addr = harness.state().node().local_addr().unwrap().to_string();
+    let dialing = |name: &str| {
+        let mut c = NodeConfig::new(Role::Sender);
+        c.name = name.to_owned();
+        c.connect = vec![addr.clone()];
+        c.backoff_initial = Duration::from_millis(50);
+        Node::start(c).expect("a sender starts")
+    };
+    let (a, b) = (dialing("stream one"), dialing("stream two"));
+    let frame_a = test_frame(211, 150, 1);
+    let frame_b = test_frame(150, 211, 2);
+    let size_of = |f: &Frame| (f.meta().width, f.meta().height);
+    step_until(&mut harness, None, "both streams listed, one shown", |h| {
+        a.publish(&frame_a);
+        b.publish(&frame_b);
+        has_label_containing(h, "Streams arriving") && h.state().shown_size().is_some()
+    });
+    let (other_name, other) = if harness.state().shown_size() == Some(size_of(&frame_a)) {
+        ("stream two", &frame_b)
+    } else {
+        ("stream one", &frame_a)
+    };
+    harness
+        .query_by_label_contains(&format!("{other_name} (127.0.0.1:"))
+        .expect("the other stream is listed with its address")
+        .click();
+    step_until(&mut harness, None, "the stream clicked shown", |h| {
+        a.publish(&frame_a);
+        b.publish(&frame_b);
+        h.state().shown_size() == Some(size_of(other))
+    });
+    for _ in 0..10 {
+        a.publish(&frame_a);
+        b.publish(&frame_b);
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(
+            harness.state().shown_size(),
+            Some(size_of(other)),
+            "never a mix"
+        );
+    }
+    assert_same_rows(&read_viewer_texture(&harness, &rs), other);
+}

@@ -346,11 +346,18 @@ fn events_this_turn(
     .take(EVENTS_PER_TURN)
 }
 
-pub fn print_peers(peers: &[PeerStatus]) {
+/// The SIGUSR2 listing on standard error: one line a peer; a peer that sends frames is
+/// marked `[shown]` when its stream is the one followed (`shown`), `[source]` otherwise.
+pub fn print_peers(peers: &[PeerStatus], shown: Option<crate::net::PeerId>) {
     let mut out = format!("texstream: {} peer(s)\n", peers.len());
     for p in peers {
         out.push_str("  ");
         out.push_str(&p.line());
+        if shown == Some(p.id) {
+            out.push_str(" [shown]");
+        } else if p.sends_frames {
+            out.push_str(" [source]");
+        }
         out.push('\n');
     }
     eprint!("{out}");

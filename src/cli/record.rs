@@ -156,7 +156,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         match signals.rx.try_recv() {
             Ok(ControlSignal::Stop) => break,
             Ok(ControlSignal::DropPeers) => node.drop_all_peers(),
-            Ok(ControlSignal::ListPeers) => print_peers(&node.peers()),
+            Ok(ControlSignal::ListPeers) => print_peers(&node.peers(), node.stream_source()),
             Err(_) => {}
         }
     }

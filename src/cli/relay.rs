@@ -118,7 +118,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             last_report = now;
             let peers = node.peers();
             if list {
-                print_peers(&peers);
+                print_peers(&peers, node.stream_source());
             }
             let stats = node.stats();
             tracing::info!(

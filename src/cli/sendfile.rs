@@ -239,7 +239,7 @@ fn follow(
                 progress.clear();
                 anyhow::bail!("interrupted: the transfer of {label} was cancelled");
             }
-            Ok(ControlSignal::ListPeers) => super::print_peers(&node.peers()),
+            Ok(ControlSignal::ListPeers) => super::print_peers(&node.peers(), node.stream_source()),
             Ok(ControlSignal::DropPeers) | Err(_) => {}
         }
     }

@@ -135,7 +135,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             Ok(ControlSignal::ListPeers) => {
                 let peers = node.peers();
-                print_peers(&peers);
+                print_peers(&peers, node.stream_source());
                 report.log(&peers, Instant::now());
             }
             Err(_) => {}
