@@ -224,3 +224,31 @@ fn a_name_nobody_announces_is_said_once_and_looked_for_until_the_end() {
         .count();
     assert_eq!(said, 1, "{lines:#?}");
 }
+
+#[test]
+fn a_relay_dials_its_upstream_by_name_and_passes_its_frames_on() {
+    let name = unique("upstream");
+    let (_source, addr) = serve(&name, &[]);
+    let relay = Proc::start(&[
+        "relay",
+        "--source",
+        &name,
+        "--listen",
+        "127.0.0.1:0",
+        "--no-announce",
+    ]);
+    let relay_addr = relay.listen_addr();
+    relay.wait_line(&format!("connected to {addr}"), Duration::from_secs(10));
+    let out = tempfile::tempdir().unwrap();
+    let record = Proc::start(&[
+        "record",
+        "--connect",
+        &relay_addr,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    frames_beyond(out.path(), 2);
+    let (code, summary, _) = record.stop_with_summary();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["checksum_failures"], 0, "{summary}");
+}

@@ -2,7 +2,8 @@
 //! loopback): bogus addresses and ports are ignored, huge TXT records are cut to their
 //! bounds, and thousands of sources fill a browser's table to its limit and no further,
 //! while a real source heard first stays listed and `texstream list` still answers in
-//! time. In a test binary of its own: the flood would crowd other tests' sources out.
+//! time, and a viewer window keeps making passes and lists no more than the bound. In a
+//! test binary of its own: the flood would crowd other tests' sources out.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -95,16 +96,49 @@ fn flood(socket: &UdpSocket, round: usize, count: usize) {
     }
 }
 
-fn poll_for(browser: &mut Browser, how_long: Duration) {
+type Window = egui_kittest::Harness<'static, texstream::app::viewer::ViewerApp>;
+
+/// A viewer window with its source panel, when a GPU adapter exists (lavapipe in CI);
+/// `None` with a message otherwise, a failure under TEXSTREAM_REQUIRE_GPU=1.
+fn viewer_window() -> Option<Window> {
+    if let Err(e) = texstream::gpu::Gpu::headless() {
+        if std::env::var("TEXSTREAM_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("TEXSTREAM_REQUIRE_GPU=1 but no GPU: {e}");
+        }
+        eprintln!("the window part skipped, no GPU adapter: {e}");
+        return None;
+    }
+    let config = texstream::net::NodeConfig::new(texstream::protocol::Role::Viewer);
+    let dir = std::env::temp_dir();
+    Some(
+        egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1280.0, 800.0))
+            .wgpu()
+            .build_eframe(move |cc| {
+                texstream::app::viewer::ViewerApp::new(cc, config, dir).expect("the viewer")
+            }),
+    )
+}
+
+/// Polls the browser for `how_long`, stepping the window (if any) between polls;
+/// returns the window's passes.
+fn poll_for(browser: &mut Browser, window: &mut Option<Window>, how_long: Duration) -> u32 {
     let end = Instant::now() + how_long;
+    let mut passes = 0;
     while Instant::now() < end {
         browser.wait(Duration::from_millis(50));
+        if let Some(w) = window.as_mut() {
+            w.step();
+            passes += 1;
+        }
     }
+    passes
 }
 
 #[test]
 fn hostile_announcements_are_ignored_or_bounded_and_a_real_source_stays_listed() {
     let mut browser = Browser::start().unwrap();
+    let mut window = viewer_window();
     // A real source, heard before the flood.
     let real_name = format!("real before the flood {}", std::process::id());
     let mut config = texstream::net::NodeConfig::new(texstream::protocol::Role::Sender);
@@ -137,7 +171,7 @@ fn hostile_announcements_are_ignored_or_bounded_and_a_real_source_stays_listed()
             socket.send_to(&packet, MDNS).unwrap();
         }
     }
-    poll_for(&mut browser, Duration::from_millis(800));
+    poll_for(&mut browser, &mut window, Duration::from_millis(800));
     let listed = browser.sources();
     assert!(
         listed.iter().all(|f| !f.name.starts_with("bogus")),
@@ -158,11 +192,12 @@ fn hostile_announcements_are_ignored_or_bounded_and_a_real_source_stays_listed()
             .unwrap();
         (started.elapsed(), out)
     });
+    let mut passes = 0;
     for round in 0..3 {
         flood(&socket, round, 1000);
-        poll_for(&mut browser, Duration::from_millis(300));
+        passes += poll_for(&mut browser, &mut window, Duration::from_millis(300));
     }
-    poll_for(&mut browser, Duration::from_secs(1));
+    passes += poll_for(&mut browser, &mut window, Duration::from_secs(1));
     let listed: Vec<Found> = browser.sources();
     assert_eq!(listed.len(), MAX_SOURCES, "bounded");
     assert!(browser.ignored() > 0, "the rest are counted as ignored");
@@ -171,6 +206,20 @@ fn hostile_announcements_are_ignored_or_bounded_and_a_real_source_stays_listed()
         listed.iter().any(|f| f.name == real_name),
         "a source heard before the flood stays listed"
     );
+
+    // The window went on making passes through the flood (each returned: nothing in
+    // it waits on the network), and its panel lists the bound at most, the real
+    // source among them.
+    if let Some(w) = &window {
+        assert!(passes >= 10, "{passes} window passes");
+        let panel = w.state().sources().found();
+        assert!(
+            panel.len() > 1 && panel.len() <= MAX_SOURCES,
+            "{}",
+            panel.len()
+        );
+        assert!(panel.iter().any(|f| f.name == real_name));
+    }
 
     // `list` heard the flood too: it ends in time and prints at most the limit.
     let (took, out) = list_run.join().unwrap();
