@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use egui::accesskit::Role as A11yRole;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT as _, Queryable};
 use egui_kittest::Harness;
 use texstream::app::viewer::ViewerApp;
 use texstream::frame::{Frame, FrameGeometry, FramePool};
@@ -297,10 +297,27 @@ fn chat_goes_both_ways() {
         h.query_by_label("hello from the sender").is_some()
     });
 
-    harness.get_by_role(A11yRole::TextInput).click();
+    // The chat's input, not the source panel's address field.
+    let chat_input = |h: &Harness<'static, ViewerApp>| {
+        h.get_all_by_role(A11yRole::TextInput)
+            .filter(|n| n.accesskit_node().label().as_deref() != Some("Address"))
+            .count()
+    };
+    assert_eq!(
+        chat_input(&harness),
+        1,
+        "one text input besides the address"
+    );
+    harness
+        .get_all_by_role(A11yRole::TextInput)
+        .find(|n| n.accesskit_node().label().as_deref() != Some("Address"))
+        .unwrap()
+        .click();
     harness.run_steps(2);
     harness
-        .get_by_role(A11yRole::TextInput)
+        .get_all_by_role(A11yRole::TextInput)
+        .find(|n| n.accesskit_node().label().as_deref() != Some("Address"))
+        .unwrap()
         .type_text("hello from the viewer");
     harness.run_steps(2);
     harness.get_by_label("Send").click();

@@ -142,11 +142,14 @@ impl SourcesPanel {
         }
         ui.add_space(4.0);
         ui.horizontal(|ui| {
-            let edit = ui.add(
-                egui::TextEdit::singleline(&mut self.address)
-                    .hint_text("HOST:PORT")
-                    .desired_width(160.0),
-            );
+            let label = ui.label("Address");
+            let edit = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.address)
+                        .hint_text("HOST:PORT")
+                        .desired_width(160.0),
+                )
+                .labelled_by(label.id);
             let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             if ui.button("Connect").clicked() || enter {
                 match check_address(&self.address) {
