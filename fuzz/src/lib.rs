@@ -552,3 +552,50 @@ pub fn handshake(data: &[u8]) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// tiles: a coded frame (tiles, deltas, LZ4) against a base, on a small grid.
+
+/// A coded frame as a hostile sender would make it, and the grid it is decoded on.
+#[derive(Arbitrary, Debug)]
+pub struct TilesInput {
+    pub width: u8,
+    pub height: u8,
+    pub pad: u8,
+    pub base_fill: u8,
+    pub coded: Vec<u8>,
+}
+
+/// Decodes `input.coded` on its grid, with and without a base: never a panic; no
+/// allocation beyond one scratch tile; a coding that decodes re-codes to a frame that
+/// decodes to the same bytes.
+pub fn tiles(input: TilesInput) {
+    use texstream::protocol::tiles::{TileCompression, TileDecoder, TileEncoder, TileGrid};
+    let width = u32::from(input.width).max(1);
+    let height = u32::from(input.height).max(1);
+    let Some(grid) = TileGrid::new(width * 4 + u32::from(input.pad % 64), height, 4) else {
+        return;
+    };
+    let base = vec![input.base_fill; grid.frame_len()];
+    let mut out = vec![0u8; grid.frame_len()];
+    for base in [Some(base.as_slice()), None] {
+        let mut decoder = TileDecoder::default();
+        let (result, _, peak) =
+            measuring_allocations(|| decoder.decode(&grid, &input.coded, base, &mut out));
+        assert!(
+            peak <= grid.max_tile_len(),
+            "decoding allocated {peak} bytes at once, more than a tile"
+        );
+        if result.is_ok() {
+            let mut coded = Vec::new();
+            TileEncoder::default()
+                .encode(&grid, &out, base, TileCompression::Lz4, &mut coded)
+                .expect("a decoded frame codes");
+            let mut again = vec![0u8; grid.frame_len()];
+            decoder
+                .decode(&grid, &coded, base, &mut again)
+                .expect("its coding decodes");
+            assert!(again == out, "a re-coded frame decodes to the same bytes");
+        }
+    }
+}

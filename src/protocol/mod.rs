@@ -19,6 +19,7 @@ mod codec;
 mod error;
 mod escape;
 mod message;
+pub mod tiles;
 
 pub use assemble::{Assembled, Evict, FrameAssembler, FrameBudget};
 pub use checksum::{checksum, Checksum};
