@@ -956,6 +956,10 @@ impl Node {
     /// Stops dialing `peer` (a dialed peer) and ends its connection with a goodbye;
     /// `false` if no dialed peer has that id.
     pub fn hang_up(&self, peer: PeerId) -> bool {
+        self.hang_up_saying(peer, "hung up")
+    }
+
+    fn hang_up_saying(&self, peer: PeerId, reason: &str) -> bool {
         let Some(slot) = self
             .shared
             .slots()
@@ -966,7 +970,7 @@ impl Node {
         };
         slot.hung_up.store(true, Relaxed);
         let _ = slot.stop_tx.try_send(());
-        close_link(&slot, GoodbyeCode::Normal, "switched to another source");
+        close_link(&slot, GoodbyeCode::Normal, reason);
         self.shared.remove_slot(peer);
         true
     }
@@ -976,7 +980,7 @@ impl Node {
     pub fn switch_to(&self, target: &str) -> PeerId {
         for slot in self.shared.slots() {
             if slot.origin == Origin::Dialed {
-                self.hang_up(slot.id);
+                self.hang_up_saying(slot.id, "switched to another source");
             }
         }
         self.follow(None);
