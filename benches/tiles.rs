@@ -183,28 +183,32 @@ fn candidates(content: &str, frame: &[u8], rows: &mut Vec<Row>) {
 }
 
 /// `protocol::tiles` as a link uses it: `frame` coded against `base` (or as a key frame).
-fn tiles_row(content: &str, frame: &[u8], base: Option<&[u8]>) -> Row {
+fn tiles_row(content: &str, frame: &[u8], base: Option<&[u8]>, c: TileCompression) -> Row {
     let grid = TileGrid::new(W * 4, H, 4).expect("grid");
     let mut enc = TileEncoder::default();
     let mut dec = TileDecoder::default();
     let mut coded = Vec::with_capacity(grid.max_coded_len());
     let mut out = vec![0u8; grid.frame_len()];
-    enc.encode(&grid, frame, base, TileCompression::Lz4, &mut coded)
+    enc.encode(&grid, frame, base, c, &mut coded)
         .expect("encode");
     dec.decode(&grid, &coded, base, &mut out).expect("decode");
     assert!(out == frame, "tiles round trip");
     let bytes = coded.len();
     Row {
         content: content.to_owned(),
-        coder: if base.is_some() {
-            "tiles, delta + lz4".to_owned()
-        } else {
-            "tiles, key + lz4".to_owned()
-        },
+        coder: format!(
+            "tiles, {} + {}",
+            if base.is_some() { "delta" } else { "key" },
+            match c {
+                TileCompression::None => "raw",
+                TileCompression::Lz4 => "lz4",
+                TileCompression::Lz4Qoi => "lz4/qoi",
+            }
+        ),
         ratio: bytes as f64 / frame.len() as f64,
         encode: time(|| {
             coded.clear();
-            enc.encode(&grid, frame, base, TileCompression::Lz4, &mut coded)
+            enc.encode(&grid, frame, base, c, &mut coded)
                 .expect("encode");
         }),
         decode: time(|| {
@@ -223,17 +227,25 @@ fn main() {
     let p0 = pattern(1.0);
     let p1 = pattern(1.0 + 1.0 / 60.0);
     candidates("pattern", &p1, &mut rows);
-    rows.push(tiles_row("pattern", &p1, None));
-    rows.push(tiles_row("pattern, next frame", &p1, Some(&p0)));
+    for c in [TileCompression::Lz4, TileCompression::Lz4Qoi] {
+        rows.push(tiles_row("pattern", &p1, None, c));
+    }
+    for c in [TileCompression::Lz4, TileCompression::Lz4Qoi] {
+        rows.push(tiles_row("pattern, next frame", &p1, Some(&p0), c));
+    }
     if let Some(path) = arg("photo") {
         let photo = image_1080p(&path);
         candidates("photo", &photo, &mut rows);
-        rows.push(tiles_row("photo", &photo, None));
+        for c in [TileCompression::Lz4, TileCompression::Lz4Qoi] {
+            rows.push(tiles_row("photo", &photo, None, c));
+        }
     }
     if let Some(path) = arg("screen") {
         let screen = image_1080p(&path);
         candidates("screen", &screen, &mut rows);
-        rows.push(tiles_row("screen", &screen, None));
+        for c in [TileCompression::Lz4, TileCompression::Lz4Qoi] {
+            rows.push(tiles_row("screen", &screen, None, c));
+        }
         // A 32x32 "cursor" moved by 40 px: the frame after, against the one before.
         let mut before = screen.clone();
         let mut after = screen.clone();
@@ -244,7 +256,9 @@ fn main() {
                 after[y * stride + (x + 40) * 4..][..4].copy_from_slice(&[255, 255, 255, 255]);
             }
         }
-        rows.push(tiles_row("screen, cursor moved", &after, Some(&before)));
+        for c in [TileCompression::Lz4, TileCompression::Lz4Qoi] {
+            rows.push(tiles_row("screen, cursor moved", &after, Some(&before), c));
+        }
     }
     println!("| content | coder | size of raw | encode ms | decode ms | encode GB/s |");
     println!("|---|---|---|---|---|---|");

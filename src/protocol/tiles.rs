@@ -1,13 +1,16 @@
 //! Tile coding of a frame's pixels, as pure code: the frame is cut into tiles of
 //! [`TILE_SIDE`] pixels square (the last column reaching to the end of the row, padding
 //! included, so the coding is byte-exact for any row stride); a *delta* frame leaves out
-//! each tile unchanged since a base frame both ends hold, and a changed tile goes raw or
-//! LZ4-compressed, whichever is smaller. A *key* frame carries every tile.
+//! each tile unchanged since a base frame both ends hold, and a changed tile goes raw,
+//! LZ4-compressed, or (where LZ4 saves little, as on photographs) QOI-coded, whichever
+//! is smallest. A *key* frame carries every tile. Why these two: `BENCHMARKS.md`, "Tile
+//! codecs".
 //!
 //! The coded form is `version: u8`, `flags: u8` (bit 0: delta), then one record per
 //! tile in row-major order: `0` same as the base (delta only), `1` raw (the tile's bytes,
 //! row after row), `2` LZ4 (`len: u32` big-endian, then an LZ4 block that must expand to
-//! exactly the tile's bytes). Nothing trails the last tile.
+//! exactly the tile's bytes), `3` QOI (`len: u32` big-endian, then a QOI image of the
+//! tile's width and height in 4-byte pixels, 4 channels). Nothing trails the last tile.
 //!
 //! The decoder writes a whole new frame, taking each unchanged tile from the base: the
 //! base (a frame the viewer may be showing) is never written to, and a frame that fails
@@ -27,6 +30,9 @@ const FLAG_DELTA: u8 = 1;
 const SAME: u8 = 0;
 const RAW: u8 = 1;
 const LZ4: u8 = 2;
+const QOI: u8 = 3;
+/// LZ4 output above this share of a tile's bytes (in 1/16ths) tries QOI as well.
+const TRY_QOI_ABOVE_16THS: usize = 8;
 
 /// How changed tiles are coded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +41,8 @@ pub enum TileCompression {
     None,
     /// LZ4 where it is smaller than raw.
     Lz4,
+    /// LZ4, and QOI too where LZ4 saves less than half: the smallest of the three.
+    Lz4Qoi,
 }
 
 /// Why coded tiles were refused.
@@ -191,6 +199,7 @@ pub struct TileStats {
     pub same: usize,
     pub raw: usize,
     pub lz4: usize,
+    pub qoi: usize,
     /// Coded bytes.
     pub bytes: usize,
 }
@@ -200,6 +209,7 @@ pub struct TileStats {
 pub struct TileEncoder {
     tile: Vec<u8>,
     packed: Vec<u8>,
+    qoi: Vec<u8>,
 }
 
 impl TileEncoder {
@@ -229,18 +239,39 @@ impl TileEncoder {
             }
             self.tile.clear();
             grid.gather(t, pixels, &mut self.tile);
-            if compression == TileCompression::Lz4 {
+            let mut best: Option<(u8, usize)> = None;
+            if compression != TileCompression::None {
                 let bound = lz4_flex::block::get_maximum_output_size(self.tile.len());
                 self.packed.resize(bound, 0);
                 let n = lz4_flex::block::compress_into(&self.tile, &mut self.packed)
                     .map_err(|_| TileError::Geometry("LZ4 bound"))?;
-                if n + 4 < self.tile.len() {
-                    out.push(LZ4);
+                best = Some((LZ4, n));
+            }
+            let lz4_saves_little =
+                best.is_none_or(|(_, n)| n * 16 > self.tile.len() * TRY_QOI_ABOVE_16THS);
+            if compression == TileCompression::Lz4Qoi && lz4_saves_little && t.w % 4 == 0 {
+                let (w, h) = ((t.w / 4) as u32, t.h as u32);
+                self.qoi.resize(qoi::encode_max_len(w, h, 4u8), 0);
+                if let Ok(n) = qoi::encode_to_buf(&mut self.qoi, &self.tile, w, h) {
+                    if best.is_none_or(|(_, b)| n < b) {
+                        best = Some((QOI, n));
+                    }
+                }
+            }
+            match best {
+                Some((kind, n)) if n + 4 < self.tile.len() => {
+                    out.push(kind);
                     out.extend_from_slice(&(n as u32).to_be_bytes());
-                    out.extend_from_slice(&self.packed[..n]);
-                    stats.lz4 += 1;
+                    if kind == LZ4 {
+                        out.extend_from_slice(&self.packed[..n]);
+                        stats.lz4 += 1;
+                    } else {
+                        out.extend_from_slice(&self.qoi[..n]);
+                        stats.qoi += 1;
+                    }
                     continue;
                 }
+                _ => {}
             }
             out.push(RAW);
             out.extend_from_slice(&self.tile);
@@ -295,7 +326,7 @@ impl TileDecoder {
                     grid.scatter(t, bytes, out);
                     stats.raw += 1;
                 }
-                LZ4 => {
+                kind @ (LZ4 | QOI) => {
                     let claimed = u32::from_be_bytes(
                         input
                             .take(4, i)?
@@ -314,12 +345,26 @@ impl TileDecoder {
                     // The scratch tile holds the largest tile of this grid: sized at
                     // most once per geometry, never by what the input claims.
                     self.tile.resize(t.len(), 0);
-                    match lz4_flex::block::decompress_into(packed, &mut self.tile) {
-                        Ok(n) if n == t.len() => {}
-                        _ => return Err(TileError::BadCompression(i)),
+                    if kind == LZ4 {
+                        match lz4_flex::block::decompress_into(packed, &mut self.tile) {
+                            Ok(n) if n == t.len() => {}
+                            _ => return Err(TileError::BadCompression(i)),
+                        }
+                        stats.lz4 += 1;
+                    } else {
+                        // The header must describe this very tile before a pixel is
+                        // decoded.
+                        let fits = qoi::decode_header(packed).is_ok_and(|h| {
+                            h.channels == qoi::Channels::Rgba
+                                && h.width as usize * 4 == t.w
+                                && h.height as usize == t.h
+                        });
+                        if !fits || qoi::decode_to_buf(&mut self.tile, packed).is_err() {
+                            return Err(TileError::BadCompression(i));
+                        }
+                        stats.qoi += 1;
                     }
                     grid.scatter(t, &self.tile, out);
-                    stats.lz4 += 1;
                 }
                 kind => return Err(TileError::BadKind { tile: i, kind }),
             }
@@ -439,6 +484,47 @@ mod tests {
         assert_eq!(stats.raw, grid.tiles());
     }
 
+    /// Photo-like: smooth gradients under a little noise, as a camera gives.
+    fn photo_like(grid: &TileGrid, width: usize) -> Vec<u8> {
+        let n = noise(grid.frame_len(), 9);
+        (0..grid.frame_len())
+            .map(|i| {
+                let (p, c) = (i / 4, i % 4);
+                let (x, y) = (p % width, p / width);
+                if c == 3 {
+                    return 255;
+                }
+                // The same noise on the three channels of a pixel, as luminance noise.
+                ((x + 2 * y + c * 40) / 3 % 200) as u8 + (n[p * 4] % 12)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tile_lz4_saves_little_of_goes_qoi_when_that_is_smaller() {
+        let grid = TileGrid::new(256 * 4, 128, 4).expect("a grid");
+        let photo = photo_like(&grid, 256);
+        let lz4 = round_trip(&grid, &photo, None, TileCompression::Lz4);
+        let both = round_trip(&grid, &photo, None, TileCompression::Lz4Qoi);
+        assert_eq!(both.qoi, grid.tiles(), "{both:?}");
+        assert!(
+            both.bytes * 10 < lz4.bytes * 9,
+            "{} against {}",
+            both.bytes,
+            lz4.bytes
+        );
+        // Content LZ4 packs well does not pay for a QOI try.
+        let flat = vec![3u8; grid.frame_len()];
+        assert_eq!(
+            round_trip(&grid, &flat, None, TileCompression::Lz4Qoi).qoi,
+            0
+        );
+        // Padding not a whole pixel wide: such tiles cannot be QOI, and still round-trip.
+        let odd = TileGrid::new(256 * 4 + 3, 128, 4).expect("a grid");
+        let photo = photo_like(&odd, 256);
+        round_trip(&odd, &photo, None, TileCompression::Lz4Qoi);
+    }
+
     #[test]
     fn golden_bytes_of_a_small_delta() {
         // 2x1 pixels of 4 bytes: one tile; unchanged, then changed (raw, too short to pack).
@@ -495,6 +581,30 @@ mod tests {
         under.extend_from_slice(&(small.len() as u32).to_be_bytes());
         under.extend_from_slice(&small);
         assert_eq!(decode(&under, None), Err(TileError::BadCompression(0)));
+        // A QOI image of another size than the tile, and one cut short.
+        let other = qoi::encode_to_vec(vec![9u8; 32 * 64 * 4], 32, 64).expect("qoi");
+        let mut wrong = vec![1, 0, QOI];
+        wrong.extend_from_slice(&(other.len() as u32).to_be_bytes());
+        wrong.extend_from_slice(&other);
+        assert_eq!(decode(&wrong, None), Err(TileError::BadCompression(0)));
+        let full = qoi::encode_to_vec(noise(tile, 3), 64, 64).expect("qoi");
+        let cut = &full[..full.len().min(tile - 1) / 2];
+        let mut short_qoi = vec![1, 0, QOI];
+        short_qoi.extend_from_slice(&(cut.len() as u32).to_be_bytes());
+        short_qoi.extend_from_slice(cut);
+        assert_eq!(decode(&short_qoi, None), Err(TileError::BadCompression(0)));
+        // A 3-channel QOI image with exactly the tile's bytes (4x64 RGB for a tile of
+        // 3x64 RGBA): the header, not the byte count, decides.
+        let narrow = TileGrid::new(3 * 4, 64, 4).expect("a narrow grid");
+        let rgb = qoi::encode_to_vec(vec![9u8; 4 * 64 * 3], 4, 64).expect("qoi");
+        let mut three = vec![1, 0, QOI];
+        three.extend_from_slice(&(rgb.len() as u32).to_be_bytes());
+        three.extend_from_slice(&rgb);
+        let mut narrow_out = vec![0u8; narrow.frame_len()];
+        assert_eq!(
+            TileDecoder::default().decode(&narrow, &three, None, &mut narrow_out),
+            Err(TileError::BadCompression(0))
+        );
         // "Same" in a key frame, or with no base held.
         assert_eq!(
             decode(&[1, 0, SAME], Some(&vec![0; tile])),
@@ -525,7 +635,7 @@ mod tests {
             seed in any::<u64>(),
             flat in any::<bool>(),
             changes in proptest::collection::vec((any::<u32>(), any::<u8>()), 0..50),
-            lz4 in any::<bool>(),
+            mode in any::<u8>(),
         ) {
             let grid = TileGrid::new(width * 4 + pad, height, 4).expect("a grid");
             let base = if flat {
@@ -538,7 +648,7 @@ mod tests {
                 let len = next.len();
                 next[at as usize % len] = v;
             }
-            let c = if lz4 { TileCompression::Lz4 } else { TileCompression::None };
+            let c = [TileCompression::None, TileCompression::Lz4, TileCompression::Lz4Qoi][mode as usize % 3];
             round_trip(&grid, &next, Some(&base), c);
             round_trip(&grid, &next, None, c);
         }
