@@ -843,6 +843,36 @@ fn over_tls_with_a_token_the_status_bar_says_so_and_shows_the_fingerprint() {
     );
 }
 
+/// Steps the window while both senders publish their frame until it shows a frame of
+/// `size`, then ten steps more in which it must go on showing that size: one stream,
+/// never a mix.
+fn shows_only(
+    harness: &mut Harness<'static, ViewerApp>,
+    senders: [(&Node, &Frame); 2],
+    size: (u32, u32),
+    what: &str,
+) {
+    let publish = || {
+        for (node, frame) in senders {
+            node.publish(frame);
+        }
+    };
+    step_until(harness, None, &format!("{what}'s frame shown"), |h| {
+        publish();
+        h.state().shown_size() == Some(size)
+    });
+    for _ in 0..10 {
+        publish();
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(
+            harness.state().shown_size(),
+            Some(size),
+            "{what}: never a mix"
+        );
+    }
+}
+
 /// A sender listening on loopback and announced there under `name`.
 fn announced_sender(name: &str) -> (Node, texstream::net::discovery::Announcer) {
     let node = sender();
@@ -898,22 +928,7 @@ fn the_source_panel_lists_two_lan_sources_and_switches_between_them_on_a_click()
         harness.get_by_label(name.as_str()).click();
         let size = (frame.meta().width, frame.meta().height);
         // Both keep sending: only the one clicked may be shown.
-        step_until(&mut harness, None, &format!("{name}'s frame shown"), |h| {
-            a.publish(&frame_a);
-            b.publish(&frame_b);
-            h.state().shown_size() == Some(size)
-        });
-        for _ in 0..5 {
-            a.publish(&frame_a);
-            b.publish(&frame_b);
-            harness.step();
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            harness.state().shown_size(),
-            Some(size),
-            "{name} still shown"
-        );
+        shows_only(&mut harness, [(&a, &frame_a), (&b, &frame_b)], size, name);
         assert_same_rows(&read_viewer_texture(&harness, &rs), frame);
         let peers = harness.state().node().peers();
         assert_eq!(peers.len(), 1, "the other source is hung up: {peers:#?}");
@@ -988,21 +1003,11 @@ fn a_listening_window_reached_by_two_senders_shows_the_one_clicked() {
         .query_by_label_contains(&format!("{other_name} (127.0.0.1:"))
         .expect("the other stream is listed with its address")
         .click();
-    step_until(&mut harness, None, "the stream clicked shown", |h| {
-        a.publish(&frame_a);
-        b.publish(&frame_b);
-        h.state().shown_size() == Some(size_of(other))
-    });
-    for _ in 0..10 {
-        a.publish(&frame_a);
-        b.publish(&frame_b);
-        harness.step();
-        std::thread::sleep(Duration::from_millis(10));
-        assert_eq!(
-            harness.state().shown_size(),
-            Some(size_of(other)),
-            "never a mix"
-        );
-    }
+    shows_only(
+        &mut harness,
+        [(&a, &frame_a), (&b, &frame_b)],
+        size_of(other),
+        "the stream clicked",
+    );
     assert_same_rows(&read_viewer_texture(&harness, &rs), other);
 }
