@@ -400,3 +400,71 @@ fn relay_nodes_keep_every_frame_intact_across_hops() {
         assert_eq!(upstream[0].frames_sent, 0, "{name} relay echoed frames");
     }
 }
+
+/// The size of each frame saved in `dir`, in order.
+fn saved_sizes(dir: &Path) -> Vec<(u32, u32)> {
+    saved_frames(dir)
+        .iter()
+        .filter_map(|p| image::image_dimensions(p).ok())
+        .collect()
+}
+
+/// A listening `record --follow NAME` reached by two senders: once the one named comes,
+/// every frame saved is its own, though the other came first and keeps sending.
+#[test]
+fn a_listening_recorder_follows_the_sender_it_is_told_to_by_name() {
+    let out = tempfile::tempdir().unwrap();
+    let record = Proc::start(&[
+        "record",
+        "--listen",
+        "127.0.0.1:0",
+        "--follow",
+        "wanted",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let addr = record.listen_addr();
+    let serve = |name: &str, size: &str| {
+        Proc::start(&[
+            "serve",
+            "pattern",
+            "--size",
+            size,
+            "--fps",
+            "20",
+            "--name",
+            name,
+            "--connect",
+            &addr,
+            "--no-announce",
+        ])
+    };
+    let _first = serve("first", "64x40");
+    let wait_for = |what: &str, done: &dyn Fn(&[(u32, u32)]) -> bool| {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let sizes = saved_sizes(out.path());
+            if done(&sizes) {
+                return sizes;
+            }
+            assert!(Instant::now() < deadline, "{what}: {sizes:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("the first sender's frames", &|s| s.len() >= 3);
+    let _wanted = serve("wanted", "48x30");
+    let sizes = wait_for("the wanted sender's frames", &|s| {
+        s.iter().filter(|&&f| f == (48, 30)).count() >= 10
+    });
+    let switched = sizes.iter().position(|&s| s == (48, 30)).unwrap();
+    assert!(
+        sizes[..switched].iter().all(|&s| s == (64, 40)),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes[switched..].iter().all(|&s| s == (48, 30)),
+        "after the wanted one came, only its frames: {sizes:?}"
+    );
+    let (code, summary, _) = record.stop_with_summary();
+    assert_eq!(code, 0, "{summary}");
+}

@@ -94,6 +94,11 @@ pub struct LinkArgs {
     /// Our name, shown to peers and on our text messages.
     #[arg(long)]
     pub name: Option<String>,
+    /// Of several senders reaching us (a listening viewer, a relay dialing two), show
+    /// and pass on the stream of the one named NAME (its --name) whenever it is
+    /// connected; otherwise the first that sends. SIGUSR2 marks the one shown.
+    #[arg(long, value_name = "NAME")]
+    pub follow: Option<String>,
     /// Drop a peer silent for this long (the idle deadline); pings go out at a quarter
     /// of it.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
@@ -159,6 +164,7 @@ impl LinkArgs {
         config.listen = self.listen.as_deref().map(normalize_addr);
         config.connect = self.connect.iter().map(|a| normalize_addr(a)).collect();
         config.sources = self.source.clone();
+        config.follow_name = self.follow.clone();
         if config.listen.is_none() && config.connect.is_empty() && config.sources.is_empty() {
             let default = format!("127.0.0.1:{DEFAULT_PORT}");
             if listens_by_default {

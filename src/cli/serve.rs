@@ -18,8 +18,9 @@ use crate::protocol::{Escaped, Role};
 use crate::source::{Frames, Source};
 
 #[derive(Args, Debug)]
-// A sender dials viewers by address; --source (a source by name) is for the viewing side.
-#[command(mut_arg("source_name", |a| a.hide(true)))]
+// A sender dials viewers by address; --source (a source by name) and --follow (which
+// stream to show) are for the viewing side.
+#[command(mut_arg("source_name", |a| a.hide(true)), mut_arg("follow", |a| a.hide(true)))]
 pub struct ServeArgs {
     /// An image file (any format the image crate reads), a folder of images (a
     /// slideshow), an animated GIF/APNG/WebP, or `pattern` (a moving test pattern).

@@ -24,6 +24,9 @@ pub struct NodeConfig {
     /// [`super::discovery`]), looked up afresh at every dial, so a source that moves to
     /// another address is followed.
     pub sources: Vec<String>,
+    /// Of several peers sending frames, show (and relay) the stream of the one whose
+    /// hello gives this name, whenever it is connected; the others only while it is not.
+    pub follow_name: Option<String>,
     /// Payload bytes per frame chunk (default 1 MiB).
     pub chunk_bytes: usize,
     /// Limits applied to everything peers send.
@@ -114,6 +117,7 @@ impl NodeConfig {
             listen: None,
             connect: Vec::new(),
             sources: Vec::new(),
+            follow_name: None,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             limits: Limits::default(),
             keepalive: KeepaliveConfig::default(),

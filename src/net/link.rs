@@ -402,6 +402,9 @@ fn run_link_inner(
 
     *lock(&slot.link) = Some(link.clone());
     slot.set_connected(addr, &hello, authenticated, encrypted, peer_fingerprint);
+    if shared.config.follow_name.as_deref() == Some(hello.name.as_str()) {
+        shared.follow_peer(slot.id);
+    }
     tracing::debug!(peer = %slot.id, name = %Escaped(&hello.name), role = hello.role.name(), "connected to {addr}");
     shared.emit(Event::PeerConnected {
         peer: slot.id,

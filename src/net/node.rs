@@ -297,6 +297,12 @@ impl Shared {
         self.wake();
     }
 
+    /// Shows `peer`'s stream alone (see [`Follow::choose`]).
+    pub(super) fn follow_peer(&self, peer: PeerId) {
+        tracing::info!(peer = %peer, "showing this peer's stream, as --follow asks");
+        lock(&self.source).choose(Some(peer));
+    }
+
     /// `peer`'s connection ended: if its stream was followed, the next source may take over.
     pub(super) fn source_gone(&self, peer: PeerId) {
         lock(&self.source).gone(peer);
