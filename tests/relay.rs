@@ -409,6 +409,19 @@ fn saved_sizes(dir: &Path) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Waits until the sizes of the frames saved in `dir` satisfy `done`; returns them.
+fn wait_for_sizes(dir: &Path, what: &str, done: impl Fn(&[(u32, u32)]) -> bool) -> Vec<(u32, u32)> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let sizes = saved_sizes(dir);
+        if done(&sizes) {
+            return sizes;
+        }
+        assert!(Instant::now() < deadline, "{what}: {sizes:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A listening `record --follow NAME` reached by two senders: once the one named comes,
 /// every frame saved is its own, though the other came first and keeps sending.
 #[test]
@@ -440,20 +453,9 @@ fn a_listening_recorder_follows_the_sender_it_is_told_to_by_name() {
         ])
     };
     let _first = serve("first", "64x40");
-    let wait_for = |what: &str, done: &dyn Fn(&[(u32, u32)]) -> bool| {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let sizes = saved_sizes(out.path());
-            if done(&sizes) {
-                return sizes;
-            }
-            assert!(Instant::now() < deadline, "{what}: {sizes:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    wait_for("the first sender's frames", &|s| s.len() >= 3);
+    wait_for_sizes(out.path(), "the first sender's frames", |s| s.len() >= 3);
     let _wanted = serve("wanted", "48x30");
-    let sizes = wait_for("the wanted sender's frames", &|s| {
+    let sizes = wait_for_sizes(out.path(), "the wanted sender's frames", |s| {
         s.iter().filter(|&&f| f == (48, 30)).count() >= 10
     });
     let switched = sizes.iter().position(|&s| s == (48, 30)).unwrap();
