@@ -175,11 +175,13 @@ def test_waiting_releases_the_gil():
             waiting = threading.Thread(
                 target=lambda: pytest.raises(texstream.Timeout, receiver.recv, timeout=1.0)
             )
+            started = time.monotonic()
             waiting.start()
             time.sleep(0.1)
-            # Pure Python work while the other thread waits in recv: with the GIL held
-            # there, this loop would stand still for the whole second.
-            counted, until = 0, time.monotonic() + 0.5
+            # Pure Python work until a set time while the other thread waits in recv:
+            # with the GIL held there, this thread would resume only after the whole
+            # second, past that time, and count nothing.
+            counted, until = 0, started + 0.6
             while time.monotonic() < until:
                 counted += 1
             waiting.join(5)
