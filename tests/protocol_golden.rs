@@ -5,9 +5,9 @@
 use texstream::frame::PixelFormat;
 use texstream::protocol::{
     decode, decode_body, decode_preamble, encode, encode_preamble, max_body_len, Capabilities,
-    Envelope, FileAccept, FileCancel, FileEnd, FileOffer, FileProgress, FileResult, FrameStart,
-    GoodbyeCode, Hello, Kind, Limits, Message, Ping, Pong, ProtocolError, Role, Text, ENVELOPE_LEN,
-    PREAMBLE_LEN,
+    CodedFrameStart, Envelope, FileAccept, FileCancel, FileEnd, FileOffer, FileProgress,
+    FileResult, FrameCoding, FrameStart, GoodbyeCode, Hello, Kind, Limits, Message, Ping, Pong,
+    ProtocolError, Role, Text, ENVELOPE_LEN, PREAMBLE_LEN,
 };
 
 /// Bytes from hex digits; whitespace is ignored so vectors can be grouped by field.
@@ -142,6 +142,37 @@ fn golden_table() -> Vec<(Message, Vec<u8>)> {
             hex(concat!(
                 "22 08000000",      // frame-abort, body 8 bytes
                 "0700000000000000", // seq
+            )),
+        ),
+        (
+            Message::CodedFrameStart(CodedFrameStart {
+                start: FrameStart {
+                    seq: 8,
+                    width: 2,
+                    height: 3,
+                    format: PixelFormat::Bgra8,
+                    bytes_per_row: 12,
+                    capture_us: 1_000_000,
+                    total_len: 36,
+                    checksum: 0xdead_beef_cafe_f00d,
+                },
+                coding: FrameCoding::Tiles,
+                base_seq: 7,
+                coded_len: 3,
+            }),
+            hex(concat!(
+                "23 3e000000",      // coded-frame-start, body 62 bytes
+                "0800000000000000", // seq
+                "02000000",         // width
+                "03000000",         // height
+                "02",               // format: bgra8
+                "0c000000",         // bytes_per_row
+                "40420f0000000000", // capture_us
+                "2400000000000000", // total_len of the decoded frame
+                "0df0fecaefbeadde", // checksum of the decoded frame
+                "01",               // coding: tiles
+                "0700000000000000", // base_seq
+                "0300000000000000", // coded_len
             )),
         ),
         (
@@ -333,7 +364,7 @@ fn goldens_back_to_back_decode_in_order() {
 
 #[test]
 fn unknown_kinds_are_refused_from_the_envelope_alone() {
-    for code in [0x00u8, 0x04, 0x12, 0x23, 0x31, 0x47, 0xff] {
+    for code in [0x00u8, 0x04, 0x12, 0x24, 0x31, 0x47, 0xff] {
         assert_eq!(
             decode(&[code, 0, 0, 0, 0], &limits()),
             Err(ProtocolError::UnknownKind(code))
@@ -401,7 +432,7 @@ fn an_oversized_body_length_fails_on_the_five_envelope_bytes() {
 #[test]
 fn body_limits_are_the_documented_ones() {
     let lim = limits();
-    let expected: [(Kind, u64); 16] = [
+    let expected: [(Kind, u64); 17] = [
         (Kind::Hello, 783),
         (Kind::Goodbye, 1027),
         (Kind::Auth, 32),
@@ -410,6 +441,7 @@ fn body_limits_are_the_documented_ones() {
         (Kind::FrameStart, 45),
         (Kind::FrameChunk, 16 + (16 << 20)),
         (Kind::FrameAbort, 8),
+        (Kind::CodedFrameStart, 62),
         (Kind::Text, 8 + 256 + (64 << 10)),
         (Kind::FileOffer, 1042),
         (Kind::FileAccept, 16),
@@ -727,8 +759,69 @@ fn enumeration_codes_are_the_documented_ones() {
             Capabilities::FRAMES_OUT,
             Capabilities::FRAMES_IN,
             Capabilities::TEXT,
-            Capabilities::FILES_IN
+            Capabilities::FILES_IN,
+            Capabilities::FILE_WINDOW,
+            Capabilities::TILES,
         ],
-        [1, 2, 4, 8]
+        [1, 2, 4, 8, 16, 32]
+    );
+    assert_eq!(FrameCoding::from_u8(1), Some(FrameCoding::Tiles));
+    assert_eq!(FrameCoding::from_u8(0), None);
+    assert_eq!(FrameCoding::from_u8(2), None);
+}
+
+fn coded_start(width: u32, height: u32, bytes_per_row: u32, coded_len: u64) -> Vec<u8> {
+    encoded(&Message::CodedFrameStart(CodedFrameStart {
+        start: FrameStart {
+            seq: 9,
+            width,
+            height,
+            format: PixelFormat::Rgba8,
+            bytes_per_row,
+            capture_us: 0,
+            total_len: u64::from(bytes_per_row) * u64::from(height),
+            checksum: 0,
+        },
+        coding: FrameCoding::Tiles,
+        base_seq: 0,
+        coded_len,
+    }))
+}
+
+#[test]
+fn a_coded_frame_start_claiming_more_than_its_frame_can_code_to_is_refused() {
+    // 100 x 100 RGBA: one column of tiles (a column reaches to the end of the row), 2 rows.
+    let (w, h) = (100u32, 100u32);
+    let max = 2 + 2 * 5 + u64::from(w * 4 * h);
+    assert!(matches!(
+        decode(&coded_start(w, h, w * 4, max), &limits()),
+        Ok(Some((Message::CodedFrameStart(_), _)))
+    ));
+    for coded_len in [max + 1, u64::MAX, 0, 1] {
+        assert_eq!(
+            decode_err(&coded_start(w, h, w * 4, coded_len)),
+            ProtocolError::BadCodedLen {
+                seq: 9,
+                coded_len,
+                max
+            },
+            "{coded_len}"
+        );
+    }
+    // The frame's own geometry is checked first, as for a frame start.
+    assert!(matches!(
+        decode_err(&coded_start(65536, 65536, 65536 * 4, 10)),
+        ProtocolError::BadDimensions { .. }
+    ));
+    // An unknown coding.
+    let mut bytes = coded_start(w, h, w * 4, 10);
+    bytes[5 + 45] = 7;
+    assert_eq!(
+        decode_err(&bytes),
+        ProtocolError::InvalidValue {
+            kind: "coded-frame-start",
+            field: "coding",
+            value: 7
+        }
     );
 }

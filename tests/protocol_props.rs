@@ -5,12 +5,13 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
+use texstream::protocol::tiles::TileGrid;
 use texstream::protocol::{
     checksum, decode, decode_body, decode_preamble, encode, encode_preamble, truncate_utf8,
-    Assembled, BulkHead, Capabilities, Checksum, FileAccept, FileCancel, FileEnd, FileOffer,
-    FileProgress, FileResult, FrameAssembler, FrameStart, GoodbyeCode, Hello, Kind, Limits,
-    Message, Ping, Pong, ProtocolError, Role, Text, MAX_AUTH_BYTES, MAX_FILE_NAME_BYTES,
-    MAX_NAME_BYTES, MAX_REASON_BYTES,
+    Assembled, BulkHead, Capabilities, Checksum, CodedFrameStart, FileAccept, FileCancel, FileEnd,
+    FileOffer, FileProgress, FileResult, FrameAssembler, FrameCoding, FrameStart, GoodbyeCode,
+    Hello, Kind, Limits, Message, Ping, Pong, ProtocolError, Role, Text, MAX_AUTH_BYTES,
+    MAX_FILE_NAME_BYTES, MAX_NAME_BYTES, MAX_REASON_BYTES,
 };
 
 const CASES: u32 = 256;
@@ -129,6 +130,17 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), any::<u64>(), bytes(4096))
             .prop_map(|(seq, offset, data)| Message::FrameChunk { seq, offset, data }),
         any::<u64>().prop_map(|seq| Message::FrameAbort { seq }),
+        (frame_start(), any::<u64>(), any::<u64>()).prop_map(|(start, base_seq, len_seed)| {
+            // Any coded length the frame's geometry allows.
+            let grid = TileGrid::new(start.bytes_per_row, start.height, 4).expect("a grid");
+            let max = grid.max_coded_len() as u64;
+            Message::CodedFrameStart(CodedFrameStart {
+                start,
+                coding: FrameCoding::Tiles,
+                base_seq,
+                coded_len: 2 + len_seed % (max - 1),
+            })
+        }),
         (
             any::<u64>(),
             text(100, MAX_NAME_BYTES),

@@ -59,7 +59,8 @@ pub fn repaint_waker(ctx: &egui::Context) -> Waker {
     Waker::new(move || ctx.request_repaint())
 }
 
-/// The peers as a table: address, state, name and role, frames, round-trip time.
+/// The peers as a table: address, state, name and role, frames, how they are coded
+/// (the codec, and the frames' bytes on the wire against raw), round-trip time.
 pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
     if peers.is_empty() {
         ui.weak("no peers yet");
@@ -67,7 +68,7 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
     }
     egui::Grid::new("peers")
         .striped(true)
-        .num_columns(7)
+        .num_columns(8)
         .show(ui, |ui| {
             for h in [
                 "Address",
@@ -76,6 +77,7 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
                 "Security",
                 "Frames sent",
                 "Skipped",
+                "Coding",
                 "RTT",
             ] {
                 ui.strong(h);
@@ -94,6 +96,7 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
                 security_ui(ui, p);
                 ui.label(p.frames_sent.to_string());
                 ui.label(p.frames_skipped.to_string());
+                ui.label(coding_text(p));
                 ui.label(p.rtt.map_or_else(
                     || "-".to_owned(),
                     |r| format!("{:.2} ms", r.as_secs_f64() * 1e3),
@@ -101,6 +104,17 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
                 ui.end_row();
             }
         });
+}
+
+/// "tiles, 4.3 % of raw": the codec of a peer's link and, once frames went, their
+/// bytes on the wire against their raw bytes.
+pub fn coding_text(p: &PeerStatus) -> String {
+    match p.wire_ratio() {
+        Some(ratio) if p.frames_coded > 0 => {
+            format!("{}, {:.1} % of raw", p.codec_now(), ratio * 100.0)
+        }
+        _ => p.codec_now(),
+    }
 }
 
 /// Whether a peer's connection is authenticated (token) and encrypted (TLS), with the

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::net::{NetError, NodeConfig, PeerStatus, Tls, TlsOptions, Token, DEFAULT_PORT};
+use crate::net::{Codec, NetError, NodeConfig, PeerStatus, Tls, TlsOptions, Token, DEFAULT_PORT};
 use crate::protocol::Role;
 use crate::source::SourceError;
 
@@ -154,6 +154,20 @@ pub struct LinkArgs {
     /// Files one peer may be sending us at once; more offers are refused with a reason.
     #[arg(long, value_name = "N", default_value_t = crate::net::MAX_INCOMING_PER_PEER)]
     pub max_files_per_peer: usize,
+    /// How frames go to peers that take coded frames, always byte-exact: `raw`;
+    /// `delta` (64x64 tiles unchanged since the last frame sent to that peer left out);
+    /// `lz4` (and changed tiles LZ4-compressed); `tiles` (changed tiles LZ4 or QOI,
+    /// whichever is smallest: for photographs). Without --codec, frames go raw and
+    /// peers may send this node coded frames; `--codec raw` asks them for raw ones.
+    #[arg(long, value_name = "CODEC", value_parser = parse_codec)]
+    pub codec: Option<Codec>,
+}
+
+fn parse_codec(name: &str) -> Result<Codec, String> {
+    Codec::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown codec {name:?}; one of: {}", names.join(", "))
+    })
 }
 
 impl LinkArgs {
@@ -204,6 +218,8 @@ impl LinkArgs {
             anyhow::bail!("--frame-memory-mib must be at least 1");
         }
         config.frame_memory = self.frame_memory_mib.saturating_mul(1 << 20);
+        config.codec = self.codec.unwrap_or_default();
+        config.takes_coded = self.codec != Some(Codec::Raw);
         config.token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
             (None, Some(path)) => Some(Token::from_file(path).map_err(anyhow::Error::msg)?),

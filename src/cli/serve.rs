@@ -316,6 +316,8 @@ struct Totals {
     frames_received: u64,
     bytes_sent: u64,
     bytes_received: u64,
+    frame_bytes_raw: u64,
+    frame_bytes_wire: u64,
 }
 
 impl Totals {
@@ -326,6 +328,8 @@ impl Totals {
             frames_received: p.frames_received,
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            frame_bytes_raw: p.frame_bytes_raw,
+            frame_bytes_wire: p.frame_bytes_wire,
         }
     }
 
@@ -336,6 +340,10 @@ impl Totals {
             frames_received: self.frames_received.saturating_sub(before.frames_received),
             bytes_sent: self.bytes_sent.saturating_sub(before.bytes_sent),
             bytes_received: self.bytes_received.saturating_sub(before.bytes_received),
+            frame_bytes_raw: self.frame_bytes_raw.saturating_sub(before.frame_bytes_raw),
+            frame_bytes_wire: self
+                .frame_bytes_wire
+                .saturating_sub(before.frame_bytes_wire),
         }
     }
 }
@@ -374,8 +382,20 @@ impl PeerReport {
                     || "-".to_owned(),
                     |r| format!("{:.2} ms", r.as_secs_f64() * 1e3),
                 );
+                // What the link's codec made of the frames: on the wire against raw.
+                let coding = if p.codec == crate::net::Codec::Raw || d.frame_bytes_raw == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        ", {}: frames {:.1} Mb/s on the wire for {:.1} Mb/s raw ({:.1} %)",
+                        p.codec_now(),
+                        mbps(d.frame_bytes_wire),
+                        mbps(d.frame_bytes_raw),
+                        d.frame_bytes_wire as f64 * 100.0 / d.frame_bytes_raw as f64
+                    )
+                };
                 format!(
-                    "{} {addr} {} {:?} {}: out {} frames ({} skipped) {:.1} Mb/s, \
+                    "{} {addr} {} {:?} {}: out {} frames ({} skipped) {:.1} Mb/s{coding}, \
                      in {} frames {:.1} Mb/s, rtt {rtt}",
                     p.id,
                     p.role.map_or("-", |r| r.name()),
@@ -422,6 +442,12 @@ mod tests {
             encrypted: false,
             tls_fingerprint: None,
             sends_frames: false,
+            codec: crate::net::Codec::Raw,
+            coding_now: false,
+            frames_coded: 0,
+            frame_bytes_raw: bytes_sent,
+            frame_bytes_wire: bytes_sent,
+            coding_us: 0,
         }
     }
 
@@ -458,7 +484,20 @@ mod tests {
             "{}",
             second[1]
         );
-        let third = report.lines(&[peer(2, 5, 250_000)], t0 + Duration::from_secs(4));
+        // A coded link: its frames' bytes on the wire beside their raw bytes.
+        let mut coded = peer(2, 15, 350_000);
+        coded.codec = crate::net::Codec::Tiles;
+        coded.frame_bytes_raw = 250_000 + 1_000_000;
+        coded.frame_bytes_wire = 250_000 + 50_000;
+        let coded = report.lines(&[coded], t0 + Duration::from_secs(4));
+        assert!(
+            coded[0].contains(
+                ", tiles: frames 0.4 Mb/s on the wire for 8.0 Mb/s raw (5.0 %), in 0 frames"
+            ),
+            "{}",
+            coded[0]
+        );
+        let third = report.lines(&[peer(2, 5, 250_000)], t0 + Duration::from_secs(5));
         assert_eq!(third.len(), 1);
         assert!(
             third[0].contains("out 0 frames (0 skipped) 0.0 Mb/s"),

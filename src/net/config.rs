@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::handshake::Token;
 use super::keepalive::KeepaliveConfig;
 use super::tls::Tls;
+use crate::protocol::tiles::TileCompression;
 use crate::protocol::{Capabilities, Limits, Role, DEFAULT_CHUNK_BYTES};
 
 /// How a node behaves. `NodeConfig::new(role)` gives the documented defaults.
@@ -27,6 +28,11 @@ pub struct NodeConfig {
     /// Of several peers sending frames, show (and relay) the stream of the one whose
     /// hello gives this name, whenever it is connected; the others only while it is not.
     pub follow_name: Option<String>,
+    /// How frames are coded for the peers that take coded frames (default raw).
+    pub codec: Codec,
+    /// Tell peers this node takes coded frames ([`Capabilities::TILES`]), decoded
+    /// against the last whole frame of each link (default yes; `--codec raw` says no).
+    pub takes_coded: bool,
     /// Payload bytes per frame chunk (default 1 MiB).
     pub chunk_bytes: usize,
     /// Limits applied to everything peers send.
@@ -89,6 +95,62 @@ pub struct NodeConfig {
     pub waker: Option<Waker>,
 }
 
+/// How a node codes the frames it sends to a peer that takes coded frames (see
+/// [`crate::protocol::tiles`]; `BENCHMARKS.md`, "Tile codecs", for what each costs and
+/// saves). A peer that does not take them gets raw frames whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Codec {
+    /// Every frame raw.
+    #[default]
+    Raw,
+    /// Tiles unchanged since the last frame sent on the link left out; changed ones raw.
+    Delta,
+    /// The same, changed tiles LZ4-compressed where that is smaller.
+    Lz4,
+    /// The same, changed tiles LZ4 or QOI, whichever is smallest (QOI is tried where
+    /// LZ4 saves less than half, as on photographs).
+    Tiles,
+    /// Per link, `tiles` or raw, whichever costs that link less per frame, measured on
+    /// it (coding and sending): raw where the link outruns the coder, coded where the
+    /// link is the bottleneck.
+    Auto,
+}
+
+impl Codec {
+    /// Every codec, as named on the command line.
+    pub const ALL: [Codec; 5] = [
+        Codec::Raw,
+        Codec::Delta,
+        Codec::Lz4,
+        Codec::Tiles,
+        Codec::Auto,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Delta => "delta",
+            Codec::Lz4 => "lz4",
+            Codec::Tiles => "tiles",
+            Codec::Auto => "auto",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Codec> {
+        Codec::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// How changed tiles are compressed; `None` for raw frames.
+    pub fn compression(self) -> Option<TileCompression> {
+        match self {
+            Codec::Raw => None,
+            Codec::Delta => Some(TileCompression::None),
+            Codec::Lz4 => Some(TileCompression::Lz4),
+            Codec::Tiles | Codec::Auto => Some(TileCompression::Lz4Qoi),
+        }
+    }
+}
+
 /// A callback that wakes the application's thread.
 #[derive(Clone)]
 pub struct Waker(pub Arc<dyn Fn() + Send + Sync>);
@@ -118,6 +180,8 @@ impl NodeConfig {
             connect: Vec::new(),
             sources: Vec::new(),
             follow_name: None,
+            codec: Codec::Raw,
+            takes_coded: true,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             limits: Limits::default(),
             keepalive: KeepaliveConfig::default(),
@@ -156,6 +220,9 @@ impl NodeConfig {
         }
         if self.files_dir.is_some() {
             bits |= Capabilities::FILES_IN;
+        }
+        if self.takes_coded && matches!(self.role, Role::Viewer | Role::Relay) {
+            bits |= Capabilities::TILES;
         }
         Capabilities(bits)
     }

@@ -116,6 +116,7 @@ pub(crate) fn on_event(
         }
         // RxConn keeps these to itself.
         Message::FrameStart(_)
+        | Message::CodedFrameStart(_)
         | Message::FrameAbort { .. }
         | Message::Hello(_)
         | Message::Auth { .. }

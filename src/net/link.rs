@@ -11,6 +11,7 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::coder::Coder;
 use super::disk::{DiskContext, DiskJob, DiskQueue};
 use super::dispatch::{self, LinkEffects};
 use super::files::{
@@ -21,9 +22,9 @@ use super::liveness::{Liveness, WRITE_SLICE};
 use super::node::{Event, PeerSlot, Shared};
 use super::reason::LinkEnd;
 use super::rx::RxConn;
-use super::status::{Origin, PeerState};
+use super::status::{CodingCounters, Origin, PeerState};
 use super::tx::{Closing, Payload, PushOutcome, ReadRequest, TxConn};
-use super::{now_us, NetError};
+use super::{now_us, Codec, NetError};
 use crate::frame::{Frame, FramePool};
 use crate::protocol::{
     Capabilities, Escaped, FrameAssembler, GoodbyeCode, Message, ProtocolError, Text,
@@ -282,6 +283,7 @@ fn run_link_inner(
     let config = &shared.config;
     let addr = socket.peer_addr()?;
     socket.set_nodelay(true)?;
+    keep_unsent_bytes_low(&socket);
     // A blocked write looks at the deadlines every slice: it gives up once the peer has
     // been silent past the idle deadline, or the write made no progress for as long.
     socket.set_write_timeout(Some(WRITE_SLICE))?;
@@ -295,6 +297,23 @@ fn run_link_inner(
     if flow {
         tx.set_file_window(FILE_WINDOW_BYTES);
     }
+    let coding = caps
+        .has(Capabilities::TILES)
+        .then(|| config.codec.compression())
+        .flatten();
+    if let Some(compression) = coding {
+        tx.set_coding(compression);
+        if config.codec == Codec::Auto {
+            tx.set_auto();
+        }
+    }
+    slot.counters.coding.set_codec(if coding.is_some() {
+        config.codec
+    } else {
+        Codec::Raw
+    });
+    let coding_now = coding.is_some() && config.codec != Codec::Auto;
+    slot.counters.coding.coding_now.store(coding_now, Relaxed);
     let link = Arc::new(LinkHandle {
         tx: Mutex::new(tx),
         writer_wake: Condvar::new(),
@@ -327,6 +346,7 @@ fn run_link_inner(
                     link_bytes: &slot.counters.bytes_sent,
                     node_bytes: &shared.counters.bytes_sent,
                     frames: &slot.counters.frames_sent,
+                    coding: &slot.counters.coding,
                 };
                 let stall = shared.config.keepalive.timeout;
                 let result = run_writer(&link, &mut *stream, stall, &sent, &liveness);
@@ -497,6 +517,24 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Bytes written to a link's socket that may wait unsent in the kernel: past this a
+/// write waits, so a frame the link cannot carry yet waits in the link's one-frame slot
+/// (where a newer one replaces it) instead of behind stale bytes in the socket buffer.
+/// On a link slower than the stream that bounds the delay to about this much on the
+/// wire; on a fast one, it is a few chunks of the writer's time.
+pub const UNSENT_BYTES_MOST: u32 = 512 << 10;
+
+/// Sets [`UNSENT_BYTES_MOST`] on `socket` (Linux's `TCP_NOTSENT_LOWAT`); elsewhere the
+/// socket buffer alone bounds what waits.
+fn keep_unsent_bytes_low(socket: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = socket2::SockRef::from(socket).set_tcp_notsent_lowat(UNSENT_BYTES_MOST) {
+        tracing::debug!("TCP_NOTSENT_LOWAT not set: {e}");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 /// How a writer ended without an error.
 enum WriterEnd {
     /// It sent a goodbye.
@@ -505,11 +543,13 @@ enum WriterEnd {
     Dropped,
 }
 
-/// The counters a writer adds to: its link's bytes and frames, the node's bytes.
+/// The counters a writer adds to: its link's bytes, frames and coding, the node's
+/// bytes.
 struct Sent<'a> {
     link_bytes: &'a std::sync::atomic::AtomicU64,
     node_bytes: &'a std::sync::atomic::AtomicU64,
     frames: &'a std::sync::atomic::AtomicU64,
+    coding: &'a CodingCounters,
 }
 
 /// The writer thread: asks the link's [`TxConn`] for the next bytes and writes them,
@@ -526,10 +566,37 @@ fn run_writer(
     liveness: &Liveness,
 ) -> Result<WriterEnd, LinkEnd> {
     let mut small = Vec::with_capacity(64 << 10);
+    let mut coder = Coder::default();
+    // The frame on the wire: whether coded, its raw bytes, when it was taken.
+    let mut on_wire: Option<(bool, usize, Instant)> = None;
     let mut tx = lock(&link.tx);
     loop {
         let now = Instant::now();
         tx.on_receive(liveness.last_heard());
+        if let Some(job) = tx.frame_to_code() {
+            // Coded outside the lock: publishing and the link's other threads go on.
+            drop(tx);
+            link.frame_taken();
+            let raw_len = job.frame.pixels().len();
+            let coded = coder.code(job);
+            let coding_us = now.elapsed().as_micros() as u64;
+            tx = lock(&link.tx);
+            match coded {
+                Ok(c) => {
+                    let wire = c.bytes.len() as u64;
+                    sent.coding.frame(raw_len as u64, wire, Some(coding_us));
+                    tx.start_coded(c.frame, c.base_seq, c.bytes);
+                    on_wire = Some((true, raw_len, now));
+                }
+                Err((frame, e)) => {
+                    tracing::debug!("frame {} goes raw: {e}", frame.meta().seq);
+                    sent.coding.frame(raw_len as u64, raw_len as u64, None);
+                    tx.start_raw(frame);
+                    on_wire = Some((false, raw_len, now));
+                }
+            }
+            continue;
+        }
         let Some(t) = tx.poll_transmit(now, &mut small) else {
             if tx.is_closed() {
                 return Ok(WriterEnd::Dropped);
@@ -544,6 +611,11 @@ fn run_writer(
         drop(tx);
         if t.frame_taken {
             link.frame_taken();
+            if let Some((_, Payload::Frame { frame, .. })) = &t.bulk {
+                let len = frame.pixels().len();
+                sent.coding.frame(len as u64, len as u64, None);
+                on_wire = Some((false, len, now));
+            }
         }
         let result = match &t.bulk {
             Some((head, payload)) => {
@@ -591,6 +663,13 @@ fn run_writer(
             return Ok(WriterEnd::Closed(closing));
         }
         tx = lock(&link.tx);
+        if t.frame_done {
+            if let Some((coded, raw_len, taken)) = on_wire.take() {
+                tx.on_frame_sent(coded, raw_len, taken.elapsed().as_micros() as u64);
+                let now_coding = tx.coding_now() == Some(true);
+                sent.coding.coding_now.store(now_coding, Relaxed);
+            }
+        }
     }
 }
 
@@ -746,12 +825,16 @@ impl Reader {
             self.shared.frame_budget.clone(),
             Some(self.evict_hook()),
         );
-        RxConn::new(
+        let mut rx = RxConn::new(
             self.shared.config.limits,
             frames,
             self.shared.file_pool.clone(),
             self.frames_refused(),
-        )
+        );
+        if self.shared.config.capabilities().has(Capabilities::TILES) {
+            rx.take_coded();
+        }
+        rx
     }
 
     /// How the frame budget ends this link ([`LinkHandle::evict`]). Holds the link

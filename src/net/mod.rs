@@ -10,6 +10,7 @@
 
 mod admission;
 mod backoff;
+mod coder;
 mod config;
 mod connect;
 pub mod discovery;
@@ -36,7 +37,7 @@ mod tx;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backoff::Backoff;
-pub use config::{NodeConfig, Waker};
+pub use config::{Codec, NodeConfig, Waker};
 pub use fdlimit::{fds_needed, FDS_PER_CONNECTION, FDS_RESERVED};
 pub use files::{
     clean_file_name, ShelfLimits, FILE_CHUNK_BYTES, MAX_INCOMING_PER_PEER, RESUME_WINDOW,

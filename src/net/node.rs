@@ -164,6 +164,12 @@ impl PeerSlot {
             encrypted: info.encrypted,
             tls_fingerprint: info.tls_fingerprint.clone(),
             sends_frames: self.sends_frames.load(Relaxed),
+            codec: c.coding.codec(),
+            coding_now: c.coding.coding_now.load(Relaxed),
+            frames_coded: c.coding.frames_coded.load(Relaxed),
+            frame_bytes_raw: c.coding.raw_bytes.load(Relaxed),
+            frame_bytes_wire: c.coding.wire_bytes.load(Relaxed),
+            coding_us: c.coding.coding_us.load(Relaxed),
         }
     }
 

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::coder::Coder;
 use super::disk::{self, DiskEffects, DiskJob};
 use super::dispatch::{self, LinkEffects};
 use super::files::{FileOutcome, FileReader, FileShelf, IncomingFiles, OutgoingFile, PeerRef};
@@ -21,6 +22,7 @@ use super::transfers::{Direction, TransferState};
 use super::tx::{Closing, PushOutcome, TxConn};
 use super::ShelfLimits;
 use crate::frame::{Frame, FrameGeometry, FramePool, PooledBuf};
+use crate::protocol::tiles::TileCompression;
 use crate::protocol::{FrameAssembler, GoodbyeCode, Limits, Message, ProtocolError, Text};
 
 const S: Duration = Duration::from_secs(1);
@@ -74,6 +76,11 @@ struct End {
     now: Instant,
     /// File bytes handed to the disk, over every connection.
     stored: u64,
+    /// Frames go coded both ways (each end's hello said it takes them).
+    coding: bool,
+    coder: Coder,
+    /// Bytes this end wrote, over every connection.
+    sent: u64,
 }
 
 impl End {
@@ -100,6 +107,9 @@ impl End {
             window: None,
             stalled: None,
             stored: 0,
+            coding: false,
+            coder: Coder::default(),
+            sent: 0,
             now,
         };
         end.reconnect(now);
@@ -129,6 +139,10 @@ impl End {
             self.tx.set_file_window(window);
         }
         self.rx = rx();
+        if self.coding {
+            self.tx.set_coding(TileCompression::Lz4Qoi);
+            self.rx.take_coded();
+        }
         self.wire.clear();
         self.read.clear();
         self.read_done.clear();
@@ -168,12 +182,24 @@ impl End {
                 self.tx.file_read_done(id, checksum);
             }
         }
-        while let Some(t) = self.tx.poll_transmit(now, &mut self.small) {
+        loop {
+            // The writer codes a frame outside the link's lock, as a link's does.
+            if let Some(job) = self.tx.frame_to_code() {
+                match self.coder.code(job) {
+                    Ok(c) => self.tx.start_coded(c.frame, c.base_seq, c.bytes),
+                    Err((frame, _)) => self.tx.start_raw(frame),
+                }
+            }
+            let Some(t) = self.tx.poll_transmit(now, &mut self.small) else {
+                break;
+            };
+            let before = self.wire.len();
             self.wire.extend(&self.small);
             if let Some((head, payload)) = &t.bulk {
                 self.wire.extend(head);
                 self.wire.extend(payload.bytes());
             }
+            self.sent += (self.wire.len() - before) as u64;
             if let Some(closing) = t.close {
                 self.seen.push(Seen::Closed(closing));
                 break;
@@ -502,6 +528,52 @@ fn frames_texts_and_pings_cross_whole_however_the_bytes_are_cut() {
         p.now += 5 * MS;
         p.drive();
         assert_eq!(p.a.rtt, Some(5_000), "seed {seed}");
+    }
+}
+
+#[test]
+fn coded_frames_cross_byte_exact_as_small_deltas_and_a_new_connection_starts_afresh() {
+    const W: u32 = 400;
+    const H: u32 = 200;
+    for seed in 1..=10 {
+        let mut p = Pair::new(seed);
+        p.a.coding = true;
+        p.b.coding = true;
+        p.reconnect();
+        let pool = FramePool::new(1);
+        let geometry = FrameGeometry::rgba8(W, H);
+        let mut pixels = pseudo_random_bytes(geometry.total_len(), seed);
+        let mut expected = Vec::new();
+        let mut sent_per_frame = Vec::new();
+        for seq in 1..=6u64 {
+            // A few bytes of one tile change from one frame to the next.
+            let at = (seq as usize * 7919 * seed as usize) % pixels.len();
+            pixels[at] = pixels[at].wrapping_add(1);
+            let f = Frame::copied(geometry, seq, 0, &pixels, &pool);
+            expected.push(Seen::Frame {
+                seq,
+                pixels: Bytes(pixels.clone()),
+            });
+            let before = p.a.sent;
+            p.a.tx.offer_frame(f);
+            p.drive();
+            sent_per_frame.push(p.a.sent - before);
+            if seq == 3 {
+                // A new connection: no base on either side, so a key frame first.
+                p.reconnect();
+            }
+        }
+        assert_eq!(p.b.seen, expected, "seed {seed}");
+        let raw = geometry.total_len() as u64;
+        // Noise does not compress: the key frames carry it all, the deltas one tile.
+        for (i, sent) in sent_per_frame.iter().enumerate() {
+            let key = i == 0 || i == 3;
+            assert_eq!(*sent > raw, key, "frame {}: {sent} bytes of {raw}", i + 1);
+            if !key {
+                // One tile of 18 (64 to 127 pixels wide), and the frame's head.
+                assert!(*sent < raw / 10, "frame {}: {sent} bytes of {raw}", i + 1);
+            }
+        }
     }
 }
 

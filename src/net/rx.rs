@@ -85,6 +85,8 @@ pub(crate) struct RxConn {
     file_pool: FramePool,
     /// Why frames from this peer are refused, if they are (see the link's reader).
     frames_refused: Option<&'static str>,
+    /// This node's hello said it takes coded frames.
+    takes_coded: bool,
     buf: Box<[u8]>,
     /// `buf[head..tail]` holds bytes not yet parsed.
     head: usize,
@@ -109,6 +111,7 @@ impl RxConn {
             frames,
             file_pool,
             frames_refused,
+            takes_coded: false,
             buf: vec![0u8; RX_BUF_BYTES].into_boxed_slice(),
             head: 0,
             tail: 0,
@@ -117,6 +120,14 @@ impl RxConn {
             body: Vec::with_capacity(4 << 10),
             state: State::Envelope,
         }
+    }
+
+    /// This node's hello told the peer it takes coded frames
+    /// ([`crate::protocol::Capabilities::TILES`]): they are decoded against the last whole
+    /// frame, which is kept for it. A coded frame start is a protocol error otherwise.
+    pub fn take_coded(&mut self) {
+        self.takes_coded = true;
+        self.frames.keep_base();
     }
 
     /// Where the next bytes read from the peer go: never empty until the connection
@@ -383,6 +394,20 @@ impl RxConn {
                     });
                 }
                 if let Some(seq) = self.frames.start(start) {
+                    tracing::trace!(seq, "frame abandoned by a newer frame start");
+                }
+                Ok(None)
+            }
+            Message::CodedFrameStart(coded) => {
+                let refused = self.frames_refused.or((!self.takes_coded)
+                    .then_some("from a peer this node did not tell it takes coded frames"));
+                if let Some(when) = refused {
+                    return Err(ProtocolError::Unexpected {
+                        kind: "coded-frame-start",
+                        when,
+                    });
+                }
+                if let Some(seq) = self.frames.start_coded(coded) {
                     tracing::trace!(seq, "frame abandoned by a newer frame start");
                 }
                 Ok(None)

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use super::Codec;
 use crate::protocol::{Escaped, Role};
 
 /// Identifies a peer slot for the life of the node. A dialed target keeps its id across
@@ -84,6 +85,18 @@ pub struct PeerStatus {
     pub tls_fingerprint: Option<String>,
     /// The peer has sent frames: it is a source, which [`crate::net::Node::follow`] can pick.
     pub sends_frames: bool,
+    /// How frames to this peer are coded: raw when it takes no coded frames.
+    pub codec: Codec,
+    /// Frames to this peer go coded now (with `auto`, the choice of the moment).
+    pub coding_now: bool,
+    /// Frames sent coded, of `frames_sent`.
+    pub frames_coded: u64,
+    /// Pixel bytes of the frames sent, and the bytes they took on the wire (coded or
+    /// raw): their ratio is what the codec saves on this link.
+    pub frame_bytes_raw: u64,
+    pub frame_bytes_wire: u64,
+    /// Time spent coding this peer's frames, in microseconds.
+    pub coding_us: u64,
 }
 
 impl PeerStatus {
@@ -97,7 +110,7 @@ impl PeerStatus {
             |r| format!("{:.2} ms", r.as_secs_f64() * 1e3),
         );
         format!(
-            "{} {} {:?} {} name={} role={} auth={} tls={} sent={} skipped={} received={} tx={}B rx={}B rtt={}{}",
+            "{} {} {:?} {} name={} role={} auth={} tls={} sent={} skipped={} received={} tx={}B rx={}B rtt={} codec={}{}{}",
             self.id,
             addr,
             self.origin,
@@ -113,10 +126,42 @@ impl PeerStatus {
             self.bytes_sent,
             self.bytes_received,
             rtt,
+            self.codec_now(),
+            self.coding_summary(),
             self.last_error
                 .as_ref()
                 .map_or_else(String::new, |e| format!(" last_error=\"{}\"", Escaped(e))),
         )
+    }
+}
+
+impl PeerStatus {
+    /// The frames' wire bytes against their raw bytes, as a fraction, once a frame went.
+    pub fn wire_ratio(&self) -> Option<f64> {
+        (self.frame_bytes_raw > 0)
+            .then(|| self.frame_bytes_wire as f64 / self.frame_bytes_raw as f64)
+    }
+
+    /// The codec, and with `auto` what it chose: `auto(tiles)`, `auto(raw)`.
+    pub fn codec_now(&self) -> String {
+        match self.codec {
+            Codec::Auto => format!("auto({})", if self.coding_now { "tiles" } else { "raw" }),
+            c => c.name().to_owned(),
+        }
+    }
+
+    /// " coded=N wire=X% coding=Yms": how many frames went coded, their bytes on the
+    /// wire against raw, and the time each took to code; empty if none went coded.
+    pub fn coding_summary(&self) -> String {
+        match self.wire_ratio().filter(|_| self.frames_coded > 0) {
+            Some(ratio) => format!(
+                " coded={} wire={:.1}% coding={:.2}ms",
+                self.frames_coded,
+                ratio * 100.0,
+                self.coding_us as f64 / 1e3 / self.frames_coded as f64
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -131,6 +176,49 @@ pub(crate) struct LinkCounters {
     /// Round-trip time in microseconds; 0 = not measured yet.
     pub rtt_us: AtomicU64,
     pub reconnects: AtomicU64,
+    pub coding: CodingCounters,
+}
+
+/// How a link's frames went out: their raw bytes against the bytes their coding took
+/// on the wire, and the time spent coding.
+#[derive(Default, Debug)]
+pub(crate) struct CodingCounters {
+    /// The link's codec (`Codec as u8`): raw where the peer takes no coded frames.
+    codec: std::sync::atomic::AtomicU8,
+    /// With `auto`: frames go coded now.
+    pub coding_now: std::sync::atomic::AtomicBool,
+    pub frames_coded: AtomicU64,
+    pub raw_bytes: AtomicU64,
+    pub wire_bytes: AtomicU64,
+    pub coding_us: AtomicU64,
+}
+
+impl CodingCounters {
+    pub fn set_codec(&self, codec: Codec) {
+        self.codec.store(codec as u8, Relaxed);
+    }
+
+    pub fn codec(&self) -> Codec {
+        let code = self.codec.load(Relaxed);
+        Codec::ALL
+            .into_iter()
+            .find(|c| *c as u8 == code)
+            .unwrap_or_default()
+    }
+
+    /// A frame of `raw` bytes went out as `wire` bytes: coded, in `coding_us`, or raw
+    /// (`None`).
+    pub fn frame(&self, raw: u64, wire: u64, coding_us: Option<u64>) {
+        let Some(coding_us) = coding_us else {
+            self.raw_bytes.fetch_add(raw, Relaxed);
+            self.wire_bytes.fetch_add(wire, Relaxed);
+            return;
+        };
+        self.frames_coded.fetch_add(1, Relaxed);
+        self.raw_bytes.fetch_add(raw, Relaxed);
+        self.wire_bytes.fetch_add(wire, Relaxed);
+        self.coding_us.fetch_add(coding_us, Relaxed);
+    }
 }
 
 /// Node-wide figures.

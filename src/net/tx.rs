@@ -13,12 +13,16 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::coder::AutoCoding;
 use super::files::OutgoingFile;
 use super::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
+use std::sync::Arc;
+
 use crate::frame::{Frame, PooledBuf};
+use crate::protocol::tiles::TileCompression;
 use crate::protocol::{
-    encode, encode_bulk_head, FileCancel, FileEnd, FileOffer, GoodbyeCode, Kind, Message, Ping,
-    BULK_HEAD_LEN, ENVELOPE_LEN,
+    encode, encode_bulk_head, CodedFrameStart, FileCancel, FileEnd, FileOffer, FrameCoding,
+    GoodbyeCode, Kind, Message, Ping, BULK_HEAD_LEN, ENVELOPE_LEN,
 };
 
 /// Bytes of small messages a link keeps waiting before it refuses more (a peer that
@@ -49,6 +53,12 @@ pub(crate) enum Payload {
         start: usize,
         end: usize,
     },
+    /// Bytes of a coded frame, held by the writer that coded them.
+    Coded {
+        bytes: Arc<Vec<u8>>,
+        start: usize,
+        end: usize,
+    },
     File {
         data: PooledBuf,
         len: usize,
@@ -59,6 +69,7 @@ impl Payload {
     pub fn bytes(&self) -> &[u8] {
         match self {
             Payload::Frame { frame, start, end } => &frame.pixels()[*start..*end],
+            Payload::Coded { bytes, start, end } => &bytes[*start..*end],
             Payload::File { data, len } => &data[..*len],
         }
     }
@@ -126,6 +137,23 @@ pub(crate) enum PushOutcome {
     Stopped,
 }
 
+/// A frame to code before it goes on the wire (see [`TxConn::frame_to_code`]).
+pub(crate) struct CodeJob {
+    pub frame: Frame,
+    /// The last frame this link sent, when the frame may be a delta against it (same
+    /// geometry).
+    pub base: Option<Frame>,
+    pub compression: TileCompression,
+}
+
+/// The frame on the wire: its pixels, or the bytes they were coded to; `offset` bytes
+/// of them sent.
+struct OnWire {
+    frame: Frame,
+    coded: Option<Arc<Vec<u8>>>,
+    offset: usize,
+}
+
 pub(crate) struct TxConn {
     chunk_bytes: usize,
     epoch: Instant,
@@ -133,7 +161,15 @@ pub(crate) struct TxConn {
     /// Encoded small messages waiting, in order.
     small: Vec<u8>,
     slot: Option<Frame>,
-    current: Option<(Frame, usize)>,
+    current: Option<OnWire>,
+    /// How frames are coded for this peer (it takes coded frames and this node codes),
+    /// or `None`: raw.
+    coding: Option<TileCompression>,
+    /// The last frame that went on the wire, which the peer holds whole once it has
+    /// read it: the base of the next delta (kept only while coding).
+    base: Option<Frame>,
+    /// `--codec auto`: each frame coded or raw, whichever costs this link less.
+    auto: Option<AutoCoding>,
     files: BTreeMap<u64, OutFile>,
     reads: VecDeque<ReadRequest>,
     file_chunks: VecDeque<(u64, u64, PooledBuf, usize)>,
@@ -158,6 +194,9 @@ impl TxConn {
             small: Vec::with_capacity(64 << 10),
             slot: None,
             current: None,
+            coding: None,
+            base: None,
+            auto: None,
             files: BTreeMap::new(),
             reads: VecDeque::new(),
             file_chunks: VecDeque::with_capacity(FILE_CHUNKS_AHEAD),
@@ -168,6 +207,119 @@ impl TxConn {
             file_window: None,
             ignored_accepts: 0,
         }
+    }
+
+    /// Frames for this peer are coded with `compression` (the peer's hello said it
+    /// takes coded frames): the writer codes each one ([`TxConn::frame_to_code`]).
+    pub fn set_coding(&mut self, compression: TileCompression) {
+        self.coding = Some(compression);
+    }
+
+    /// Each frame goes coded or raw, whichever has cost this link less
+    /// ([`AutoCoding`]; the writer reports each frame's cost with
+    /// [`TxConn::on_frame_sent`]). Needs [`TxConn::set_coding`] to code at all.
+    pub fn set_auto(&mut self) {
+        self.auto = Some(AutoCoding::default());
+    }
+
+    /// A frame went out whole, `coded` or not, `raw_len` bytes of pixels, at a cost of
+    /// `cost_us` of the writer's time (coding it and writing it).
+    pub fn on_frame_sent(&mut self, coded: bool, raw_len: usize, cost_us: u64) {
+        if let Some(auto) = &mut self.auto {
+            auto.on_frame(coded, raw_len, cost_us);
+        }
+    }
+
+    /// Whether frames to this peer go coded now: `None` if they never do.
+    pub fn coding_now(&self) -> Option<bool> {
+        self.coding?;
+        Some(self.auto.as_ref().is_none_or(AutoCoding::coding))
+    }
+
+    /// Whether the next frame goes coded.
+    fn codes_next(&self) -> bool {
+        self.coding.is_some() && self.auto.as_ref().is_none_or(AutoCoding::codes_next)
+    }
+
+    /// Takes the frame in the slot for the wire: with coding on, it becomes the base of
+    /// the next delta.
+    fn take_slot(&mut self) -> Option<Frame> {
+        let frame = self.slot.take()?;
+        if let Some(auto) = &mut self.auto {
+            auto.taken();
+        }
+        if self.coding.is_some() {
+            self.base = Some(frame.clone());
+        }
+        Some(frame)
+    }
+
+    /// The frame in the slot, when it must be coded before it goes out, with the frame
+    /// it may be a delta against. The writer codes it outside the link's lock, then
+    /// hands the bytes to [`TxConn::start_coded`]; in between, the frame is the last
+    /// one sent on this link. `None` when frames go raw, a frame is on the wire, or the
+    /// slot is empty.
+    pub fn frame_to_code(&mut self) -> Option<CodeJob> {
+        let compression = self.coding?;
+        if self.current.is_some()
+            || self.closing.is_some()
+            || self.closed
+            || self.slot.is_none()
+            || !self.codes_next()
+        {
+            return None;
+        }
+        let last = self.base.take();
+        let frame = self.take_slot()?;
+        let geometry = |f: &Frame| {
+            let m = f.meta();
+            (m.width, m.height, m.format, m.bytes_per_row)
+        };
+        let base = last.filter(|b| geometry(b) == geometry(&frame));
+        Some(CodeJob {
+            frame,
+            base,
+            compression,
+        })
+    }
+
+    /// Puts a coded frame on the wire: its start, then its `coded` bytes in chunks.
+    /// `base_seq`: the frame the coding is a delta against, if it is one.
+    pub fn start_coded(&mut self, frame: Frame, base_seq: Option<u64>, coded: Arc<Vec<u8>>) {
+        if self.closed {
+            return;
+        }
+        encode(
+            &Message::CodedFrameStart(CodedFrameStart {
+                start: frame.meta().start_message(),
+                coding: FrameCoding::Tiles,
+                base_seq: base_seq.unwrap_or(0),
+                coded_len: coded.len() as u64,
+            }),
+            &mut self.small,
+        );
+        self.current = Some(OnWire {
+            frame,
+            coded: Some(coded),
+            offset: 0,
+        });
+    }
+
+    /// Puts a frame taken by [`TxConn::frame_to_code`] on the wire raw after all (its
+    /// coding failed).
+    pub fn start_raw(&mut self, frame: Frame) {
+        if self.closed {
+            return;
+        }
+        encode(
+            &Message::FrameStart(frame.meta().start_message()),
+            &mut self.small,
+        );
+        self.current = Some(OnWire {
+            frame,
+            coded: None,
+            offset: 0,
+        });
     }
 
     /// Microseconds since the connection began (ping and pong timestamps).
@@ -412,6 +564,7 @@ impl TxConn {
     pub fn take_files(&mut self) -> Vec<(u64, OutgoingFile)> {
         self.closed = true;
         self.slot = None;
+        self.base = None;
         self.file_chunks.clear();
         self.reads.clear();
         self.pending_ends.clear();
@@ -448,10 +601,10 @@ impl TxConn {
         }
         if let Some(closing) = self.closing.take() {
             // Between whole messages: what was sent of a frame is abandoned, and said so.
-            if let Some((frame, _)) = self.current.take() {
+            if let Some(on_wire) = self.current.take() {
                 encode(
                     &Message::FrameAbort {
-                        seq: frame.meta().seq,
+                        seq: on_wire.frame.meta().seq,
                     },
                     &mut self.small,
                 );
@@ -489,13 +642,9 @@ impl TxConn {
             encode(&Message::FileEnd(FileEnd { id, checksum }), &mut self.small);
         }
         let mut frame_taken = false;
-        if self.current.is_none() {
-            if let Some(frame) = self.slot.take() {
-                encode(
-                    &Message::FrameStart(frame.meta().start_message()),
-                    &mut self.small,
-                );
-                self.current = Some((frame, 0));
+        if self.current.is_none() && !self.codes_next() {
+            if let Some(frame) = self.take_slot() {
+                self.start_raw(frame);
                 frame_taken = true;
             }
         }
@@ -507,23 +656,33 @@ impl TxConn {
                 let head = encode_bulk_head(Kind::FileChunk, id, offset, len);
                 (head, Payload::File { data, len })
             })
-        } else if let Some((frame, offset)) = self.current.as_mut() {
+        } else if let Some(on_wire) = self.current.as_mut() {
             self.file_turn = true;
-            let total = frame.pixels().len();
-            let start = *offset;
+            let total = on_wire
+                .coded
+                .as_ref()
+                .map_or(on_wire.frame.pixels().len(), |c| c.len());
+            let start = on_wire.offset;
             let end = (start + self.chunk_bytes).min(total);
             let head = encode_bulk_head(
                 Kind::FrameChunk,
-                frame.meta().seq,
+                on_wire.frame.meta().seq,
                 start as u64,
                 end - start,
             );
-            let payload = Payload::Frame {
-                frame: frame.clone(),
-                start,
-                end,
+            let payload = match &on_wire.coded {
+                Some(bytes) => Payload::Coded {
+                    bytes: bytes.clone(),
+                    start,
+                    end,
+                },
+                None => Payload::Frame {
+                    frame: on_wire.frame.clone(),
+                    start,
+                    end,
+                },
             };
-            *offset = end;
+            on_wire.offset = end;
             if end == total {
                 self.current = None;
                 frame_done = true;

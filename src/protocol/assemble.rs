@@ -14,8 +14,9 @@ use super::Checksum;
 
 use super::codec::BulkHead;
 use super::error::ProtocolError;
-use super::message::FrameStart;
-use crate::frame::{Frame, FrameMeta, FramePool, PooledBuf};
+use super::message::{CodedFrameStart, FrameStart};
+use super::tiles::{self, TileDecoder, TileError, TileGrid};
+use crate::frame::{Frame, FrameMeta, FramePool, PixelFormat, PooledBuf};
 
 /// What a chunk did to the frame in progress.
 #[derive(Debug)]
@@ -165,11 +166,30 @@ impl FrameBudget {
 
 struct Partial {
     start: FrameStart,
-    buf: PooledBuf,
+    dest: Dest,
     received: u64,
     pending_len: usize,
     /// This frame's share of the budget (what arrived), given back when it drops.
     _counted: Counted,
+}
+
+/// Where a partial frame's bytes go.
+enum Dest {
+    /// A raw frame: its pixels, straight into the frame's own buffer.
+    Raw(PooledBuf),
+    /// A coded frame: its `coded_len` coded bytes into the assembler's coded buffer,
+    /// decoded into a frame's buffer once all are in.
+    Coded { coded_len: u64, base_seq: u64 },
+}
+
+impl Partial {
+    /// The bytes this frame's chunks carry in all.
+    fn wire_len(&self) -> u64 {
+        match self.dest {
+            Dest::Raw(_) => self.start.total_len,
+            Dest::Coded { coded_len, .. } => coded_len,
+        }
+    }
 }
 
 /// A partial frame's share of the budget, given back when the partial ends (whole,
@@ -195,6 +215,14 @@ pub struct FrameAssembler {
     evict: Option<Evict>,
     current: Option<Partial>,
     hasher: Checksum,
+    /// Coded frames' bytes as they arrive (grown only by bytes that arrived; kept for
+    /// the next coded frame, freed with an abandoned one).
+    coded: Vec<u8>,
+    decoder: TileDecoder,
+    /// The last whole frame of this connection, which a delta refers to: kept only
+    /// when the connection takes coded frames.
+    base: Option<Frame>,
+    keep_base: bool,
 }
 
 impl FrameAssembler {
@@ -219,14 +247,27 @@ impl FrameAssembler {
             evict,
             current: None,
             hasher: Checksum::new(),
+            coded: Vec::new(),
+            decoder: TileDecoder::default(),
+            base: None,
+            keep_base: false,
         }
+    }
+
+    /// Takes coded frames ([`FrameAssembler::start_coded`]): the last whole frame is
+    /// kept as the base of the next delta.
+    pub fn keep_base(&mut self) {
+        self.keep_base = true;
     }
 
     /// Ends the partial frame, if any, without a frame: its buffer is freed (it may hold
     /// pages the peer wrote, which the pool would keep), its budget given back.
     fn drop_partial(&mut self) -> Option<u64> {
         let p = self.current.take()?;
-        p.buf.discard();
+        match p.dest {
+            Dest::Raw(buf) => buf.discard(),
+            Dest::Coded { .. } => self.coded = Vec::new(),
+        }
         Some(p.start.seq)
     }
 
@@ -237,9 +278,33 @@ impl FrameAssembler {
         let abandoned = self.drop_partial();
         let buf = self.pool.take(start.total_len as usize);
         self.hasher.reset();
+        self.begin(start, Dest::Raw(buf));
+        abandoned
+    }
+
+    /// Begins a coded frame whose geometry and coded length [`super::decode_body`] has
+    /// checked against the limits (only on a connection that [`keep_base`]s). Its coded
+    /// bytes take room as they arrive; the frame's buffer is taken once they are all
+    /// in. Returns the seq of a frame that was in progress and is now abandoned.
+    ///
+    /// [`keep_base`]: FrameAssembler::keep_base
+    pub fn start_coded(&mut self, coded: CodedFrameStart) -> Option<u64> {
+        let abandoned = self.drop_partial();
+        self.coded.clear();
+        self.begin(
+            coded.start,
+            Dest::Coded {
+                coded_len: coded.coded_len,
+                base_seq: coded.base_seq,
+            },
+        );
+        abandoned
+    }
+
+    fn begin(&mut self, start: FrameStart, dest: Dest) {
         self.current = Some(Partial {
             start,
-            buf,
+            dest,
             received: 0,
             pending_len: 0,
             _counted: Counted {
@@ -247,7 +312,6 @@ impl FrameAssembler {
                 assembler: self.id,
             },
         });
-        abandoned
     }
 
     /// Abandons frame `seq` if it is the one in progress; returns whether it was.
@@ -292,18 +356,26 @@ impl FrameAssembler {
             });
         }
         let end = head.offset.saturating_add(len as u64);
-        if end > p.start.total_len {
+        if end > p.wire_len() {
             return Err(ProtocolError::ChunkPastEnd {
                 seq,
                 offset: head.offset,
                 len: len as u64,
-                total_len: p.start.total_len,
+                total_len: p.wire_len(),
             });
         }
         // Counted as it arrives, before a byte of it is written.
         self.budget.take(self.id, len as u64, &self.evict)?;
         p.pending_len = len;
-        Ok(&mut p.buf[head.offset as usize..end as usize])
+        let range = head.offset as usize..end as usize;
+        Ok(match &mut p.dest {
+            Dest::Raw(buf) => &mut buf[range],
+            Dest::Coded { .. } => {
+                // Room for the bytes arriving now, and no more.
+                self.coded.resize(range.end, 0);
+                &mut self.coded[range]
+            }
+        })
     }
 
     /// The destination [`FrameAssembler::chunk_dest`] last returned, again (empty when
@@ -312,8 +384,11 @@ impl FrameAssembler {
     pub fn pending_dest(&mut self) -> &mut [u8] {
         match self.current.as_mut() {
             Some(p) => {
-                let from = p.received as usize;
-                &mut p.buf[from..from + p.pending_len]
+                let range = p.received as usize..p.received as usize + p.pending_len;
+                match &mut p.dest {
+                    Dest::Raw(buf) => &mut buf[range],
+                    Dest::Coded { .. } => &mut self.coded[range],
+                }
             }
             None => &mut [],
         }
@@ -327,25 +402,33 @@ impl FrameAssembler {
         };
         let from = p.received as usize;
         let to = from + p.pending_len;
-        self.hasher.update(&p.buf[from..to]);
+        if let Dest::Raw(buf) = &p.dest {
+            self.hasher.update(&buf[from..to]);
+        }
         p.received = to as u64;
         p.pending_len = 0;
-        if p.received < p.start.total_len {
+        if p.received < p.wire_len() {
             return Ok(Assembled::Incomplete);
         }
         let Some(p) = self.current.take() else {
             return Ok(Assembled::Incomplete);
         };
-        let actual = self.hasher.digest();
         let s = p.start;
-        if actual != s.checksum {
-            p.buf.discard();
-            return Err(ProtocolError::ChecksumMismatch {
-                seq: s.seq,
-                expected: s.checksum,
-                actual,
-            });
-        }
+        let buf = match p.dest {
+            Dest::Raw(buf) => {
+                let actual = self.hasher.digest();
+                if actual != s.checksum {
+                    buf.discard();
+                    return Err(ProtocolError::ChecksumMismatch {
+                        seq: s.seq,
+                        expected: s.checksum,
+                        actual,
+                    });
+                }
+                buf
+            }
+            Dest::Coded { base_seq, .. } => self.decode(&s, base_seq)?,
+        };
         let meta = FrameMeta {
             seq: s.seq,
             width: s.width,
@@ -355,7 +438,53 @@ impl FrameAssembler {
             capture_us: s.capture_us,
             checksum: s.checksum,
         };
-        Ok(Assembled::Complete(Frame::from_verified(meta, p.buf)))
+        let frame = Frame::from_verified(meta, buf);
+        if self.keep_base {
+            self.base = Some(frame.clone());
+        }
+        Ok(Assembled::Complete(frame))
+    }
+
+    /// Rebuilds a coded frame from the coded bytes now all in, into a new buffer
+    /// (never the base's), and checks the checksum of what came out.
+    fn decode(&mut self, s: &FrameStart, base_seq: u64) -> Result<PooledBuf, ProtocolError> {
+        let seq = s.seq;
+        let bad = |reason| ProtocolError::BadCoding { seq, reason };
+        let grid = TileGrid::new(s.bytes_per_row, s.height, PixelFormat::BYTES_PER_PIXEL)
+            .ok_or(bad(TileError::Geometry("no tile grid for the frame")))?;
+        let base = if tiles::is_delta(&self.coded) {
+            let same_geometry = |b: &FrameMeta| {
+                (b.width, b.height, b.format, b.bytes_per_row)
+                    == (s.width, s.height, s.format, s.bytes_per_row)
+            };
+            match &self.base {
+                Some(b) if b.meta().seq == base_seq && same_geometry(b.meta()) => Some(b.pixels()),
+                held => {
+                    return Err(ProtocolError::BaseMismatch {
+                        seq,
+                        base_seq,
+                        held: held.as_ref().map(|b| b.meta().seq),
+                    })
+                }
+            }
+        } else {
+            None
+        };
+        let mut out = self.pool.take(s.total_len as usize);
+        if let Err(reason) = self.decoder.decode(&grid, &self.coded, base, &mut out) {
+            out.discard();
+            return Err(bad(reason));
+        }
+        let actual = super::checksum(&out);
+        if actual != s.checksum {
+            out.discard();
+            return Err(ProtocolError::ChecksumMismatch {
+                seq,
+                expected: s.checksum,
+                actual,
+            });
+        }
+        Ok(out)
     }
 
     /// The budget this assembler's partial frames count against.
@@ -404,6 +533,173 @@ mod tests {
             last = asm.chunk(head, part)?;
         }
         Ok(last)
+    }
+
+    /// Codes `f` (a delta against `base` if given) and feeds its coded bytes in chunks.
+    fn feed_coded(
+        asm: &mut FrameAssembler,
+        f: &Frame,
+        base: Option<&Frame>,
+        chunk: usize,
+    ) -> Result<Assembled, ProtocolError> {
+        let m = f.meta();
+        let grid = TileGrid::new(m.bytes_per_row, m.height, 4).expect("a grid");
+        let mut coded = Vec::new();
+        tiles::TileEncoder::default()
+            .encode(
+                &grid,
+                f.pixels(),
+                base.map(|b| b.pixels()),
+                tiles::TileCompression::Lz4,
+                &mut coded,
+            )
+            .expect("codes");
+        asm.start_coded(CodedFrameStart {
+            start: m.start_message(),
+            coding: super::super::FrameCoding::Tiles,
+            base_seq: base.map_or(0, |b| b.meta().seq),
+            coded_len: coded.len() as u64,
+        });
+        let mut last = Assembled::Incomplete;
+        for (i, part) in coded.chunks(chunk).enumerate() {
+            let head = BulkHead {
+                id: m.seq,
+                offset: (i * chunk) as u64,
+            };
+            last = asm.chunk(head, part)?;
+        }
+        Ok(last)
+    }
+
+    fn complete(a: Result<Assembled, ProtocolError>) -> Frame {
+        match a.expect("valid") {
+            Assembled::Complete(f) => f,
+            Assembled::Incomplete => panic!("frame did not complete"),
+        }
+    }
+
+    #[test]
+    fn coded_frames_come_out_byte_exact_deltas_against_the_last_whole_frame() {
+        let mut asm = FrameAssembler::new(FramePool::new(4));
+        asm.keep_base();
+        // A key frame, then a raw frame, then a delta against the raw one.
+        let first = frame(150, 70, 1);
+        let out = complete(feed_coded(&mut asm, &first, None, 333));
+        assert_eq!((out.pixels(), out.meta()), (first.pixels(), first.meta()));
+        let second = frame(150, 70, 2);
+        complete(feed(&mut asm, &second, 1000));
+        let mut pixels = second.pixels().to_vec();
+        pixels[150 * 4 * 65 + 9] ^= 0x5A; // one byte of one tile changes
+        let third = Frame::copied(
+            FrameGeometry::rgba8(150, 70),
+            3,
+            7,
+            &pixels,
+            &FramePool::new(1),
+        );
+        let out = complete(feed_coded(&mut asm, &third, Some(&second), 50));
+        assert_eq!(out.pixels(), &pixels[..]);
+        assert_eq!(out.meta(), third.meta());
+    }
+
+    #[test]
+    fn a_delta_against_another_frame_than_the_last_is_refused() {
+        let mut asm = FrameAssembler::new(FramePool::new(4));
+        asm.keep_base();
+        let (a, b) = (frame(128, 64, 1), frame(128, 64, 2));
+        // `a` but for one byte: as a delta against `a`, one tile sent, one the same.
+        let mut pixels = a.pixels().to_vec();
+        pixels[5] ^= 1;
+        let c = Frame::copied(
+            FrameGeometry::rgba8(128, 64),
+            3,
+            0,
+            &pixels,
+            &FramePool::new(1),
+        );
+        // No base held yet.
+        assert!(matches!(
+            feed_coded(&mut asm, &b, Some(&a), 100),
+            Err(ProtocolError::BaseMismatch { held: None, .. })
+        ));
+        complete(feed_coded(&mut asm, &a, None, 100));
+        complete(feed(&mut asm, &b, 100));
+        // A delta against `a`, but `b` came last.
+        assert!(matches!(
+            feed_coded(&mut asm, &c, Some(&a), 100),
+            Err(ProtocolError::BaseMismatch {
+                base_seq: 1,
+                held: Some(2),
+                ..
+            })
+        ));
+        // A base of another size is no base.
+        let mut asm = FrameAssembler::new(FramePool::new(4));
+        asm.keep_base();
+        complete(feed(&mut asm, &frame(64, 32, 1), 100));
+        assert!(matches!(
+            feed_coded(&mut asm, &frame(32, 64, 2), Some(&frame(64, 32, 1)), 100),
+            Err(ProtocolError::BaseMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn coded_bytes_that_do_not_decode_or_hash_right_are_refused() {
+        let f = frame(64, 64, 1);
+        let mut asm = FrameAssembler::new(FramePool::new(4));
+        asm.keep_base();
+        // Chunks past the coded length.
+        asm.start_coded(CodedFrameStart {
+            start: f.meta().start_message(),
+            coding: super::super::FrameCoding::Tiles,
+            base_seq: 0,
+            coded_len: 3,
+        });
+        let head = BulkHead { id: 1, offset: 0 };
+        assert!(matches!(
+            asm.chunk(head, &[1, 0, 1, 9]),
+            Err(ProtocolError::ChunkPastEnd { total_len: 3, .. })
+        ));
+        // A coding cut short of its last tile.
+        asm.start_coded(CodedFrameStart {
+            start: f.meta().start_message(),
+            coding: super::super::FrameCoding::Tiles,
+            base_seq: 0,
+            coded_len: 3,
+        });
+        assert!(matches!(
+            asm.chunk(head, &[1, 0, 1]),
+            Err(ProtocolError::BadCoding { seq: 1, .. })
+        ));
+        // Coded bytes of other pixels than the start's checksum says.
+        let mut start = f.meta().start_message();
+        start.checksum ^= 1;
+        let grid = TileGrid::new(64 * 4, 64, 4).expect("a grid");
+        let mut coded = Vec::new();
+        tiles::TileEncoder::default()
+            .encode(
+                &grid,
+                f.pixels(),
+                None,
+                tiles::TileCompression::Lz4,
+                &mut coded,
+            )
+            .expect("codes");
+        asm.start_coded(CodedFrameStart {
+            start,
+            coding: super::super::FrameCoding::Tiles,
+            base_seq: 0,
+            coded_len: coded.len() as u64,
+        });
+        assert!(matches!(
+            asm.chunk(head, &coded),
+            Err(ProtocolError::ChecksumMismatch { seq: 1, .. })
+        ));
+        // None of it became the base: a delta still finds no base.
+        assert!(matches!(
+            feed_coded(&mut asm, &frame(64, 64, 2), Some(&f), 100),
+            Err(ProtocolError::BaseMismatch { held: None, .. })
+        ));
     }
 
     #[test]

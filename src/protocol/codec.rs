@@ -2,6 +2,7 @@
 
 use super::error::ProtocolError;
 use super::message::*;
+use super::tiles::TileGrid;
 use super::{
     Limits, MAGIC, MAX_AUTH_BYTES, MAX_FILE_NAME_BYTES, MAX_NAME_BYTES, MAX_REASON_BYTES, VERSION,
 };
@@ -15,6 +16,8 @@ pub const ENVELOPE_LEN: usize = 5;
 pub const BULK_HEAD_LEN: usize = 16;
 
 const FRAME_START_LEN: usize = 45;
+/// A coded frame start: the frame start, then coding (1), base seq (8), coded length (8).
+const CODED_FRAME_START_LEN: usize = FRAME_START_LEN + 17;
 
 /// The preamble this build sends.
 pub fn encode_preamble() -> [u8; PREAMBLE_LEN] {
@@ -100,6 +103,7 @@ pub fn max_body_len(kind: Kind, limits: &Limits) -> u64 {
         Kind::Ping => 16,
         Kind::Pong => 24,
         Kind::FrameStart => FRAME_START_LEN as u64,
+        Kind::CodedFrameStart => CODED_FRAME_START_LEN as u64,
         Kind::FrameChunk | Kind::FileChunk => {
             BULK_HEAD_LEN as u64 + u64::from(limits.max_chunk_bytes)
         }
@@ -172,15 +176,12 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
             put_u64(out, p.ping_sent_us);
             put_u64(out, p.sent_us);
         }
-        Message::FrameStart(f) => {
-            put_u64(out, f.seq);
-            put_u32(out, f.width);
-            put_u32(out, f.height);
-            out.push(f.format as u8);
-            put_u32(out, f.bytes_per_row);
-            put_u64(out, f.capture_us);
-            put_u64(out, f.total_len);
-            put_u64(out, f.checksum);
+        Message::FrameStart(f) => put_frame_start(out, f),
+        Message::CodedFrameStart(c) => {
+            put_frame_start(out, &c.start);
+            out.push(c.coding as u8);
+            put_u64(out, c.base_seq);
+            put_u64(out, c.coded_len);
         }
         Message::FrameChunk { seq, offset, data } => {
             put_u64(out, *seq);
@@ -284,25 +285,19 @@ pub fn decode_body(kind: Kind, body: &[u8], limits: &Limits) -> Result<Message, 
             ping_sent_us: r.u64("ping_sent_us")?,
             sent_us: r.u64("sent_us")?,
         }),
-        Kind::FrameStart => {
-            let seq = r.u64("seq")?;
-            let width = r.u32("width")?;
-            let height = r.u32("height")?;
-            let format_code = r.u8("format")?;
-            let format =
-                PixelFormat::from_u8(format_code).ok_or(r.invalid("format", format_code.into()))?;
-            let start = FrameStart {
-                seq,
-                width,
-                height,
-                format,
-                bytes_per_row: r.u32("bytes_per_row")?,
-                capture_us: r.u64("capture_us")?,
-                total_len: r.u64("total_len")?,
-                checksum: r.u64("checksum")?,
+        Kind::FrameStart => Message::FrameStart(frame_start(&mut r, limits)?),
+        Kind::CodedFrameStart => {
+            let start = frame_start(&mut r, limits)?;
+            let code = r.u8("coding")?;
+            let coding = FrameCoding::from_u8(code).ok_or(r.invalid("coding", code.into()))?;
+            let coded = CodedFrameStart {
+                start,
+                coding,
+                base_seq: r.u64("base_seq")?,
+                coded_len: r.u64("coded_len")?,
             };
-            check_frame_start(&start, limits)?;
-            Message::FrameStart(start)
+            check_coded_len(&coded)?;
+            Message::CodedFrameStart(coded)
         }
         Kind::FrameChunk => Message::FrameChunk {
             seq: r.u64("seq")?,
@@ -371,6 +366,45 @@ pub fn decode_body(kind: Kind, body: &[u8], limits: &Limits) -> Result<Message, 
     Ok(msg)
 }
 
+/// The fields of a frame start, checked against `limits`.
+fn frame_start(r: &mut Reader<'_>, limits: &Limits) -> Result<FrameStart, ProtocolError> {
+    let seq = r.u64("seq")?;
+    let width = r.u32("width")?;
+    let height = r.u32("height")?;
+    let format_code = r.u8("format")?;
+    let format =
+        PixelFormat::from_u8(format_code).ok_or(r.invalid("format", format_code.into()))?;
+    let start = FrameStart {
+        seq,
+        width,
+        height,
+        format,
+        bytes_per_row: r.u32("bytes_per_row")?,
+        capture_us: r.u64("capture_us")?,
+        total_len: r.u64("total_len")?,
+        checksum: r.u64("checksum")?,
+    };
+    check_frame_start(&start, limits)?;
+    Ok(start)
+}
+
+/// A coded frame's length must fit its (already checked) geometry: at least the
+/// coding's two head bytes, at most what the coding of that frame can ever take. This
+/// is what makes it safe to take room for the coded bytes as they arrive.
+fn check_coded_len(c: &CodedFrameStart) -> Result<(), ProtocolError> {
+    let f = &c.start;
+    let max = TileGrid::new(f.bytes_per_row, f.height, PixelFormat::BYTES_PER_PIXEL)
+        .map_or(0, |g| g.max_coded_len() as u64);
+    if c.coded_len < 2 || c.coded_len > max {
+        return Err(ProtocolError::BadCodedLen {
+            seq: f.seq,
+            coded_len: c.coded_len,
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// Checks a frame start's geometry against `limits`: this is what makes it safe to
 /// allocate `total_len` bytes for the frame.
 fn check_frame_start(f: &FrameStart, limits: &Limits) -> Result<(), ProtocolError> {
@@ -406,6 +440,17 @@ fn check_frame_start(f: &FrameStart, limits: &Limits) -> Result<(), ProtocolErro
         });
     }
     Ok(())
+}
+
+fn put_frame_start(out: &mut Vec<u8>, f: &FrameStart) {
+    put_u64(out, f.seq);
+    put_u32(out, f.width);
+    put_u32(out, f.height);
+    out.push(f.format as u8);
+    put_u32(out, f.bytes_per_row);
+    put_u64(out, f.capture_us);
+    put_u64(out, f.total_len);
+    put_u64(out, f.checksum);
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {

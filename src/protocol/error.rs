@@ -64,6 +64,19 @@ pub enum ProtocolError {
         total_len: u64,
         limit: u64,
     },
+    #[error("coded frame {seq}: {coded_len} coded bytes, outside 2..={max} for its size")]
+    BadCodedLen { seq: u64, coded_len: u64, max: u64 },
+    #[error("coded frame {seq}: {reason}")]
+    BadCoding {
+        seq: u64,
+        reason: super::tiles::TileError,
+    },
+    #[error("coded frame {seq} is a delta against frame {base_seq}, but the last whole frame of this connection is {held:?}")]
+    BaseMismatch {
+        seq: u64,
+        base_seq: u64,
+        held: Option<u64>,
+    },
     #[error("chunk for frame {seq}, which was never started (current frame: {current:?})")]
     ChunkWithoutFrame { seq: u64, current: Option<u64> },
     #[error("frame {seq}: chunk at offset {offset} but {expected} bytes were received so far (chunks must be contiguous and in order)")]

@@ -14,6 +14,7 @@ pub enum Kind {
     FrameStart = 0x20,
     FrameChunk = 0x21,
     FrameAbort = 0x22,
+    CodedFrameStart = 0x23,
     Text = 0x30,
     FileOffer = 0x40,
     FileAccept = 0x41,
@@ -26,7 +27,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Hello,
         Kind::Goodbye,
         Kind::Auth,
@@ -35,6 +36,7 @@ impl Kind {
         Kind::FrameStart,
         Kind::FrameChunk,
         Kind::FrameAbort,
+        Kind::CodedFrameStart,
         Kind::Text,
         Kind::FileOffer,
         Kind::FileAccept,
@@ -60,6 +62,7 @@ impl Kind {
             Kind::FrameStart => "frame-start",
             Kind::FrameChunk => "frame-chunk",
             Kind::FrameAbort => "frame-abort",
+            Kind::CodedFrameStart => "coded-frame-start",
             Kind::Text => "text",
             Kind::FileOffer => "file-offer",
             Kind::FileAccept => "file-accept",
@@ -121,6 +124,9 @@ impl Capabilities {
     /// stores them ([`FileProgress`]), and sends a file no further than
     /// [`FILE_WINDOW_BYTES`] past what a peer with this bit reported stored.
     pub const FILE_WINDOW: u32 = 1 << 4;
+    /// The peer takes tile-coded frames ([`CodedFrameStart`]): a sender may send it
+    /// deltas against the last frame on the link and compressed tiles.
+    pub const TILES: u32 = 1 << 5;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit == bit
@@ -206,6 +212,34 @@ pub struct FrameStart {
     pub total_len: u64,
     /// XXH3-64 of the whole payload.
     pub checksum: u64,
+}
+
+/// How a coded frame's bytes are coded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameCoding {
+    /// [`super::tiles`], version 1: tiles unchanged since the base left out, changed
+    /// ones raw, LZ4 or QOI.
+    Tiles = 1,
+}
+
+impl FrameCoding {
+    pub fn from_u8(code: u8) -> Option<FrameCoding> {
+        (code == FrameCoding::Tiles as u8).then_some(FrameCoding::Tiles)
+    }
+}
+
+/// Announces a frame whose pixels follow coded (only to peers with
+/// [`Capabilities::TILES`]): `coded_len` bytes in frame chunks of the frame's seq, in
+/// order. `start` describes the decoded frame; its checksum is the decoded pixels'.
+/// A delta is against the last whole frame of this link, in either direction raw or
+/// coded, whose seq is `base_seq` (for a key frame, 0 and not looked at).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodedFrameStart {
+    pub start: FrameStart,
+    pub coding: FrameCoding,
+    pub base_seq: u64,
+    pub coded_len: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,6 +328,7 @@ pub enum Message {
     FrameAbort {
         seq: u64,
     },
+    CodedFrameStart(CodedFrameStart),
     Text(Text),
     FileOffer(FileOffer),
     FileAccept(FileAccept),
@@ -319,6 +354,7 @@ impl Message {
             Message::FrameStart(_) => Kind::FrameStart,
             Message::FrameChunk { .. } => Kind::FrameChunk,
             Message::FrameAbort { .. } => Kind::FrameAbort,
+            Message::CodedFrameStart(_) => Kind::CodedFrameStart,
             Message::Text(_) => Kind::Text,
             Message::FileOffer(_) => Kind::FileOffer,
             Message::FileAccept(_) => Kind::FileAccept,

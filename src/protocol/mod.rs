@@ -30,8 +30,9 @@ pub use codec::{
 pub use error::ProtocolError;
 pub use escape::{escaped, is_unsafe_char, Escaped};
 pub use message::{
-    Capabilities, FileAccept, FileCancel, FileEnd, FileOffer, FileProgress, FileResult, FrameStart,
-    GoodbyeCode, Hello, Kind, Message, Ping, Pong, Role, Text, FILE_WINDOW_BYTES,
+    Capabilities, CodedFrameStart, FileAccept, FileCancel, FileEnd, FileOffer, FileProgress,
+    FileResult, FrameCoding, FrameStart, GoodbyeCode, Hello, Kind, Message, Ping, Pong, Role, Text,
+    FILE_WINDOW_BYTES,
 };
 
 /// The magic bytes that open every texstream connection.

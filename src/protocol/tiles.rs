@@ -21,6 +21,11 @@
 
 use thiserror::Error;
 
+/// Whether `coded` (a frame's coding, as sent) is a delta against a base frame.
+pub fn is_delta(coded: &[u8]) -> bool {
+    coded.get(1).is_some_and(|flags| flags & FLAG_DELTA != 0)
+}
+
 /// Side of a tile in pixels.
 pub const TILE_SIDE: u32 = 64;
 /// The coding's version byte.
@@ -46,7 +51,7 @@ pub enum TileCompression {
 }
 
 /// Why coded tiles were refused.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum TileError {
     #[error("coded tiles end early, in tile {0}")]
     Truncated(usize),
