@@ -75,6 +75,44 @@ fn a_short_run_delivers_every_frame_and_reports_json() {
 }
 
 #[test]
+fn coded_content_is_delivered_whole_and_its_share_of_raw_reported() {
+    let run = |content: &str, codec: &str| {
+        bench_json(&[
+            "bench",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--frames",
+            "40",
+            "--content",
+            content,
+            "--codec",
+            codec,
+            "--json",
+        ])
+    };
+    let screen = run("screen", "tiles");
+    assert_eq!(screen["frames_received"], 40, "{screen}");
+    assert_eq!(screen["checksum_failures"], 0, "{screen}");
+    assert_eq!(screen["content"], "screen", "{screen}");
+    assert_eq!(screen["coding"]["links"][0], "tiles", "{screen}");
+    assert_eq!(screen["coding"]["frames_coded"], 40, "{screen}");
+    // A moving cursor: after the first frame, a tile or four a frame.
+    let share = screen["coding"]["wire_share"].as_f64().expect("a share");
+    assert!(share < 0.05, "{screen}");
+    // The photo pans: every tile changes every frame; QOI still saves some of it.
+    let photo = run("photo", "tiles");
+    assert_eq!(photo["frames_received"], 40, "{photo}");
+    let share = photo["coding"]["wire_share"].as_f64().expect("a share");
+    assert!((0.3..0.95).contains(&share), "{photo}");
+    // Raw: nothing coded, every byte on the wire.
+    let raw = run("pattern", "raw");
+    assert_eq!(raw["coding"]["frames_coded"], 0, "{raw}");
+    assert_eq!(raw["coding"]["wire_share"], 1.0, "{raw}");
+}
+
+#[test]
 fn paced_by_acknowledgements_every_frame_arrives_too() {
     let report = bench_json(&[
         "bench",
@@ -202,6 +240,8 @@ fn bad_flags_exit_non_zero_with_a_message() {
         &["bench", "--chunk", "0"],
         &["bench", "--raw-tcp", "--slow-viewer"],
         &["bench", "--in-flight", "0"],
+        &["bench", "--content", "/no/such/picture.png"],
+        &["bench", "--codec", "h264"],
     ] {
         let out = Command::new(BIN)
             .args(args)

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::content::ContentKind;
 use crate::frame::FrameGeometry;
 use crate::gpu::RowLayout;
+use crate::net::Codec;
 use crate::protocol::{Limits, DEFAULT_CHUNK_BYTES};
 
 #[derive(Args, Debug)]
@@ -88,6 +90,39 @@ pub(super) struct BenchParams {
     /// wire+verify, upload) and render → upload end to end.
     #[arg(long)]
     pub(super) gpu: bool,
+    /// What the frames show: `synthetic` (the same pixels every frame), `pattern` (the
+    /// moving test pattern), `screen` (a desktop with a moving cursor), `photo` (a
+    /// photo-like picture panned a pixel a frame), or an image or animation FILE,
+    /// repeated to fill the frame. Pictures move as at 60 fps whatever the pace.
+    #[arg(long, value_name = "KIND|FILE", default_value = "synthetic", value_parser = ContentKind::parse)]
+    pub(super) content: ContentKind,
+    /// Pan a --content FILE picture a pixel a frame (every tile changes, as with a
+    /// moving camera).
+    #[arg(long)]
+    pub(super) pan: bool,
+    /// How the sender codes frames (`texstream serve --help`): raw, delta, lz4, tiles,
+    /// auto.
+    #[arg(long, value_name = "CODEC", default_value = "raw", value_parser = parse_codec)]
+    pub(super) codec: Codec,
+    /// The sender listens here (HOST:PORT; port 0 for any): another host's address, or
+    /// one inside a network namespace, for a benchmark across a real or emulated link.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub(super) listen: String,
+    /// Start the sender worker through this command (words split at spaces), e.g.
+    /// `ip netns exec NS` (or `ssh HOST`, where texstream is at the same path and the
+    /// clocks agree: latency is measured across them).
+    #[arg(long, value_name = "CMD")]
+    pub(super) sender_via: Option<String>,
+    /// Start each viewer worker through this command, as --sender-via.
+    #[arg(long, value_name = "CMD")]
+    pub(super) viewer_via: Option<String>,
+}
+
+fn parse_codec(name: &str) -> Result<Codec, String> {
+    Codec::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown codec {name:?}; one of: {}", names.join(", "))
+    })
 }
 
 #[derive(Args, Debug)]
@@ -231,6 +266,17 @@ impl BenchParams {
         }
         if self.gpu {
             args.push("--gpu".to_owned());
+        }
+        args.extend([
+            "--content".to_owned(),
+            self.content.to_arg(),
+            "--codec".to_owned(),
+            self.codec.name().to_owned(),
+            "--listen".to_owned(),
+            self.listen.clone(),
+        ]);
+        if self.pan {
+            args.push("--pan".to_owned());
         }
         args
     }

@@ -35,6 +35,7 @@
 //! [`floor`] (`--raw-tcp`).
 
 mod args;
+mod content;
 mod floor;
 mod process;
 mod report;

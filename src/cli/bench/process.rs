@@ -69,8 +69,18 @@ impl Drop for Children {
     }
 }
 
-fn worker_command(exe: &std::path::Path, args: &[String]) -> Command {
-    let mut cmd = Command::new(exe);
+/// `texstream bench ARGS`, started through `via` (`ip netns exec NS`, `ssh HOST`) if
+/// given.
+fn worker_command(exe: &std::path::Path, args: &[String], via: Option<&str>) -> Command {
+    let mut words = via.into_iter().flat_map(str::split_whitespace);
+    let mut cmd = match words.next() {
+        Some(first) => {
+            let mut cmd = Command::new(first);
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
     cmd.arg("bench")
         .args(args)
         .stdin(Stdio::null())
@@ -128,7 +138,7 @@ pub(super) fn run_parent(params: &BenchParams, slow: bool, json: bool) -> anyhow
     if slow {
         sender_args.push("--slow-viewer".to_owned());
     }
-    let mut sender = worker_command(&exe, &sender_args)
+    let mut sender = worker_command(&exe, &sender_args, params.sender_via.as_deref())
         .spawn()
         .context("cannot start the benchmark sender")?;
     let mut sender_out = BufReader::new(
@@ -170,7 +180,7 @@ pub(super) fn run_parent(params: &BenchParams, slow: bool, json: bool) -> anyhow
         if params.gpu {
             args.push("--gpu".to_owned());
         }
-        let mut viewer = worker_command(&exe, &args)
+        let mut viewer = worker_command(&exe, &args, params.viewer_via.as_deref())
             .spawn()
             .context("cannot start a benchmark viewer")?;
         viewer_outputs.push(collect_stdout(&mut viewer)?);

@@ -50,6 +50,13 @@ pub(super) struct SenderPeer {
     pub(super) frames_sent: u64,
     pub(super) frames_skipped: u64,
     pub(super) bytes_sent: u64,
+    /// The link's codec (with `auto`, what it chose at the end).
+    pub(super) codec: String,
+    pub(super) frames_coded: u64,
+    /// The frames' pixel bytes, and what they took on the wire.
+    pub(super) frame_bytes_raw: u64,
+    pub(super) frame_bytes_wire: u64,
+    pub(super) coding_us: u64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -296,12 +303,50 @@ pub(super) struct BenchReport {
     /// The median over each tenth of each viewer's frames in turn (from capture): a
     /// trend over a long run tells growth apart from a noisy stretch.
     latency_p50_ms_by_tenth: Vec<f64>,
+    /// What the frames showed (`--content`).
+    content: String,
+    /// How the sender coded them (`--codec`).
+    codec: String,
+    /// How the honest viewers' links coded them, summed: frames coded, the frames'
+    /// bytes on the wire against their raw bytes, and the time spent coding.
+    coding: CodingFigures,
     sender: SideFigures,
     /// Time in the sender's `Frame::copied` (source → frame buffer, hashed).
     sender_copy_secs: f64,
     viewer: SideFigures,
     per_viewer: Vec<ViewerFigures>,
     slow: Option<SlowFigures>,
+}
+
+/// What coding did on the honest viewers' links, summed over them.
+#[derive(serde::Serialize, Debug, Default)]
+struct CodingFigures {
+    /// Each link's codec at the end (with `auto`: `auto(tiles)` or `auto(raw)`).
+    links: Vec<String>,
+    frames_coded: u64,
+    frames_sent: u64,
+    /// Frame bytes on the wire against their raw bytes.
+    wire_share: f64,
+    /// Mean time to code one frame, in milliseconds.
+    coding_ms_per_frame: f64,
+}
+
+impl CodingFigures {
+    fn of<'a>(peers: impl Iterator<Item = &'a SenderPeer>) -> CodingFigures {
+        let mut f = CodingFigures::default();
+        let (mut raw, mut wire, mut us) = (0u64, 0u64, 0u64);
+        for p in peers {
+            f.links.push(p.codec.clone());
+            f.frames_coded += p.frames_coded;
+            f.frames_sent += p.frames_sent;
+            raw += p.frame_bytes_raw;
+            wire += p.frame_bytes_wire;
+            us += p.coding_us;
+        }
+        f.wire_share = wire as f64 / raw.max(1) as f64;
+        f.coding_ms_per_frame = us as f64 / 1e3 / f.frames_coded.max(1) as f64;
+        f
+    }
 }
 
 pub(super) fn combine(
@@ -389,6 +434,14 @@ pub(super) fn combine(
             .iter_mut()
             .map(|part| LatencyMs::of(part).p50)
             .collect(),
+        content: params.content.to_arg(),
+        codec: params.codec.name().to_owned(),
+        coding: CodingFigures::of(
+            sender
+                .peers
+                .iter()
+                .filter(|p| p.name.starts_with(super::VIEWER_NAME)),
+        ),
         sender: SideFigures {
             cpu_secs: sender.cpu_secs,
             peak_rss_mib: sender.peak_rss_mib,
@@ -429,6 +482,20 @@ pub(super) fn print_table(r: &BenchReport) {
         r.chunk_bytes,
         if r.tls { "TLS 1.3, " } else { "" },
         r.elapsed_secs,
+    );
+    let c = &r.coding;
+    println!(
+        "content {}, codec {}: {} of {} frames coded, {:.1} % of raw on the wire{} (Gb/s below: pixels delivered)",
+        r.content,
+        c.links.join(", "),
+        c.frames_coded,
+        c.frames_sent,
+        c.wire_share * 100.0,
+        if c.frames_coded > 0 {
+            format!(", {:.2} ms to code a frame", c.coding_ms_per_frame)
+        } else {
+            String::new()
+        },
     );
     println!(
         "{:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",

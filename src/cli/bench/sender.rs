@@ -13,6 +13,7 @@ use crate::net::{now_us, Event, Node, NodeConfig, PeerId};
 use crate::protocol::Role;
 
 use super::args::{SenderWorkerArgs, Stop};
+use super::content::Content;
 use super::process::{cpu_secs, peak_rss_mib};
 use super::report::{print_json_line, SenderPeer, SenderReport, SenderStages};
 use super::SLOW_VIEWER_NAME;
@@ -42,8 +43,8 @@ pub(super) fn micros(d: Duration) -> u64 {
 
 /// Where the sender's frames come from.
 enum Producer {
-    /// Synthetic pixels, copied (and hashed) into a frame buffer for every frame.
-    Cpu(Vec<u8>),
+    /// Each frame's picture (`--content`), copied (and hashed) into a frame buffer.
+    Cpu(Box<Content>),
     /// `--gpu`: the live shader rendered on a headless device and read back.
     Gpu(Box<GpuProducer>),
 }
@@ -57,9 +58,10 @@ impl Producer {
         pool: &FramePool,
     ) -> anyhow::Result<(Frame, Duration)> {
         match self {
-            Producer::Cpu(source) => {
+            Producer::Cpu(content) => {
+                let picture = content.picture(seq);
                 let copy_start = Instant::now();
-                let frame = Frame::copied(geometry, seq, now_us(), source, pool);
+                let frame = Frame::copied(geometry, seq, now_us(), picture, pool);
                 Ok((frame, copy_start.elapsed()))
             }
             Producer::Gpu(gpu) => gpu.render(seq, pool),
@@ -201,11 +203,17 @@ pub(super) fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
     let mut producer = if params.gpu {
         Producer::Gpu(Box::new(GpuProducer::new(params.width, params.height)?))
     } else {
-        Producer::Cpu(synthetic_pixels(geometry.total_len()))
+        Producer::Cpu(Box::new(Content::new(
+            &params.content,
+            params.width,
+            params.height,
+            params.pan,
+        )?))
     };
     let mut config = NodeConfig::new(Role::Sender);
     config.name = "bench sender".to_owned();
-    config.listen = Some("127.0.0.1:0".to_owned());
+    config.listen = Some(params.listen.clone());
+    config.codec = params.codec;
     config.chunk_bytes = params.chunk as usize;
     config.forward_text = false;
     config.event_queue = 4096;
@@ -362,6 +370,11 @@ pub(super) fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
         .peers()
         .into_iter()
         .map(|p| SenderPeer {
+            codec: p.codec_now(),
+            frames_coded: p.frames_coded,
+            frame_bytes_raw: p.frame_bytes_raw,
+            frame_bytes_wire: p.frame_bytes_wire,
+            coding_us: p.coding_us,
             name: p.name.unwrap_or_default(),
             frames_sent: p.frames_sent,
             frames_skipped: p.frames_skipped,
