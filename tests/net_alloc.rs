@@ -2,7 +2,8 @@
 //! warm pool goes through the sender's link writer, over loopback TCP, through the
 //! viewer's reader and reassembly into the viewer's own pool, and out of its frame
 //! channel, a thousand times, and a counting global allocator — counting every thread
-//! of the process, the nodes' own included — sees no allocation at all meanwhile.
+//! of the process, the nodes' own included — sees no allocation at all meanwhile; the
+//! same with frames coded on the way (coded by the writer, rebuilt by the reader).
 //!
 //! `TEXSTREAM_ALLOC_TRACE=1` prints a backtrace of the first few allocations it counts,
 //! to find one that crept in.
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use texstream::frame::{FrameGeometry, FramePool};
+use texstream::net::{Codec, Node};
+use texstream::protocol::Role;
 
 /// Whether allocations are being counted (by every thread).
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -125,13 +128,24 @@ fn one_frame(
 
 #[test]
 fn a_thousand_frames_cross_the_network_path_without_one_allocation() {
+    // In turn, not in two tests: the allocator counts every thread of the process.
+    for codec in [Codec::Raw, Codec::Tiles] {
+        a_thousand_frames(codec);
+    }
+}
+
+/// Raw frames, or frames coded by the sender's writer (a delta against the last frame,
+/// LZ4 or QOI tiles) and rebuilt by the viewer's reader against its last frame.
+fn a_thousand_frames(codec: Codec) {
     // Several chunks per frame (0.9 MB against 256 KiB chunks).
     let geometry = FrameGeometry::rgba8(640, 360);
-    let sender = listening_sender("sender");
+    let mut config = fast_config(Role::Sender);
+    config.listen = Some("127.0.0.1:0".to_owned());
+    config.codec = codec;
+    let sender = Node::start(config).expect("sender starts");
     let viewer = dialing_viewer("viewer", listen_addr(&sender));
     wait_connected(&sender, "the viewer connects");
     wait_connected(&viewer, "the viewer is connected");
-
     // A producer's pool in its steady state holds the buffers it cycles through: four,
     // made at once up front (a frame the sender's writer still holds while the next
     // is filled needs a second, and so on).
@@ -169,8 +183,15 @@ fn a_thousand_frames_cross_the_network_path_without_one_allocation() {
         "every frame verified against its checksum"
     );
     assert_eq!(
-        allocations, 0,
-        "{allocations} allocations in the whole process over {counted} frames sent, \
-         received and reassembled (TEXSTREAM_ALLOC_TRACE=1 shows where)"
+        allocations,
+        0,
+        "{}: {allocations} allocations in the whole process over {counted} frames sent, \
+         received and reassembled (TEXSTREAM_ALLOC_TRACE=1 shows where)",
+        codec.name()
     );
+    let coded = sender.peers()[0].frames_coded;
+    match codec {
+        Codec::Raw => assert_eq!(coded, 0),
+        _ => assert!(coded >= 1000, "{coded} frames coded"),
+    }
 }

@@ -215,6 +215,8 @@ pub struct TileEncoder {
     tile: Vec<u8>,
     packed: Vec<u8>,
     qoi: Vec<u8>,
+    /// LZ4's hash table, cleared for each tile instead of made anew.
+    lz4_table: lz4_flex::block::CompressTable,
 }
 
 impl TileEncoder {
@@ -248,8 +250,12 @@ impl TileEncoder {
             if compression != TileCompression::None {
                 let bound = lz4_flex::block::get_maximum_output_size(self.tile.len());
                 self.packed.resize(bound, 0);
-                let n = lz4_flex::block::compress_into(&self.tile, &mut self.packed)
-                    .map_err(|_| TileError::Geometry("LZ4 bound"))?;
+                let n = lz4_flex::block::compress_into_with_table(
+                    &self.tile,
+                    &mut self.packed,
+                    &mut self.lz4_table,
+                )
+                .map_err(|_| TileError::Geometry("LZ4 bound"))?;
                 best = Some((LZ4, n));
             }
             let lz4_saves_little =
