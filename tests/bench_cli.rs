@@ -230,6 +230,60 @@ fn a_short_gpu_run_reports_every_stage() {
     assert!(p50 > 0.0 && p50 <= p99, "{report}");
 }
 
+/// With `--fps max` the sender keeps its readback ring full, as the window's capture
+/// thread does: frame n renders while the ones before it map, so more than one readback
+/// is in flight (exactly one each time when every frame is waited for before the next).
+#[test]
+fn a_gpu_run_at_fps_max_keeps_several_readbacks_in_flight() {
+    match Gpu::headless() {
+        Ok(gpu) => eprintln!("on {} ({:?})", gpu.info.name, gpu.info.backend),
+        Err(e) if std::env::var("TEXSTREAM_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("TEXSTREAM_REQUIRE_GPU=1 but no GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("a_gpu_run_at_fps_max_keeps_several_readbacks_in_flight: skipped, no GPU adapter: {e}");
+            return;
+        }
+    }
+    let report = bench_json(&[
+        "bench", "--gpu", "--fps", "max", "--width", "640", "--height", "360", "--frames", "30",
+        "--json",
+    ]);
+    assert_eq!(report["frames_received"], 30, "{report}");
+    assert_eq!(report["checksum_failures"], 0, "{report}");
+    let in_flight = &report["readbacks_in_flight"];
+    let peak = in_flight["peak"].as_u64();
+    let mean = in_flight["mean"].as_f64();
+    assert!(
+        peak > Some(1),
+        "never more than one readback in flight: {report}"
+    );
+    assert!(
+        peak <= Some(3),
+        "more in flight than the ring holds: {report}"
+    );
+    assert!(
+        mean > Some(1.0) && mean <= peak.map(|p| p as f64),
+        "{report}"
+    );
+    // Taken in order: every frame rendered is published, but the ring's last few.
+    let rendered = in_flight["frames_rendered"].as_u64().unwrap_or(0);
+    assert!((30..=33).contains(&rendered), "{report}");
+    // The table says it too.
+    let out = Command::new(BIN)
+        .args([
+            "bench", "--gpu", "--width", "64", "--height", "64", "--frames", "5",
+        ])
+        .output()
+        .expect("texstream bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("readbacks in flight at the sender, as each frame was submitted: peak "),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bad_flags_exit_non_zero_with_a_message() {
     for args in [

@@ -258,6 +258,111 @@ fn readbacks_are_pipelined_and_counted() {
     );
 }
 
+/// A still picture is read back and hashed once, then published again under new frame
+/// numbers with the same pixels: the frames read back (the window's figures) stay at
+/// the few in flight when it came, while the frames published go on, and the viewer
+/// gets the picture byte-exact.
+#[test]
+fn a_still_picture_is_read_back_once() {
+    if !gpu_present("still picture") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (still, still_img) = write_png(tmp.path(), "still.png", 301, 203);
+    let mut harness = sender_harness(Some(still));
+    // One capture per window pass.
+    harness.get_by_label("Every UI frame").click();
+    let viewer = viewer_node(harness.state());
+    let frame = frame_of_size(&mut harness, &viewer, (301, 203));
+    assert_frame_is(&frame, &still_img);
+    // Until the picture was loaded the pattern streamed, every frame read back.
+    let (read_back, published) = (
+        harness.state().frames_read_back(),
+        harness.state().frames_published(),
+    );
+    step_until(&mut harness, "40 more frames published", |h| {
+        h.state().frames_published() >= published + 40
+    });
+    let again = harness.state().frames_read_back() - read_back;
+    assert!(
+        again <= 3,
+        "{again} frames of an unchanged picture read back (at most the ring's 3 in flight when it came)"
+    );
+    let _ = viewer.frames().try_iter().count();
+    let frame = frame_of_size(&mut harness, &viewer, (301, 203));
+    assert_frame_is(&frame, &still_img);
+    use egui_kittest::kittest::NodeT;
+    let figures = harness
+        .get_by_label_contains("Readbacks in flight:")
+        .accesskit_node()
+        .value()
+        .expect("the readback figures have a text");
+    assert!(
+        figures.ends_with(&format!("{} read back", harness.state().frames_read_back())),
+        "{figures}"
+    );
+}
+
+/// The capture thread held up right after submitting its GPU work (standing for a GPU
+/// that takes long, which lavapipe never does) holds no window pass up: while it is held
+/// the window keeps making passes, with nothing published, and it streams again once
+/// let go.
+#[test]
+fn the_window_keeps_presenting_while_the_capture_is_held_up() {
+    if !gpu_present("held-up capture") {
+        return;
+    }
+    let (release, held) = flume::bounded::<()>(0);
+    let (entered_tx, entered) = flume::bounded::<()>(1);
+    let after_submit: texstream::app::sender::CaptureHook = std::sync::Arc::new(move || {
+        let _ = entered_tx.try_send(());
+        // Until the test lets go (drops `release`), 10 s at most.
+        let _ = held.recv_timeout(Duration::from_secs(10));
+    });
+    let mut config = NodeConfig::new(Role::Sender);
+    config.listen = Some("127.0.0.1:0".into());
+    let options = texstream::app::sender::CaptureOptions {
+        after_submit: Some(after_submit),
+    };
+    let mut harness = Harness::builder()
+        .with_size([1200.0, 720.0])
+        .wgpu()
+        .build_eframe(move |cc| {
+            SenderApp::with_capture(cc, config, Some(PathBuf::from("pattern")), options).unwrap()
+        });
+    // Dropped before the window, should the test fail: the capture thread is let go
+    // before the window waits for it to end.
+    let let_go = release;
+    // A capture command from every pass, as with any window.
+    harness.get_by_label("Every UI frame").click();
+    entered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the capture thread submitted its first frame");
+    let holding = Instant::now();
+    let mut passes = 0u32;
+    let mut slowest = Duration::ZERO;
+    while holding.elapsed() < Duration::from_secs(3) {
+        let pass = Instant::now();
+        harness.step();
+        slowest = slowest.max(pass.elapsed());
+        passes += 1;
+    }
+    assert!(
+        passes >= 20,
+        "the window waited on the capture: {passes} passes in {:?}, the slowest {slowest:?}",
+        holding.elapsed()
+    );
+    assert_eq!(
+        harness.state().frames_published(),
+        0,
+        "the capture was held the whole time"
+    );
+    drop(let_go);
+    step_until(&mut harness, "frames once the capture is let go", |h| {
+        h.state().frames_published() >= 10
+    });
+}
+
 /// A folder that takes 3 s to read holds no window pass up: the picker says it is
 /// reading, the window steps on, and the listing shows when it comes.
 #[test]

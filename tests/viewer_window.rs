@@ -11,6 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui::accesskit::Role as A11yRole;
@@ -274,6 +275,59 @@ fn the_status_bar_shows_the_stages_of_the_frames_shown() {
         stages.contains("to UI") && stages.contains("upload"),
         "{stages:?}"
     );
+}
+
+/// What the network delivered is taken for at most `INCOMING_BUDGET` (10 ms) a pass, as
+/// rerun's viewer budgets its messages; the rest waits for the next pass. On a clock that
+/// moves 1 ms each time it is read, one pass takes at most ten of 200 texts waiting, and
+/// the passes after it the rest, in order.
+#[test]
+fn a_flood_of_texts_is_taken_a_budget_per_pass() {
+    if !gpu_available("a_flood_of_texts_is_taken_a_budget_per_pass") {
+        return;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let addr = sender.local_addr().unwrap().to_string();
+    let (mut harness, _rs) = viewer(addr.clone(), dir.path());
+    step_until(&mut harness, None, "the viewer to connect", |h| {
+        has_label_containing(h, &format!("connected to {addr}"))
+    });
+    common::wait_connected(&sender, "the sender's own link to the window");
+    let reads = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let clock_reads = reads.clone();
+    harness.state_mut().set_clock(Arc::new(move || {
+        start + Duration::from_millis(clock_reads.fetch_add(1, Relaxed))
+    }));
+    harness.step();
+    let before = harness.state().chat().len();
+    const TEXTS: usize = 200;
+    for i in 0..TEXTS {
+        sender.send_text(&format!("flood {i}"));
+    }
+    // All of them waiting in the window's node before its next pass.
+    let deadline = Instant::now() + PATIENCE;
+    while harness.state().node().events().len() < TEXTS {
+        assert!(Instant::now() < deadline, "the texts never all arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    harness.step();
+    let taken = harness.state().chat().len() - before;
+    assert!(
+        (1..=10).contains(&taken),
+        "one pass took {taken} of {TEXTS} texts"
+    );
+    let mut passes = 1;
+    while harness.state().chat().len() < before + TEXTS {
+        assert!(passes < TEXTS, "the texts never all came into the chat");
+        harness.step();
+        passes += 1;
+    }
+    assert!(passes >= TEXTS / 10, "{passes} passes for {TEXTS} texts");
+    assert_eq!(harness.state().chat().len(), before + TEXTS);
+    assert!(harness.query_by_label("flood 199").is_some());
 }
 
 #[test]

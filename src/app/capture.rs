@@ -91,6 +91,9 @@ pub struct Preview {
 #[derive(Default)]
 pub struct CaptureStatus {
     pub published: AtomicU64,
+    /// Frames taken out of the readback ring (copied and hashed). An unchanged picture
+    /// is read back once and re-published, so this stays behind `published`.
+    pub read_back: AtomicU64,
     /// Captures skipped because every staging buffer was still in flight.
     pub gpu_busy: AtomicU64,
     /// Readbacks submitted and not yet taken, now; and the most there ever were. The
@@ -105,6 +108,17 @@ pub struct CaptureStatus {
     pub stages: Mutex<StageMeter<2>>,
 }
 
+/// Called on the capture thread right after each capture's GPU work is submitted.
+pub type CaptureHook = Arc<dyn Fn() + Send + Sync>;
+
+/// How the capture thread is set up beyond its channels; the default for the program.
+#[derive(Clone, Default)]
+pub struct CaptureOptions {
+    /// Run after each capture is submitted, on the capture thread: tests hold the thread
+    /// here to stand for GPU work that takes long (the window must go on meanwhile).
+    pub after_submit: Option<CaptureHook>,
+}
+
 /// Starts the capture thread. It ends when `commands`' sender is dropped.
 pub fn spawn(
     render_state: &egui_wgpu::RenderState,
@@ -112,13 +126,14 @@ pub fn spawn(
     ctx: egui::Context,
     status: Arc<CaptureStatus>,
     commands: flume::Receiver<Command>,
+    options: CaptureOptions,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let device = render_state.device.clone();
     let queue = render_state.queue.clone();
     std::thread::Builder::new()
         .name("texstream capture".into())
         .spawn(move || {
-            let mut capture = Capture::new(device, queue, publisher, ctx, status);
+            let mut capture = Capture::new(device, queue, publisher, ctx, status, options);
             capture.run(&commands);
         })
 }
@@ -154,6 +169,14 @@ struct Capture {
     /// (streams the live target?, source generation, live binding) the preview shows.
     preview_of: Option<(bool, u64, LiveBinding)>,
     preview_generation: u64,
+    /// The first frame number captured since the streamed picture last changed (a new
+    /// picture, another animation frame, another mode): a readback from it on shows
+    /// the picture as it is now.
+    unchanged_since: u64,
+    /// With [`StreamMode::Image`]: the picture as it is now, read back once, re-published
+    /// with [`Frame::with_seq`](crate::frame::Frame::with_seq) until it changes.
+    still: Option<crate::frame::Frame>,
+    options: CaptureOptions,
 }
 
 impl Capture {
@@ -163,6 +186,7 @@ impl Capture {
         publisher: Publisher,
         ctx: egui::Context,
         status: Arc<CaptureStatus>,
+        options: CaptureOptions,
     ) -> Capture {
         let (source, source_view) = source_texture(&device, (1, 1));
         let live = LiveShader::new(&device, &source_view, PATTERN_SIZE.0, PATTERN_SIZE.1);
@@ -189,7 +213,17 @@ impl Capture {
             seq: 0,
             preview_of: None,
             preview_generation: 0,
+            unchanged_since: 0,
+            still: None,
+            options,
         }
+    }
+
+    /// The streamed picture changes from the next capture on: what is read back before
+    /// it is not re-published any more.
+    fn picture_changed(&mut self) {
+        self.unchanged_since = self.seq;
+        self.still = None;
     }
 
     fn streaming(&self) -> bool {
@@ -264,10 +298,14 @@ impl Capture {
                 write_texture(&self.queue, &self.source, picture.first());
                 self.shown = 0;
                 self.picture = Some(picture);
+                self.picture_changed();
                 self.update_preview();
                 false
             }
             Command::Mode(mode) => {
+                if mode != self.mode {
+                    self.picture_changed();
+                }
                 self.mode = mode;
                 self.update_preview();
                 false
@@ -288,12 +326,26 @@ impl Capture {
             if index != self.shown {
                 write_texture(&self.queue, &self.source, &frames[index].0);
                 self.shown = index;
+                self.picture_changed();
             }
         }
         // What finished since the last capture goes out first; with every buffer still
         // in flight, wait for the oldest one's own submission (bounded), never for the
         // whole device the window presents from.
         self.collect()?;
+        // An unchanged picture, read back once already: the same pixels again under the
+        // next number, with no GPU work, copy or hash.
+        if let Some(still) = self
+            .still
+            .as_ref()
+            .filter(|_| self.mode == StreamMode::Image)
+        {
+            let frame = still.with_seq(self.seq, now_us());
+            self.seq += 1;
+            self.publisher.publish(&frame);
+            self.status.published.fetch_add(1, Relaxed);
+            return Ok(());
+        }
         if self.readback.is_full() {
             self.readback.wait_oldest(&self.device, RING_FULL_WAIT)?;
             self.collect()?;
@@ -330,6 +382,9 @@ impl Capture {
         };
         let submission = self.queue.submit([encoder.finish()]);
         self.readback.submitted_as(submission);
+        if let Some(after_submit) = &self.options.after_submit {
+            after_submit();
+        }
         if copied {
             self.seq += 1;
         } else {
@@ -347,6 +402,11 @@ impl Capture {
         }
         let taking = Instant::now();
         if let Some(frame) = self.readback.try_frame(&self.device, &self.pool)? {
+            self.status.read_back.fetch_add(1, Relaxed);
+            if self.mode == StreamMode::Image && frame.meta().seq >= self.unchanged_since {
+                // Shares the pixels: kept, they cost no copy.
+                self.still = Some(frame.clone());
+            }
             self.publish(frame, taking);
         }
         self.note_in_flight();

@@ -193,7 +193,8 @@ pub fn dropped_paths(ctx: &egui::Context) -> Vec<std::path::PathBuf> {
 /// The UI thread's time per pass, for the windows' figures: the app's own work
 /// (`logic` and `ui`), and the whole pass as eframe measures it (tessellation and
 /// painting included, vsync excluded), p50 and p99 over the last second. Logged at
-/// debug every five seconds, for measurements without a screen reader.
+/// debug every five seconds, and each pass at trace, for measurements without a screen
+/// reader.
 pub struct PassMeter {
     name: &'static str,
     meter: crate::meter::StageMeter<2>,
@@ -226,6 +227,8 @@ impl PassMeter {
             .map(|b| now.duration_since(b).as_secs_f64() * 1e3);
         let whole_ms = whole_prev_s.map(|s| f64::from(s) * 1e3);
         self.meter.record(now, [app_ms, whole_ms]);
+        // Every pass, for measurements over a whole run (BENCHMARKS.md).
+        tracing::trace!(window = self.name, ?app_ms, ?whole_ms, "UI pass");
         if now.duration_since(self.logged) >= std::time::Duration::from_secs(5) {
             self.logged = now;
             let text = self.text(now);

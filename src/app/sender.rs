@@ -18,7 +18,7 @@ use crate::gpu::check_texture_size;
 use crate::net::{now_us, Event, NetError, Node, NodeConfig};
 use crate::source::{looks_like_image, Source};
 
-pub use super::capture::StreamMode;
+pub use super::capture::{CaptureHook, CaptureOptions, StreamMode};
 
 /// A picked file and what decoding it gave.
 type LoadResult = (PathBuf, Result<Source, String>);
@@ -68,8 +68,19 @@ impl SenderApp {
     /// loads `image` if given (`pattern` starts the shader pattern).
     pub fn new(
         cc: &eframe::CreationContext<'_>,
+        config: NodeConfig,
+        image: Option<PathBuf>,
+    ) -> Result<SenderApp, NetError> {
+        SenderApp::with_capture(cc, config, image, CaptureOptions::default())
+    }
+
+    /// [`SenderApp::new`] with the capture thread set up by `capture` (tests hold it up
+    /// through [`CaptureOptions::after_submit`]).
+    pub fn with_capture(
+        cc: &eframe::CreationContext<'_>,
         mut config: NodeConfig,
         image: Option<PathBuf>,
+        capture: CaptureOptions,
     ) -> Result<SenderApp, NetError> {
         config.waker = Some(repaint_waker(&cc.egui_ctx));
         let node = Node::start(config)?;
@@ -84,6 +95,7 @@ impl SenderApp {
                     cc.egui_ctx.clone(),
                     status.clone(),
                     rx,
+                    capture,
                 ) {
                     Ok(handle) => (Some(tx), Some(handle), None),
                     Err(e) => (
@@ -184,9 +196,15 @@ impl SenderApp {
         self.status.readbacks_in_flight_peak.load(Relaxed)
     }
 
-    /// Frames read back and published so far.
+    /// Frames published so far.
     pub fn frames_published(&self) -> u64 {
         self.status.published.load(Relaxed)
+    }
+
+    /// Frames taken out of the readback ring (copied and hashed) so far: an unchanged
+    /// picture is read back once, then re-published as it is.
+    pub fn frames_read_back(&self) -> u64 {
+        self.status.read_back.load(Relaxed)
     }
 
     /// Name and size of the loaded image, if any.
@@ -467,13 +485,16 @@ impl SenderApp {
                  work, and the whole pass (drawing included, vsync excluded)",
             );
         ui.label(format!(
-            "Readbacks in flight: {} (at most {} so far)",
+            "Readbacks in flight: {} (at most {} so far), {} read back",
             self.status.readbacks_in_flight.load(Relaxed),
-            self.status.readbacks_in_flight_peak.load(Relaxed)
+            self.status.readbacks_in_flight_peak.load(Relaxed),
+            self.frames_read_back()
         ))
         .on_hover_text(
             "Frames rendered and copied on the GPU, not yet back: the capture renders the \
-             next frame while the last one is read back.",
+             next frame while the last one is read back.\nRead back: frames copied out of \
+             the GPU and hashed; an unchanged picture is read back once and published \
+             again as it is.",
         );
         self.stages_ui(ui);
         ui.separator();

@@ -21,6 +21,13 @@ use crate::net::{now_us, Event, NetError, Node, NodeConfig, PeerState, PeerStatu
 
 /// How often the status bar's figures refresh while no frame arrives.
 const STATUS_REFRESH: Duration = Duration::from_millis(250);
+/// How long one pass spends on what the network delivered (the newest frame's upload,
+/// then the events), as rerun's viewer budgets its incoming messages: what is left
+/// waits for the next pass, which is asked for at once.
+pub const INCOMING_BUDGET: Duration = Duration::from_millis(10);
+
+/// The clock the pass's budget is read from: `Instant::now` unless a test passes its own.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// Zoom limits, in screen pixels per frame pixel.
 const ZOOM_MIN: f32 = 0.02;
 const ZOOM_MAX: f32 = 32.0;
@@ -122,6 +129,10 @@ pub struct ViewerApp {
     saving: Option<SavingSnapshot>,
     /// The last snapshot's outcome, shown in the toolbar.
     snapshot_note: Option<Result<PathBuf, String>>,
+    /// What [`INCOMING_BUDGET`] is measured on.
+    clock: Clock,
+    /// Events the last pass left for the next one, its budget spent.
+    events_left: bool,
 }
 
 impl ViewerApp {
@@ -159,7 +170,14 @@ impl ViewerApp {
             snapshot_dir,
             saving: None,
             snapshot_note: None,
+            clock: Arc::new(Instant::now),
+            events_left: false,
         })
+    }
+
+    /// Measures each pass's [`INCOMING_BUDGET`] on `clock` (a test's, moved as it likes).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub fn node(&self) -> &Node {
@@ -220,13 +238,26 @@ impl ViewerApp {
         &self.upload
     }
 
-    /// Takes what the network delivered: events, and the newest complete frame (older
-    /// ones are skipped). Never waits.
+    /// Takes what the network delivered: the newest complete frame (older ones are
+    /// skipped), then events while [`INCOMING_BUDGET`] lasts — at least one, so a slow
+    /// upload never starves them —, the rest left for the next pass. Never waits.
     fn take_from_network(&mut self) {
+        let deadline = (self.clock)() + INCOMING_BUDGET;
+        self.take_frames();
         let events = self.node.events().clone();
-        for event in events.try_iter() {
+        self.events_left = false;
+        while let Ok(event) = events.try_recv() {
             self.on_event(event);
+            if (self.clock)() >= deadline {
+                self.events_left = !events.is_empty();
+                break;
+            }
         }
+    }
+
+    /// The newest complete frame into the texture (older ones are skipped), or a frame
+    /// that waited for a staging buffer.
+    fn take_frames(&mut self) {
         let mut newest = None;
         for frame in self.node.frames().try_iter() {
             if newest.replace(frame).is_some() {
@@ -708,7 +739,10 @@ impl eframe::App for ViewerApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.pass.begin();
         self.take_from_network();
-        if self.waiting.is_some() {
+        if self.events_left {
+            // The budget ran out: the rest in the very next pass.
+            ctx.request_repaint();
+        } else if self.waiting.is_some() {
             // The upload ring's buffers come back within a few milliseconds.
             ctx.request_repaint_after(Duration::from_millis(2));
         }

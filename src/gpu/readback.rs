@@ -206,8 +206,20 @@ impl Readback {
     }
 
     /// The newest finished readback as a frame (one copy, hashed), without polling the
-    /// device: call after [`Readback::wait_mapped`] or a poll of your own.
+    /// device: call after [`Readback::wait_mapped`] or a poll of your own. Older
+    /// finished ones are released unread: newest wins.
     pub fn take_frame(&mut self, pool: &FramePool) -> Result<Option<Frame>, GpuError> {
+        self.take(pool, true)
+    }
+
+    /// [`Readback::take_frame`] in order: the oldest finished readback, the newer
+    /// finished ones left for the next calls, so every frame submitted is taken
+    /// (`texstream bench --gpu` publishes each one it renders).
+    pub fn take_oldest(&mut self, pool: &FramePool) -> Result<Option<Frame>, GpuError> {
+        self.take(pool, false)
+    }
+
+    fn take(&mut self, pool: &FramePool, newest_wins: bool) -> Result<Option<Frame>, GpuError> {
         let mut failed = false;
         for (index, ok) in self.done_rx.try_iter() {
             if let Some(slot) = self.slots.get_mut(index) {
@@ -222,25 +234,29 @@ impl Readback {
         if failed {
             return Err(GpuError::Readback("mapping a staging buffer failed".into()));
         }
-        let newest = self
+        let ready = self
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.state == State::Ready)
-            .max_by_key(|(_, s)| s.seq)
-            .map(|(i, _)| i);
-        let Some(newest) = newest else {
+            .filter(|(_, s)| s.state == State::Ready);
+        let picked = if newest_wins {
+            ready.max_by_key(|(_, s)| s.seq)
+        } else {
+            ready.min_by_key(|(_, s)| s.seq)
+        };
+        let Some(picked) = picked.map(|(i, _)| i) else {
             return Ok(None);
         };
         let mut frame = None;
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            if slot.state != State::Ready {
+            // Newest wins releases every finished one; in order, the picked one alone.
+            if slot.state != State::Ready || (index != picked && !newest_wins) {
                 continue;
             }
             let Some((buffer, layout)) = &slot.buffer else {
                 continue;
             };
-            if index == newest {
+            if index == picked {
                 let view = buffer
                     .get_mapped_range(..)
                     .map_err(|e| GpuError::Readback(e.to_string()))?;

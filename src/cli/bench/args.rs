@@ -85,9 +85,10 @@ pub(super) struct BenchParams {
     pub(super) tls_dir: Option<std::path::PathBuf>,
     /// Put the GPU stages in the loop, on whatever adapter exists: the sender renders
     /// each frame with the live shader and reads it back through the staging-buffer
-    /// ring; each viewer uploads it into a texture (`write_texture`) and waits for the
-    /// GPU. Reports the time of each stage (render+readback, copy+hash, queue,
-    /// wire+verify, upload) and render → upload end to end.
+    /// ring (kept full with --fps max, several readbacks in flight); each viewer
+    /// uploads it into a texture and waits for the GPU. Reports the time of each stage
+    /// (render+readback, copy+hash, queue, wire+verify, upload), render → upload end to
+    /// end, and the sender's readbacks in flight (peak and mean).
     #[arg(long)]
     pub(super) gpu: bool,
     /// What the frames show: `synthetic` (the same pixels every frame), `pattern` (the

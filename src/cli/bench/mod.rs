@@ -22,7 +22,9 @@
 //!
 //! With `--gpu` the GPU stages are in the loop, on whatever adapter exists: the sender
 //! renders each frame with the live shader on a headless device and reads it back
-//! through the staging-buffer ring (`Readback`), and each viewer writes every frame into
+//! through the staging-buffer ring (`Readback`) — with `--fps max` kept full, as the
+//! sender window's capture thread keeps it, so frame n renders while the ones before it
+//! map (the readbacks in flight are reported) —, and each viewer writes every frame into
 //! one persistent texture (`UploadTexture`) and waits for the GPU before acknowledging
 //! it. Each stage is timed per frame (see `StagesMs` in [`report`]); the parent
 //! joins the sender's publish times with the viewers' arrival times by frame number

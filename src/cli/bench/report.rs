@@ -35,13 +35,56 @@ pub(super) struct SenderReport {
 pub(super) struct SenderStages {
     /// The adapter, as wgpu names it, and its backend.
     pub(super) adapter: String,
-    /// Each rendered frame: render start → its staging buffer mapped.
+    /// Each published frame: render start → taken out of the ring (found mapped by a
+    /// poll; with `--fps max`, after the frames rendered before it).
     pub(super) render_readback_us: Vec<u64>,
     /// Each rendered frame: `Frame::copied` out of the mapped buffer (copy and XXH3).
     pub(super) copy_hash_us: Vec<u64>,
     /// Each published frame: copied → published (with `--fps max`, the wait for the
     /// viewers' links to take the frame before it).
     pub(super) queue_us: Vec<u64>,
+    /// Readbacks in flight as each frame was submitted, itself included.
+    #[serde(default)]
+    pub(super) readbacks: InFlightCount,
+}
+
+/// Readbacks in flight (submitted, not yet taken out of the ring), counted as each frame
+/// is submitted, that frame included: 1 every time when each frame is waited for before
+/// the next is rendered.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default)]
+pub(super) struct InFlightCount {
+    pub(super) submitted: u64,
+    /// The sum over the submissions, for the mean.
+    pub(super) sum: u64,
+    pub(super) peak: u64,
+}
+
+impl InFlightCount {
+    pub(super) fn record(&mut self, in_flight: u64) {
+        self.submitted += 1;
+        self.sum += in_flight;
+        self.peak = self.peak.max(in_flight);
+    }
+
+    fn figures(&self) -> InFlightFigures {
+        InFlightFigures {
+            peak: self.peak,
+            mean: self.sum as f64 / self.submitted.max(1) as f64,
+            frames_rendered: self.submitted,
+        }
+    }
+}
+
+/// `--gpu`: the sender's readbacks in flight, as each frame was submitted (that frame
+/// included): the most, and the mean. More than one: frame n was rendered and copied
+/// while earlier ones were still mapping.
+#[derive(serde::Serialize, Debug, Clone, Copy)]
+struct InFlightFigures {
+    peak: u64,
+    mean: f64,
+    /// Frames rendered; with `--fps max` up to the ring's size more than published, the
+    /// ring being kept full to the end.
+    frames_rendered: u64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -171,8 +214,9 @@ struct SlowFigures {
 /// follow one another, so their medians add up to about the end-to-end median.
 #[derive(serde::Serialize, Debug)]
 struct StagesMs {
-    /// Sender: render start → the frame's staging buffer mapped (the live shader's pass,
-    /// `copy_texture_to_buffer`, submit, `map_async`, the wait for the GPU).
+    /// Sender: render start → the frame taken out of the readback ring (the live
+    /// shader's pass, `copy_texture_to_buffer`, submit, `map_async`, the wait for the
+    /// GPU; with `--fps max`, also the frames rendered before it in the ring).
     render_readback: LatencyMs,
     /// Sender: `Frame::copied` out of the mapped staging buffer (copy and XXH3).
     copy_hash: LatencyMs,
@@ -267,6 +311,10 @@ pub(super) struct BenchReport {
     /// With `--gpu`: each stage's time per frame.
     #[serde(skip_serializing_if = "Option::is_none")]
     stages_ms: Option<StagesMs>,
+    /// With `--gpu`: the sender's readbacks in flight (peak and mean, as each frame was
+    /// submitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readbacks_in_flight: Option<InFlightFigures>,
     /// With `--gpu`: render start → upload done at the viewer, every frame of every
     /// honest viewer.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -414,6 +462,7 @@ pub(super) fn combine(
         gpu: params.gpu,
         gpu_adapter,
         stages_ms,
+        readbacks_in_flight: sender.gpu.as_ref().map(|g| g.readbacks.figures()),
         end_to_end_ms,
         frames_sent: sender.frames_published,
         frames_received: count(|v| v.frames_received),
@@ -573,6 +622,12 @@ pub(super) fn print_table(r: &BenchReport) {
     if let (Some(stages), Some(end_to_end)) = (&r.stages_ms, &r.end_to_end_ms) {
         print_stages(r.gpu_adapter.as_deref().unwrap_or("?"), stages, end_to_end);
     }
+    if let Some(f) = &r.readbacks_in_flight {
+        println!(
+            "readbacks in flight at the sender, as each frame was submitted: peak {}, mean {:.2} ({} frames rendered)",
+            f.peak, f.mean, f.frames_rendered
+        );
+    }
 }
 
 /// The `--gpu` stage table: one row per stage, what it covers on the right.
@@ -591,7 +646,7 @@ fn print_stages(adapter: &str, s: &StagesMs, end_to_end: &LatencyMs) {
     row(
         "render+readback",
         &s.render_readback,
-        "sender: render start → staging buffer mapped",
+        "sender: render start → taken out of the readback ring",
     );
     row(
         "copy+hash",

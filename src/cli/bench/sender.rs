@@ -69,21 +69,34 @@ impl Producer {
     }
 }
 
+/// The readback ring's size, as in the sender window's capture thread.
+const READBACK_RING: usize = 3;
+/// Longest wait for the oldest readback when every buffer is in flight.
+const RING_FULL_WAIT: Duration = Duration::from_millis(100);
+
 /// The sender's GPU side with `--gpu`, as the sender window's capture thread does it:
 /// the live shader's pattern rendered into its target, `copy_texture_to_buffer` into the
-/// readback ring's free staging buffer, mapped, then `Frame::copied` out of it.
+/// readback ring's free staging buffer, mapped, then `Frame::copied` out of it. With
+/// `--fps max` the ring is kept full: frame n is rendered and copied while the ones
+/// before it map, and only with every buffer in flight does it wait, for the oldest
+/// one's own submission.
 struct GpuProducer {
     gpu: Gpu,
     live: LiveShader,
     /// The live shader's source: its pattern ignores it, but the bind group needs one.
     _source: (wgpu::Texture, wgpu::TextureView),
     readback: Readback,
+    /// Readbacks kept in flight: the whole ring with `--fps max`, else the frame due.
+    depth: usize,
+    /// Frames rendered so far; a frame taken from the ring is renumbered with the
+    /// benchmark's own sequence.
+    rendered: u64,
     started: Instant,
     stages: SenderStages,
 }
 
 impl GpuProducer {
-    fn new(width: u32, height: u32) -> anyhow::Result<GpuProducer> {
+    fn new(width: u32, height: u32, ahead: bool) -> anyhow::Result<GpuProducer> {
         let gpu = Gpu::headless()?;
         check_texture_size(&gpu.device, width, height)?;
         let source = texture_2d(
@@ -102,44 +115,73 @@ impl GpuProducer {
             gpu,
             live,
             _source: source,
-            readback: Readback::new(3),
+            readback: Readback::new(READBACK_RING),
+            depth: if ahead { READBACK_RING } else { 1 },
+            rendered: 0,
             started: Instant::now(),
             stages,
         })
     }
 
-    /// Renders and reads back frame `seq`; its capture time is the render's start.
-    fn render(&mut self, seq: u64, pool: &FramePool) -> anyhow::Result<(Frame, Duration)> {
+    /// Renders the next frame into a free staging buffer and submits it; its capture
+    /// time is the render's start.
+    fn submit(&mut self) -> anyhow::Result<()> {
         let (device, queue) = (&self.gpu.device, &self.gpu.queue);
-        let capture_us = now_us();
-        let start = Instant::now();
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("texstream bench render"),
         });
         let time_secs = self.started.elapsed().as_secs_f32();
         self.live
             .render(queue, &mut encoder, time_secs, LiveMode::Pattern);
-        let copied =
-            self.readback
-                .copy(device, &mut encoder, self.live.target(), seq, capture_us)?;
-        queue.submit([encoder.finish()]);
-        self.readback.submitted();
-        // Every frame is read before the next is rendered: a buffer is always free.
+        let copied = self.readback.copy(
+            device,
+            &mut encoder,
+            self.live.target(),
+            self.rendered,
+            now_us(),
+        )?;
+        let submission = queue.submit([encoder.finish()]);
+        self.readback.submitted_as(submission);
+        // Only called with a buffer free.
         if !copied {
-            bail!("no staging buffer was free for frame {seq}");
+            bail!("no staging buffer was free for frame {}", self.rendered);
         }
-        self.readback.wait_mapped(device)?;
-        let mapped = Instant::now();
-        let frame = self
-            .readback
-            .take_frame(pool)?
-            .with_context(|| format!("the readback of frame {seq} finished without a frame"))?;
-        let copy = mapped.elapsed();
+        self.rendered += 1;
         self.stages
-            .render_readback_us
-            .push(micros(mapped.duration_since(start)));
-        self.stages.copy_hash_us.push(micros(copy));
-        Ok((frame, copy))
+            .readbacks
+            .record(self.readback.in_flight() as u64);
+        Ok(())
+    }
+
+    /// Frame `seq`: the ring topped up, then the oldest finished readback (taken in
+    /// order, so every frame rendered is published but the last few), waiting (for the
+    /// oldest one's submission, bounded) only while none has finished.
+    fn render(&mut self, seq: u64, pool: &FramePool) -> anyhow::Result<(Frame, Duration)> {
+        while self.readback.in_flight() < self.depth {
+            self.submit()?;
+        }
+        loop {
+            self.gpu
+                .device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| anyhow::anyhow!("polling the GPU failed: {e}"))?;
+            let taking_us = now_us();
+            let taking = Instant::now();
+            if let Some(frame) = self.readback.take_oldest(pool)? {
+                let copy = taking.elapsed();
+                let meta = frame.meta();
+                self.stages
+                    .render_readback_us
+                    .push(taking_us.saturating_sub(meta.capture_us));
+                self.stages.copy_hash_us.push(micros(copy));
+                return Ok((frame.with_seq(seq, meta.capture_us), copy));
+            }
+            if self.readback.in_flight() == 0 {
+                bail!("the readback of frame {seq} finished without a frame");
+            }
+            self.readback
+                .wait_oldest(&self.gpu.device, RING_FULL_WAIT)?;
+        }
     }
 }
 
@@ -201,7 +243,11 @@ pub(super) fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
     let geometry = params.geometry();
     // The GPU first, so that a machine without one fails before any viewer starts.
     let mut producer = if params.gpu {
-        Producer::Gpu(Box::new(GpuProducer::new(params.width, params.height)?))
+        Producer::Gpu(Box::new(GpuProducer::new(
+            params.width,
+            params.height,
+            params.fps.fps().is_none(),
+        )?))
     } else {
         Producer::Cpu(Box::new(Content::new(
             &params.content,
