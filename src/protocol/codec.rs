@@ -383,10 +383,11 @@ fn check_frame_start(f: &FrameStart, limits: &Limits) -> Result<(), ProtocolErro
             max,
         });
     }
-    if u64::from(f.bytes_per_row) < u64::from(f.width) * 4 {
+    if u64::from(f.bytes_per_row) < u64::from(f.width) * u64::from(f.format.bytes_per_pixel()) {
         return Err(ProtocolError::BadRowPitch {
             seq: f.seq,
             width: f.width,
+            format: f.format,
             bytes_per_row: f.bytes_per_row,
         });
     }

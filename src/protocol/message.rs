@@ -121,6 +121,10 @@ impl Capabilities {
     /// stores them ([`FileProgress`]), and sends a file no further than
     /// [`FILE_WINDOW_BYTES`] past what a peer with this bit reported stored.
     pub const FILE_WINDOW: u32 = 1 << 4;
+    /// The peer takes frames of every [`PixelFormat`] (gray, RGB, float…); a peer
+    /// without it takes only RGBA8 and BGRA8 and refuses any other format code, so it
+    /// is sent no other. (Bit 5 is kept for the tile coding.)
+    pub const FORMATS: u32 = 1 << 6;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit == bit
@@ -198,7 +202,8 @@ pub struct FrameStart {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
-    /// Bytes from one row to the next; at least `width * 4`, may carry padding.
+    /// Bytes from one row to the next; at least `width * format.bytes_per_pixel()`, may
+    /// carry padding.
     pub bytes_per_row: u32,
     /// Wall clock at capture, microseconds since the Unix epoch.
     pub capture_us: u64,
