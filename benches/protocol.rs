@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the protocol codec and of the copies around it: what the
 //! sending and receiving sides do per frame chunk, the owned `encode`/`decode` path next to
 //! it, the producer's copy (`Frame::copied`) next to a plain memcpy, and the only row
-//! unpadding there is (`Frame::rows` / `Frame::to_rgba_image`, for PNG snapshots).
+//! unpadding there is (`Frame::rows` / `Frame::to_image`, for PNG snapshots).
 //!
 //! Throughput is pixel payload bytes: for the head-only paths it shows that their cost
 //! does not grow with the payload. Before anything is timed, the bytes the benchmarks
@@ -311,7 +311,7 @@ fn produce(c: &mut Criterion) {
 }
 
 /// Row unpadding: not on the data path at all (frames travel and are uploaded with their
-/// padding); only PNG snapshots and `record` unpad, through `Frame::to_rgba_image`.
+/// padding); only PNG snapshots and `record` unpad, through `Frame::to_image`.
 /// 1023x767 has 4 bytes of padding per row (4092 → 4096), 1080p none.
 fn unpad(c: &mut Criterion) {
     let mut g = c.benchmark_group("unpad");
@@ -319,8 +319,8 @@ fn unpad(c: &mut Criterion) {
         let frame = make_frame(width, height, 5);
         let tight_len = width as usize * 4 * height as usize;
         g.throughput(Throughput::Bytes(tight_len as u64));
-        g.bench_function(BenchmarkId::new("to_rgba_image", name), |b| {
-            b.iter(|| black_box(&frame).to_rgba_image())
+        g.bench_function(BenchmarkId::new("to_image", name), |b| {
+            b.iter(|| black_box(&frame).to_image())
         });
         let mut tight = vec![0u8; tight_len];
         g.bench_function(BenchmarkId::new("rows_into_reused_buffer", name), |b| {

@@ -8,24 +8,117 @@ use std::sync::Arc;
 
 use crate::protocol::FrameStart;
 
-/// Layout of one pixel. Both are 4 bytes per pixel, 8 bits per channel.
+/// Layout of one pixel. Channels are packed in the order named, with no padding
+/// between pixels; float channels are IEEE 754, little-endian. RGBA8 and BGRA8 are what
+/// every peer takes; the others go only to peers whose hello has
+/// [`Capabilities::FORMATS`](crate::protocol::Capabilities::FORMATS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[repr(u8)]
 pub enum PixelFormat {
     Rgba8 = 1,
     Bgra8 = 2,
+    /// One 8-bit channel (gray, a mask).
+    R8 = 3,
+    /// Three 8-bit channels.
+    Rgb8 = 4,
+    /// One 32-bit float channel (a depth map).
+    R32F = 5,
+    /// Three 32-bit float channels.
+    Rgb32F = 6,
+    /// Four 32-bit float channels.
+    Rgba32F = 7,
+    /// Four 16-bit float channels (HDR).
+    Rgba16F = 8,
+}
+
+/// The type of one channel of a [`PixelFormat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelType {
+    U8,
+    F16,
+    F32,
 }
 
 impl PixelFormat {
+    /// Every format, in code order.
+    pub const ALL: [PixelFormat; 8] = [
+        PixelFormat::Rgba8,
+        PixelFormat::Bgra8,
+        PixelFormat::R8,
+        PixelFormat::Rgb8,
+        PixelFormat::R32F,
+        PixelFormat::Rgb32F,
+        PixelFormat::Rgba32F,
+        PixelFormat::Rgba16F,
+    ];
+
     pub fn from_u8(code: u8) -> Option<PixelFormat> {
-        match code {
-            1 => Some(PixelFormat::Rgba8),
-            2 => Some(PixelFormat::Bgra8),
-            _ => None,
+        PixelFormat::ALL.into_iter().find(|f| *f as u8 == code)
+    }
+
+    /// Channels per pixel.
+    pub fn channels(self) -> u32 {
+        match self {
+            PixelFormat::R8 | PixelFormat::R32F => 1,
+            PixelFormat::Rgb8 | PixelFormat::Rgb32F => 3,
+            PixelFormat::Rgba8
+            | PixelFormat::Bgra8
+            | PixelFormat::Rgba32F
+            | PixelFormat::Rgba16F => 4,
         }
     }
 
-    pub const BYTES_PER_PIXEL: u32 = 4;
+    pub fn channel_type(self) -> ChannelType {
+        match self {
+            PixelFormat::Rgba8 | PixelFormat::Bgra8 | PixelFormat::R8 | PixelFormat::Rgb8 => {
+                ChannelType::U8
+            }
+            PixelFormat::Rgba16F => ChannelType::F16,
+            PixelFormat::R32F | PixelFormat::Rgb32F | PixelFormat::Rgba32F => ChannelType::F32,
+        }
+    }
+
+    /// Bytes of one pixel: 1 to 16.
+    pub fn bytes_per_pixel(self) -> u32 {
+        let channel_bytes = match self.channel_type() {
+            ChannelType::U8 => 1,
+            ChannelType::F16 => 2,
+            ChannelType::F32 => 4,
+        };
+        self.channels() * channel_bytes
+    }
+
+    /// Whether its channels are floats.
+    pub fn is_float(self) -> bool {
+        self.channel_type() != ChannelType::U8
+    }
+
+    /// Whether only a peer with
+    /// [`Capabilities::FORMATS`](crate::protocol::Capabilities::FORMATS) takes it: every
+    /// format but the first two, which an older peer refuses (as `InvalidValue`).
+    pub fn needs_formats_capability(self) -> bool {
+        !matches!(self, PixelFormat::Rgba8 | PixelFormat::Bgra8)
+    }
+
+    /// Its name as written in docs, logs and the Python package: `rgba8`, `r32f`…
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Rgba8 => "rgba8",
+            PixelFormat::Bgra8 => "bgra8",
+            PixelFormat::R8 => "r8",
+            PixelFormat::Rgb8 => "rgb8",
+            PixelFormat::R32F => "r32f",
+            PixelFormat::Rgb32F => "rgb32f",
+            PixelFormat::Rgba32F => "rgba32f",
+            PixelFormat::Rgba16F => "rgba16f",
+        }
+    }
+}
+
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Everything about a frame but its pixels.
@@ -36,7 +129,8 @@ pub struct FrameMeta {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
-    /// Bytes from one row to the next, at least `width * 4` (wgpu readback pads to 256).
+    /// Bytes from one row to the next, at least `width * format.bytes_per_pixel()` (wgpu
+    /// readback pads to 256).
     pub bytes_per_row: u32,
     /// Wall clock at capture, microseconds since the Unix epoch; relays keep it.
     pub capture_us: u64,
@@ -47,6 +141,11 @@ pub struct FrameMeta {
 impl FrameMeta {
     pub fn total_len(&self) -> usize {
         self.bytes_per_row as usize * self.height as usize
+    }
+
+    /// Bytes of pixels in one row, without padding.
+    pub fn row_bytes(&self) -> usize {
+        self.width as usize * self.format.bytes_per_pixel() as usize
     }
 
     /// The frame-start message announcing a frame with this meta.
@@ -196,29 +295,50 @@ impl Frame {
         &self.pixels
     }
 
-    /// The rows without their padding, `width * 4` bytes each.
+    /// The rows without their padding, `width * bytes_per_pixel` bytes each.
     pub fn rows(&self) -> impl Iterator<Item = &[u8]> {
         let m = self.meta();
-        let row_bytes = m.width as usize * 4;
+        let row_bytes = m.row_bytes();
         self.pixels()
             .chunks_exact(m.bytes_per_row as usize)
             .map(move |row| &row[..row_bytes])
     }
 
-    /// A tightly packed RGBA8 copy (BGRA is swizzled), for saving as an image file.
-    pub fn to_rgba_image(&self) -> image::RgbaImage {
+    /// The pixels without row padding, in a new buffer.
+    pub fn tight_pixels(&self) -> Vec<u8> {
         let m = self.meta();
-        let mut out = Vec::with_capacity(m.width as usize * m.height as usize * 4);
+        if m.bytes_per_row as usize == m.row_bytes() {
+            return self.pixels().to_vec();
+        }
+        let mut out = Vec::with_capacity(m.row_bytes() * m.height as usize);
         for row in self.rows() {
             out.extend_from_slice(row);
         }
-        if m.format == PixelFormat::Bgra8 {
-            for px in out.chunks_exact_mut(4) {
-                px.swap(0, 2);
+        out
+    }
+
+    /// The frame as an 8-bit image, byte for byte (BGRA swizzled to RGBA), for saving
+    /// as PNG: gray for R8, RGB for RGB8, RGBA for RGBA8 and BGRA8. `None` for float
+    /// formats, which PNG cannot hold losslessly (see [`crate::export`]).
+    pub fn to_image(&self) -> Option<image::DynamicImage> {
+        let m = self.meta();
+        let mut out = self.tight_pixels();
+        let (w, h) = (m.width, m.height);
+        match m.format {
+            PixelFormat::Rgba8 => image::RgbaImage::from_raw(w, h, out).map(Into::into),
+            PixelFormat::Bgra8 => {
+                for px in out.chunks_exact_mut(4) {
+                    px.swap(0, 2);
+                }
+                image::RgbaImage::from_raw(w, h, out).map(Into::into)
             }
+            PixelFormat::R8 => image::GrayImage::from_raw(w, h, out).map(Into::into),
+            PixelFormat::Rgb8 => image::RgbImage::from_raw(w, h, out).map(Into::into),
+            PixelFormat::R32F
+            | PixelFormat::Rgb32F
+            | PixelFormat::Rgba32F
+            | PixelFormat::Rgba16F => None,
         }
-        image::RgbaImage::from_raw(m.width, m.height, out)
-            .unwrap_or_else(|| image::RgbaImage::new(m.width, m.height))
     }
 }
 
@@ -497,7 +617,7 @@ mod tests {
                 &[9, 10, 11, 12, 13, 14, 15, 16][..]
             ]
         );
-        let img = frame.to_rgba_image();
+        let img = frame.to_image().expect("an 8-bit image").to_rgba8();
         assert_eq!(img.get_pixel(0, 0).0, [3, 2, 1, 4]);
         assert_eq!(img.get_pixel(1, 1).0, [15, 14, 13, 16]);
     }

@@ -3,6 +3,7 @@
 //!
 //! Modules, each depending only on those above it:
 //! - [`frame`]: frames (pixels + geometry) shared by `Arc`, in recycled buffers.
+//! - [`export`]: a frame as a lossless file (PNG for 8-bit formats, `.npy` for floats).
 //! - [`protocol`]: the wire protocol as pure code: bytes ↔ messages, frame reassembly.
 //!   No sockets, threads or clock.
 //! - [`net`]: sockets, threads and bounded flume channels: the [`net::Node`] that serves
@@ -18,6 +19,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod export;
 pub mod frame;
 pub mod gpu;
 pub mod meter;

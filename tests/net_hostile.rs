@@ -261,6 +261,40 @@ fn huge_frame_start(fx: &Fixture) {
     fx.viewer_keeps_receiving("after a 64 GiB frame start");
 }
 
+fn unknown_format(fx: &Fixture) {
+    let mut raw = fx.handshaken_sender("unknown format");
+    let peer = raw.local_addr();
+    let start = FrameGeometry::rgba8(4, 4).meta(10, 0, 0).start_message();
+    let mut bytes = Vec::new();
+    texstream::protocol::encode(&Message::FrameStart(start), &mut bytes);
+    // The format byte: after the envelope, seq, width and height.
+    bytes[5 + 16] = 0x99;
+    raw.send(&bytes);
+    expect_protocol_goodbye(&mut raw, "format");
+    let reason = fx.reason_for(peer, "format");
+    assert!(
+        reason.contains("153"),
+        "the reason names the code: {reason}"
+    );
+    fx.viewer_keeps_receiving("after an unknown pixel format");
+}
+
+fn row_pitch_too_small_for_the_format(fx: &Fixture) {
+    let mut raw = fx.handshaken_sender("thin rows");
+    let peer = raw.local_addr();
+    // 8 RGBA32F pixels need 128 bytes a row; 64 is enough only for 8-bit RGBA.
+    let thin = FrameGeometry {
+        width: 8,
+        height: 2,
+        format: PixelFormat::Rgba32F,
+        bytes_per_row: 64,
+    };
+    raw.send_msg(&Message::FrameStart(thin.meta(11, 0, 0).start_message()));
+    expect_protocol_goodbye(&mut raw, "bytes_per_row 64 is less than width 8 x 16");
+    fx.reason_for(peer, "rgba32f");
+    fx.viewer_keeps_receiving("after rows too small for their format");
+}
+
 fn silent_in_handshake(fx: &Fixture) {
     // Sends half a preamble and nothing more: the handshake deadline (1 s) ends it.
     let mut raw = RawPeer::connect(fx.addr);
@@ -307,6 +341,16 @@ fn a_64_gib_frame_start_is_refused() {
 }
 
 #[test]
+fn an_unknown_pixel_format_is_refused_naming_its_code() {
+    unknown_format(&Fixture::new());
+}
+
+#[test]
+fn a_row_pitch_too_small_for_the_format_is_refused() {
+    row_pitch_too_small_for_the_format(&Fixture::new());
+}
+
+#[test]
 fn a_peer_silent_in_the_handshake_is_dropped() {
     silent_in_handshake(&Fixture::new());
 }
@@ -321,11 +365,13 @@ fn one_node_survives_every_hostile_peer_in_a_row() {
     checksum_mismatch(&fx);
     chunk_without_start(&fx);
     huge_frame_start(&fx);
+    unknown_format(&fx);
+    row_pitch_too_small_for_the_format(&fx);
     silent_in_handshake(&fx);
     let stats = fx.node.stats();
     assert_eq!(stats.checksum_failures, 1, "{stats:?}");
     assert_eq!(
-        stats.protocol_errors, 7,
+        stats.protocol_errors, 9,
         "one per case but the silent handshake (a timeout, not a protocol error): {stats:?}"
     );
     assert_eq!(fx.node.peers().len(), 1, "only the honest viewer is left");

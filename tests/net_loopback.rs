@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use texstream::frame::{FrameGeometry, FramePool};
+use texstream::frame::{FrameGeometry, FramePool, PixelFormat};
 use texstream::net::{Event, LinkEnd, Node, Origin, PeerId};
 use texstream::protocol::{encode_bulk_head, Capabilities, GoodbyeCode, Kind, Message, Role, Text};
 
@@ -830,4 +830,90 @@ fn switching_to_another_source_hangs_up_the_first_for_good() {
     assert_eq!(peers.len(), 1, "one dialed peer is left: {peers:#?}");
     assert_eq!(peers[0].id, id);
     assert!(!viewer.hang_up(PeerId(u64::MAX)), "no such peer");
+}
+
+/// A frame of `format`, 5x3 with padded rows, its bytes counting up from `seed`.
+fn frame_in(pool: &FramePool, format: PixelFormat, seq: u64, seed: u8) -> texstream::frame::Frame {
+    let geometry = FrameGeometry {
+        width: 5,
+        height: 3,
+        format,
+        bytes_per_row: 5 * format.bytes_per_pixel() + 3,
+    };
+    let pixels: Vec<u8> = (0..geometry.total_len())
+        .map(|i| seed.wrapping_add(i as u8))
+        .collect();
+    texstream::frame::Frame::copied(geometry, seq, 0, &pixels, pool)
+}
+
+#[test]
+fn formats_past_rgba8_go_only_to_peers_whose_hello_takes_them() {
+    let sender = listening_sender("sender");
+    let addr = listen_addr(&sender);
+    let (mut old, theirs) = RawPeer::handshaken(addr, raw_hello(Role::Viewer, VIEWER_CAPS, "old"));
+    assert!(
+        theirs.capabilities.has(Capabilities::FORMATS),
+        "this build takes every format"
+    );
+    let (old_id, _) = wait_connected(&sender, "the older viewer");
+    let (mut new, _) = RawPeer::handshaken(
+        addr,
+        raw_hello(Role::Viewer, VIEWER_CAPS | Capabilities::FORMATS, "new"),
+    );
+    let (new_id, _) = wait_connected(&sender, "the newer viewer");
+    let viewer = dialing_viewer("viewer", addr);
+    let (viewer_id, _) = wait_connected(&sender, "the node viewer");
+
+    let pool = FramePool::new(4);
+    let mut seq = 0;
+    for format in PixelFormat::ALL {
+        seq += 1;
+        let frame = frame_in(&pool, format, seq, seq as u8);
+        sender.publish(&frame);
+        for id in [old_id, new_id, viewer_id] {
+            assert!(
+                sender.wait_frame_taken(id, PATIENCE),
+                "{format}: a link took it"
+            );
+        }
+        let got = recv_frame(&viewer, &format!("the {format} frame at the node viewer"));
+        assert_eq!(got.meta(), frame.meta(), "{format}");
+        assert_eq!(got.pixels(), frame.pixels(), "{format}");
+    }
+    // A text after the frames marks the end of what the older peer gets.
+    sender.send_text("end");
+    let formats_until = |peer: &mut RawPeer, n: usize| {
+        let mut formats = Vec::new();
+        while formats.len() < n {
+            match peer.read_message() {
+                Message::FrameStart(start) => formats.push(start.format),
+                Message::Text(_) if n == usize::MAX => break,
+                _ => {}
+            }
+        }
+        formats
+    };
+    assert_eq!(
+        formats_until(&mut old, usize::MAX),
+        [PixelFormat::Rgba8, PixelFormat::Bgra8],
+        "an older peer gets only the formats it knows"
+    );
+    assert_eq!(
+        formats_until(&mut new, PixelFormat::ALL.len()),
+        PixelFormat::ALL
+    );
+    let peers = sender.peers();
+    let skipped = |id| {
+        peers
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.frames_format_skipped)
+    };
+    assert_eq!(
+        skipped(old_id),
+        Some(6),
+        "each format it cannot take is counted"
+    );
+    assert_eq!(skipped(new_id), Some(0));
+    assert_eq!(skipped(viewer_id), Some(0));
 }

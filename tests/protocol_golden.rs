@@ -552,6 +552,7 @@ fn frame_start_geometry_rules() {
         ProtocolError::BadRowPitch {
             seq: 9,
             width: 10,
+            format: PixelFormat::Rgba8,
             bytes_per_row: 39
         }
     );
@@ -568,14 +569,116 @@ fn frame_start_geometry_rules() {
         }
     );
     // An unknown pixel format.
-    let mut bad_format = frame_start(1, 1, 4, 4);
-    bad_format[ENVELOPE_LEN + 16] = 3;
+    for code in [0u8, 9, 255] {
+        let mut bad_format = frame_start(1, 1, 4, 4);
+        bad_format[ENVELOPE_LEN + 16] = code;
+        assert_eq!(
+            decode_err(&bad_format),
+            ProtocolError::InvalidValue {
+                kind: "frame-start",
+                field: "format",
+                value: code.into()
+            }
+        );
+    }
+}
+
+fn frame_start_in(format: PixelFormat, width: u32, bytes_per_row: u32) -> Vec<u8> {
+    encoded(&Message::FrameStart(FrameStart {
+        seq: 9,
+        width,
+        height: 2,
+        format,
+        bytes_per_row,
+        capture_us: 0,
+        total_len: u64::from(bytes_per_row) * 2,
+        checksum: 0,
+    }))
+}
+
+#[test]
+fn frame_start_golden_in_a_float_format() {
+    let msg = Message::FrameStart(FrameStart {
+        seq: 7,
+        width: 3,
+        height: 2,
+        format: PixelFormat::Rgb32F,
+        bytes_per_row: 40,
+        capture_us: 1_000_000,
+        total_len: 80,
+        checksum: 0xdead_beef_cafe_f00d,
+    });
+    let bytes = hex(concat!(
+        "20 2d000000",      // frame-start, body 45 bytes
+        "0700000000000000", // seq
+        "03000000",         // width
+        "02000000",         // height
+        "06",               // format: rgb32f
+        "28000000",         // bytes_per_row: 3 x 12 + 4 padding
+        "40420f0000000000", // capture_us
+        "5000000000000000", // total_len = 40 x 2
+        "0df0fecaefbeadde", // checksum
+    ));
+    assert_eq!(encoded(&msg), bytes);
+    assert_eq!(decode(&bytes, &limits()), Ok(Some((msg, bytes.len()))));
+}
+
+#[test]
+fn a_row_pitch_is_checked_against_the_formats_own_pixel_size() {
+    let sizes = [
+        (PixelFormat::Rgba8, 4),
+        (PixelFormat::Bgra8, 4),
+        (PixelFormat::R8, 1),
+        (PixelFormat::Rgb8, 3),
+        (PixelFormat::R32F, 4),
+        (PixelFormat::Rgb32F, 12),
+        (PixelFormat::Rgba32F, 16),
+        (PixelFormat::Rgba16F, 8),
+    ];
+    for (format, bytes_per_pixel) in sizes {
+        assert_eq!(format.bytes_per_pixel(), bytes_per_pixel, "{format}");
+        let tight = 10 * bytes_per_pixel;
+        assert!(
+            matches!(
+                decode(&frame_start_in(format, 10, tight), &limits()),
+                Ok(Some((Message::FrameStart(f), _))) if f.format == format
+            ),
+            "{format}: tight rows are legal"
+        );
+        assert_eq!(
+            decode_err(&frame_start_in(format, 10, tight - 1)),
+            ProtocolError::BadRowPitch {
+                seq: 9,
+                width: 10,
+                format,
+                bytes_per_row: tight - 1
+            },
+            "{format}"
+        );
+    }
+    // The reason names the format and its pixel size.
     assert_eq!(
-        decode_err(&bad_format),
-        ProtocolError::InvalidValue {
-            kind: "frame-start",
-            field: "format",
-            value: 3
+        decode_err(&frame_start_in(PixelFormat::Rgba32F, 10, 159)).to_string(),
+        "frame 9: bytes_per_row 159 is less than width 10 x 16 bytes per rgba32f pixel"
+    );
+    // The largest float frame: 16384 x 16 bytes a row fits the u32 pitch, and 4 GiB is
+    // over the default 1 GiB frame limit.
+    let huge = encoded(&Message::FrameStart(FrameStart {
+        seq: 9,
+        width: 16384,
+        height: 16384,
+        format: PixelFormat::Rgba32F,
+        bytes_per_row: 16384 * 16,
+        capture_us: 0,
+        total_len: 4 << 30,
+        checksum: 0,
+    }));
+    assert_eq!(
+        decode_err(&huge),
+        ProtocolError::FrameTooLarge {
+            seq: 9,
+            total_len: 4 << 30,
+            limit: 1 << 30
         }
     );
 }
@@ -751,9 +854,23 @@ fn enumeration_codes_are_the_documented_ones() {
     }
     assert_eq!(Role::from_u8(0), None);
     assert_eq!(Role::from_u8(5), None);
-    assert_eq!(PixelFormat::from_u8(1), Some(PixelFormat::Rgba8));
-    assert_eq!(PixelFormat::from_u8(2), Some(PixelFormat::Bgra8));
+    let formats = [
+        (1u8, PixelFormat::Rgba8),
+        (2, PixelFormat::Bgra8),
+        (3, PixelFormat::R8),
+        (4, PixelFormat::Rgb8),
+        (5, PixelFormat::R32F),
+        (6, PixelFormat::Rgb32F),
+        (7, PixelFormat::Rgba32F),
+        (8, PixelFormat::Rgba16F),
+    ];
+    for (byte, format) in formats {
+        assert_eq!(PixelFormat::from_u8(byte), Some(format));
+        assert_eq!(format as u8, byte);
+        assert_eq!(format.needs_formats_capability(), byte > 2, "{format}");
+    }
     assert_eq!(PixelFormat::from_u8(0), None);
+    assert_eq!(PixelFormat::from_u8(9), None);
     assert_eq!(
         [
             Capabilities::FRAMES_OUT,
@@ -762,8 +879,9 @@ fn enumeration_codes_are_the_documented_ones() {
             Capabilities::FILES_IN,
             Capabilities::FILE_WINDOW,
             Capabilities::TILES,
+            Capabilities::FORMATS,
         ],
-        [1, 2, 4, 8, 16, 32]
+        [1, 2, 4, 8, 16, 32, 64]
     );
     assert_eq!(FrameCoding::from_u8(1), Some(FrameCoding::Tiles));
     assert_eq!(FrameCoding::from_u8(0), None);

@@ -61,7 +61,7 @@ fn goodbye_code() -> impl Strategy<Value = GoodbyeCode> {
 }
 
 fn pixel_format() -> impl Strategy<Value = PixelFormat> {
-    prop::sample::select(vec![PixelFormat::Rgba8, PixelFormat::Bgra8])
+    prop::sample::select(PixelFormat::ALL.to_vec())
 }
 
 /// A frame start that passes the default limits: any width and height up to the
@@ -79,7 +79,7 @@ fn frame_start() -> impl Strategy<Value = FrameStart> {
     )
         .prop_map(
             move |(seq, width, height_seed, format, padding, capture_us, checksum)| {
-                let bytes_per_row = width * 4 + padding;
+                let bytes_per_row = width * format.bytes_per_pixel() + padding;
                 let max_height = (lim.max_frame_bytes / u64::from(bytes_per_row))
                     .min(u64::from(lim.max_dimension));
                 let height = 1 + (u64::from(height_seed) % max_height) as u32;
@@ -304,7 +304,7 @@ fn random_frame() -> impl Strategy<Value = (FrameGeometry, Vec<u8>, u64)> {
                 width,
                 height,
                 format,
-                bytes_per_row: width * 4 + padding,
+                bytes_per_row: width * format.bytes_per_pixel() + padding,
             };
             let len = geometry.total_len();
             (
@@ -399,7 +399,8 @@ proptest! {
                 prop_assert_eq!(out.meta(), frame.meta());
                 let rows: Vec<&[u8]> = out.rows().collect();
                 prop_assert_eq!(rows.len(), geometry.height as usize);
-                prop_assert!(rows.iter().all(|r| r.len() == geometry.width as usize * 4));
+                let row_bytes = geometry.width as usize * geometry.format.bytes_per_pixel() as usize;
+                prop_assert!(rows.iter().all(|r| r.len() == row_bytes));
             }
             other => prop_assert!(false, "frame did not complete: {:?}", other),
         }

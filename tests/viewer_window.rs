@@ -3,7 +3,8 @@
 //! shows and holds byte for byte in its texture; chat both ways; a PNG snapshot equal to
 //! the frame; the connection state when nothing listens; a frame too large for the GPU;
 //! a dropped file as a row of the transfers panel until done, and one cancelled while
-//! its receiver is stalled.
+//! its receiver is stalled; a gray (R8) and a float32 stream shown as their RGBA8
+//! pictures, the float one through the automatic display range and one set.
 //! Without an adapter the tests skip with a message, unless TEXSTREAM_REQUIRE_GPU=1 (as
 //! in CI), where that is a failure.
 #![allow(clippy::unwrap_used)]
@@ -18,8 +19,8 @@ use egui::accesskit::Role as A11yRole;
 use egui_kittest::kittest::{NodeT as _, Queryable};
 use egui_kittest::Harness;
 use texstream::app::viewer::ViewerApp;
-use texstream::frame::{Frame, FrameGeometry, FramePool};
-use texstream::gpu::{Gpu, Readback};
+use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
+use texstream::gpu::{DisplayRange, Gpu, Readback};
 use texstream::net::{
     now_us, Event, KeepaliveConfig, Node, NodeConfig, TransferState, TransferStatus,
 };
@@ -425,7 +426,7 @@ fn snapshot_writes_a_png_equal_to_the_frame() {
     let saved = image::open(&png).expect("read the snapshot").to_rgba8();
     assert_eq!(saved.dimensions(), (WIDTH, HEIGHT));
     assert!(
-        saved.as_raw() == frame.to_rgba_image().as_raw(),
+        saved.as_raw() == frame.to_image().unwrap().to_rgba8().as_raw(),
         "the snapshot's pixels differ from the frame"
     );
     step_until(
@@ -1064,4 +1065,97 @@ fn a_listening_window_reached_by_two_senders_shows_the_one_clicked() {
         "the stream clicked",
     );
     assert_same_rows(&read_viewer_texture(&harness, &rs), other);
+}
+
+/// A frame of `format` from tight `pixels`.
+fn frame_in(format: PixelFormat, width: u32, height: u32, seq: u64, pixels: &[u8]) -> Frame {
+    let geometry = FrameGeometry {
+        width,
+        height,
+        format,
+        bytes_per_row: width * format.bytes_per_pixel(),
+    };
+    Frame::copied(geometry, seq, now_us(), pixels, &FramePool::new(1))
+}
+
+/// The RGBA8 frame a frame of gray values shows as.
+fn gray_as_rgba(width: u32, height: u32, gray: &[u8]) -> Frame {
+    let rgba: Vec<u8> = gray.iter().flat_map(|&g| [g, g, g, 255]).collect();
+    frame_in(PixelFormat::Rgba8, width, height, 0, &rgba)
+}
+
+#[test]
+fn shows_a_one_channel_and_a_float32_stream_correctly() {
+    if !gpu_available("shows_a_one_channel_and_a_float32_stream_correctly") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let (mut harness, rs) = viewer(sender.local_addr().unwrap().to_string(), dir.path());
+    // Odd widths: the rows are padded to 256 bytes in the texture, not in the frame.
+    let (width, height) = (257u32, 3u32);
+    let gray: Vec<u8> = (0..width * height)
+        .map(|i| ((i % width) as u8).wrapping_add((i / width) as u8 * 7))
+        .collect();
+
+    // One 8-bit channel: gray, opaque.
+    let r8 = frame_in(PixelFormat::R8, width, height, 1, &gray);
+    step_until(&mut harness, Some((&sender, &r8)), "the R8 frame", |h| {
+        h.state().shown_size() == Some((width, height))
+    });
+    harness.run_steps(2);
+    assert_same_rows(
+        &read_viewer_texture(&harness, &rs),
+        &gray_as_rgba(width, height, &gray),
+    );
+
+    // Float32, one channel, from -8 to 55.75 in steps of 0.25 along a row: under the
+    // automatic range (the frame's smallest to largest) a step is one grey level.
+    let (width, height) = (256u32, 5u32);
+    let depth: Vec<f32> = (0..width * height)
+        .map(|i| (i % width) as f32 * 0.25 - 8.0)
+        .collect();
+    let bytes: Vec<u8> = depth.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let r32f = frame_in(PixelFormat::R32F, width, height, 2, &bytes);
+    step_until(
+        &mut harness,
+        Some((&sender, &r32f)),
+        "the R32F frame",
+        |h| h.state().shown_size() == Some((width, height)),
+    );
+    harness.run_steps(2);
+    let levels: Vec<u8> = (0..width * height).map(|i| (i % width) as u8).collect();
+    assert_same_rows(
+        &read_viewer_texture(&harness, &rs),
+        &gray_as_rgba(width, height, &levels),
+    );
+    // The window offers the range for float frames, and says the one in use.
+    assert!(
+        has_label_containing(&harness, "-8.000"),
+        "the automatic range is shown"
+    );
+    let auto = harness.get_by_label("Auto range");
+    auto.click();
+    harness.run_steps(2);
+
+    // A range of its own: -8 to 23.875 spans half the values; the rest clamp to full.
+    harness.state_mut().set_display_range(DisplayRange::Fixed {
+        min: -8.0,
+        max: 23.875,
+    });
+    step_until(
+        &mut harness,
+        None,
+        "the frame shown again in the new range",
+        |h| h.state().upload_texture().shown_range() == Some((-8.0, 23.875)),
+    );
+    harness.run_steps(2);
+    let clamped: Vec<u8> = levels
+        .iter()
+        .map(|&l| if l < 128 { l * 2 } else { 255 })
+        .collect();
+    assert_same_rows(
+        &read_viewer_texture(&harness, &rs),
+        &gray_as_rgba(width, height, &clamped),
+    );
 }

@@ -243,7 +243,8 @@ pub enum AsmOp {
         width: u8,
         height: u8,
         row_padding: u8,
-        bgra: bool,
+        /// Picks one of `PixelFormat::ALL`.
+        format: u8,
         /// The payload's bytes are derived from this seed.
         seed: u8,
         /// `None`: the payload's real checksum; otherwise this one.
@@ -304,12 +305,14 @@ pub fn assemble(ops: Vec<AsmOp>) {
                 width,
                 height,
                 row_padding,
-                bgra,
+                format,
                 seed,
                 checksum,
                 total_len,
             } => {
-                let bytes_per_row = u32::from(width) * 4 + u32::from(row_padding);
+                let format = PixelFormat::ALL[usize::from(format) % PixelFormat::ALL.len()];
+                let bytes_per_row =
+                    u32::from(width) * format.bytes_per_pixel() + u32::from(row_padding);
                 let real_len = u64::from(bytes_per_row) * u64::from(height);
                 // Geometry the limits refuse never gets a payload (nor needs one).
                 let payload: Vec<u8> = (0..real_len.min(limits.max_frame_bytes))
@@ -319,11 +322,7 @@ pub fn assemble(ops: Vec<AsmOp>) {
                     seq: seq.into(),
                     width: width.into(),
                     height: height.into(),
-                    format: if bgra {
-                        PixelFormat::Bgra8
-                    } else {
-                        PixelFormat::Rgba8
-                    },
+                    format,
                     bytes_per_row,
                     capture_us: 42,
                     total_len: total_len.map_or(real_len, u64::from),

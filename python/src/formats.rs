@@ -1,11 +1,9 @@
 //! Arrays ↔ frames: which numpy arrays `send` puts on the wire in which pixel format,
 //! and the array a received frame becomes. A new wire format is one more row in
-//! [`LAYOUTS`] (and its dtype in [`frame_array`]).
+//! [`LAYOUTS`].
 
-use numpy::{
-    PyArray1, PyArray3, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray3, PyUntypedArray,
-    PyUntypedArrayMethods,
-};
+use numpy::{PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
+use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use texstream::frame::{Frame, FrameGeometry, PixelFormat};
 use texstream::protocol::Limits;
@@ -16,35 +14,43 @@ struct Layout {
     /// numpy's dtype kind (`u` unsigned, `f` float) and bytes per channel.
     kind: u8,
     itemsize: usize,
-    channels: usize,
+    /// The array's last axis; `None`: a 2-D (height, width) array, one channel.
+    channels: Option<usize>,
 }
 
-/// What `send` takes. RGBA8 only, for now: the wire's formats are RGBA8 and BGRA8 (4
-/// bytes a pixel, 8 bits a channel), and BGRA8 is what GPU senders read back.
-const LAYOUTS: &[Layout] = &[Layout {
-    format: PixelFormat::Rgba8,
-    kind: b'u',
-    itemsize: 1,
-    channels: 4,
-}];
-
-/// What `send` accepts, for the error that names it.
-pub const ACCEPTED: &str =
-    "a C-contiguous numpy array of dtype uint8 and shape (height, width, 4) (RGBA8)";
-
-/// The name of a wire format as Python sees it (`Frame.format`).
-pub fn format_name(format: PixelFormat) -> &'static str {
-    match format {
-        PixelFormat::Rgba8 => "rgba8",
-        PixelFormat::Bgra8 => "bgra8",
+const fn layout(format: PixelFormat, kind: u8, itemsize: usize, channels: Option<usize>) -> Layout {
+    Layout {
+        format,
+        kind,
+        itemsize,
+        channels,
     }
 }
 
-/// An array `send` takes: the geometry of its frame, and the array borrowed for
-/// reading while it is copied.
+/// What `send` takes. The first row of each format is also the shape `recv` gives back
+/// (so a (height, width, 1) array comes back as (height, width)). BGRA8 is sent only
+/// by GPU senders; it comes back as (height, width, 4) uint8, `Frame.format` "bgra8".
+const LAYOUTS: &[Layout] = &[
+    layout(PixelFormat::R8, b'u', 1, None),
+    layout(PixelFormat::R8, b'u', 1, Some(1)),
+    layout(PixelFormat::Rgb8, b'u', 1, Some(3)),
+    layout(PixelFormat::Rgba8, b'u', 1, Some(4)),
+    layout(PixelFormat::R32F, b'f', 4, None),
+    layout(PixelFormat::R32F, b'f', 4, Some(1)),
+    layout(PixelFormat::Rgb32F, b'f', 4, Some(3)),
+    layout(PixelFormat::Rgba32F, b'f', 4, Some(4)),
+    layout(PixelFormat::Rgba16F, b'f', 2, Some(4)),
+];
+
+/// What `send` accepts, for the error that names it.
+pub const ACCEPTED: &str = "a C-contiguous numpy array of shape (height, width) or \
+    (height, width, channels): uint8 or float32 with 1, 3 or 4 channels, or float16 with 4";
+
+/// An array `send` takes: the geometry of its frame, and its bytes borrowed for
+/// reading while they are copied.
 pub struct Sendable<'py> {
     pub geometry: FrameGeometry,
-    pub pixels: PyReadonlyArray3<'py, u8>,
+    pub bytes: PyReadonlyArrayDyn<'py, u8>,
 }
 
 /// Checks `obj` against [`LAYOUTS`] and the protocol's limits; the error says what
@@ -60,26 +66,49 @@ pub fn sendable<'py>(obj: &Bound<'py, PyAny>) -> Result<Sendable<'py>, String> {
     let shape = array.shape().to_vec();
     let dtype = array.dtype();
     let what = format!("a {dtype} array of shape {}", shape_text(&shape));
-    if shape.len() != 3 {
+    if !(2..=3).contains(&shape.len()) {
         return Err(format!(
-            "expected {ACCEPTED}; got {what} ({}-D, not 3-D)",
+            "expected {ACCEPTED}; got {what} ({}-D, not 2-D or 3-D)",
             shape.len()
         ));
     }
+    let channels = shape.get(2).copied();
     let layout = LAYOUTS.iter().find(|l| {
-        l.kind == dtype.kind() && l.itemsize == dtype.itemsize() && l.channels == shape[2]
+        l.kind == dtype.kind() && l.itemsize == dtype.itemsize() && l.channels == channels
     });
     let Some(layout) = layout else {
         return Err(format!("expected {ACCEPTED}; got {what}"));
     };
+    let native = dtype
+        .getattr("isnative")
+        .and_then(|n| n.extract::<bool>())
+        .unwrap_or(false);
+    if !native {
+        return Err(format!(
+            "expected {ACCEPTED} in this machine's byte order; got {what} \
+             (array.astype(array.dtype.newbyteorder('=')) converts it)"
+        ));
+    }
     let (height, width) = (shape[0], shape[1]);
     if height == 0 || width == 0 {
         return Err(format!("expected {ACCEPTED}; got {what}, which is empty"));
     }
-    let max = Limits::default().max_dimension as usize;
+    let limits = Limits::default();
+    let max = limits.max_dimension as usize;
     if height > max || width > max {
         return Err(format!(
             "expected {ACCEPTED} of at most {max}x{max} pixels; got {what}"
+        ));
+    }
+    // Both at most 16384 (checked above): a row of at most 16 bytes a pixel fits in
+    // u32, and the frame in u64.
+    let bytes_per_row = width as u32 * layout.format.bytes_per_pixel();
+    let frame_bytes = u64::from(bytes_per_row) * height as u64;
+    if frame_bytes > limits.max_frame_bytes {
+        return Err(format!(
+            "expected {ACCEPTED} of at most {} bytes (a receiver's frame limit); got {what}, \
+             {frame_bytes} bytes",
+            limits.max_frame_bytes
         ));
     }
     if !array.is_c_contiguous() {
@@ -88,22 +117,23 @@ pub fn sendable<'py>(obj: &Bound<'py, PyAny>) -> Result<Sendable<'py>, String> {
              (numpy.ascontiguousarray makes a contiguous copy)"
         ));
     }
-    let typed = array
-        .cast::<PyArray3<u8>>()
-        .map_err(|_| format!("expected {ACCEPTED}; got {what}"))?;
-    let pixels = typed
+    // The array's own bytes, as a uint8 view of them (no copy): one row of `LAYOUTS`
+    // for every dtype, and `Frame::copied` takes bytes.
+    let bytes = obj
+        .call_method1("view", ("u1",))
+        .and_then(|view| Ok(view.cast_into::<PyArrayDyn<u8>>()?))
+        .map_err(|e| format!("the array's bytes cannot be read: {e}"))?;
+    let bytes = bytes
         .try_readonly()
         .map_err(|e| format!("the array cannot be read now: {e}"))?;
-    // Both at most 16384 (checked above): they fit in u32, and so does a row.
-    let bytes_per_pixel = (layout.itemsize * layout.channels) as u32;
     Ok(Sendable {
         geometry: FrameGeometry {
             width: width as u32,
             height: height as u32,
             format: layout.format,
-            bytes_per_row: width as u32 * bytes_per_pixel,
+            bytes_per_row,
         },
-        pixels,
+        bytes,
     })
 }
 
@@ -121,26 +151,28 @@ fn shape_text(shape: &[usize]) -> String {
     }
 }
 
-/// A received frame as a new (height, width, 4) uint8 array: the frame's one copy on
-/// this side, made without the GIL, dropping any row padding. The array is the
-/// caller's to keep and write; the frame's buffer goes back to the node's pool.
+/// A received frame as a new array of the shape and dtype it was sent as ([`LAYOUTS`]):
+/// the frame's one copy on this side, made without the GIL, dropping any row padding.
+/// The array is the caller's to keep and write; the frame's buffer goes back to the
+/// node's pool.
 pub fn frame_array<'py>(py: Python<'py>, frame: Frame) -> PyResult<Bound<'py, PyAny>> {
     let m = *frame.meta();
-    let pixels = py.detach(move || tight_pixels(&frame));
-    let array = PyArray1::from_vec(py, pixels).reshape([m.height as usize, m.width as usize, 4])?;
-    Ok(array.into_any())
-}
-
-/// The pixels without row padding, `width * 4` bytes a row.
-fn tight_pixels(frame: &Frame) -> Vec<u8> {
-    let m = frame.meta();
-    let row_bytes = m.width as usize * PixelFormat::BYTES_PER_PIXEL as usize;
-    if m.bytes_per_row as usize == row_bytes {
-        return frame.pixels().to_vec();
+    let (height, width) = (m.height as usize, m.width as usize);
+    let pixels = py.detach(move || frame.tight_pixels());
+    let bytes = PyArray1::from_vec(py, pixels);
+    let (dtype, channels) = match m.format {
+        PixelFormat::Rgba8 | PixelFormat::Bgra8 => ("u1", Some(4)),
+        PixelFormat::R8 => ("u1", None),
+        PixelFormat::Rgb8 => ("u1", Some(3)),
+        PixelFormat::R32F => ("<f4", None),
+        PixelFormat::Rgb32F => ("<f4", Some(3)),
+        PixelFormat::Rgba32F => ("<f4", Some(4)),
+        PixelFormat::Rgba16F => ("<f2", Some(4)),
+    };
+    // A view of the bytes as the format's dtype, then its shape: no copy.
+    let typed = bytes.call_method1("view", (dtype,))?;
+    match channels {
+        Some(c) => typed.call_method1("reshape", ((height, width, c),)),
+        None => typed.call_method1("reshape", ((height, width),)),
     }
-    let mut out = Vec::with_capacity(row_bytes * m.height as usize);
-    for row in frame.rows() {
-        out.extend_from_slice(row);
-    }
-    out
 }

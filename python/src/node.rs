@@ -17,7 +17,7 @@ use texstream::net::{
 use texstream::protocol::Role;
 
 use crate::errors::{error, Kind};
-use crate::formats::{format_name, frame_array, sendable};
+use crate::formats::{frame_array, sendable};
 use crate::inbox::Inbox;
 
 /// The longest a wait runs without the GIL before it looks at Ctrl-C and events again.
@@ -38,6 +38,8 @@ pub struct PyNode {
     closed: AtomicBool,
     inbox: Mutex<Inbox>,
     next_seq: AtomicU64,
+    /// Frames `recv` passed over for a newer one the node already held.
+    frames_skipped: AtomicU64,
     pool: FramePool,
 }
 
@@ -217,6 +219,7 @@ impl PyNode {
             closed: AtomicBool::new(false),
             inbox: Mutex::new(Inbox::default()),
             next_seq: AtomicU64::new(0),
+            frames_skipped: AtomicU64::new(0),
             pool: FramePool::new(POOL_BUFFERS),
         })
     }
@@ -235,7 +238,7 @@ impl PyNode {
         self.check_open(py)?;
         let sendable = sendable(array).map_err(|m| error(py, Kind::BadArray, m))?;
         let pixels = sendable
-            .pixels
+            .bytes
             .as_slice()
             .map_err(|e| error(py, Kind::BadArray, e.to_string()))?;
         let geometry = sendable.geometry;
@@ -260,8 +263,10 @@ impl PyNode {
         Ok(seq)
     }
 
-    /// The next frame: (array, seq, capture_us, received_us, format). `Timeout` when
-    /// none comes within `timeout` seconds (`None`: wait for ever).
+    /// The newest frame: (array, seq, capture_us, received_us, format). `Timeout` when
+    /// none comes within `timeout` seconds (`None`: wait for ever). Of the frames the
+    /// node holds (its newest two), the older is skipped: a slow consumer sees the
+    /// latest picture, not one a frame behind.
     #[pyo3(signature = (timeout))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<RecvTuple<'py>> {
         let deadline = deadline(timeout)?;
@@ -270,17 +275,20 @@ impl PyNode {
             let slice = deadline.map_or(SLICE, |d| {
                 d.saturating_duration_since(Instant::now()).min(SLICE)
             });
-            if let Ok(frame) = py.detach(|| self.node.frames().recv_timeout(slice)) {
+            let newest = py.detach(|| {
+                let frames = self.node.frames();
+                let mut newest = frames.recv_timeout(slice).ok()?;
+                for newer in frames.try_iter() {
+                    newest = newer;
+                    self.frames_skipped.fetch_add(1, Relaxed);
+                }
+                Some(newest)
+            });
+            if let Some(frame) = newest {
                 let received_us = now_us();
                 let m = *frame.meta();
                 let array = frame_array(py, frame)?;
-                return Ok((
-                    array,
-                    m.seq,
-                    m.capture_us,
-                    received_us,
-                    format_name(m.format),
-                ));
+                return Ok((array, m.seq, m.capture_us, received_us, m.format.name()));
             }
             self.pump(py)?;
             py.check_signals()?;
@@ -425,6 +433,7 @@ impl PyNode {
         d.set_item("events_dropped", s.events_dropped)?;
         d.set_item("auth_failures", s.auth_failures)?;
         d.set_item("texts_dropped", self.inbox().texts_dropped)?;
+        d.set_item("frames_skipped", self.frames_skipped.load(Relaxed))?;
         Ok(d)
     }
 
@@ -452,6 +461,7 @@ fn peer_dict<'py>(py: Python<'py>, p: &PeerStatus) -> PyResult<Bound<'py, PyDict
     d.set_item("role", p.role.map(|r| r.name()))?;
     d.set_item("frames_sent", p.frames_sent)?;
     d.set_item("frames_skipped", p.frames_skipped)?;
+    d.set_item("frames_format_skipped", p.frames_format_skipped)?;
     d.set_item("frames_received", p.frames_received)?;
     d.set_item("bytes_sent", p.bytes_sent)?;
     d.set_item("bytes_received", p.bytes_received)?;

@@ -1,4 +1,5 @@
-"""PNG in and out for the tests, with zlib and numpy only: 8-bit RGBA, not interlaced."""
+"""PNG in and out for the tests, with zlib and numpy only: 8-bit RGBA out; 8-bit gray, RGB
+or RGBA in, not interlaced."""
 
 import struct
 import zlib
@@ -22,8 +23,13 @@ def write_png(path, rgba):
         f.write(chunk(b"IEND", b""))
 
 
+#: PNG colour type -> channels.
+CHANNELS = {0: 1, 2: 3, 6: 4}
+
+
 def read_png(path):
-    """Reads an 8-bit RGBA PNG (any filter) as an (h, w, 4) uint8 array."""
+    """Reads an 8-bit gray, RGB or RGBA PNG (any filter) as an (h, w) uint8 array (gray)
+    or (h, w, 3) or (h, w, 4)."""
     data = open(path, "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     pos, idat, w = 8, b"", None
@@ -33,12 +39,14 @@ def read_png(path):
         body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            assert (depth, color, interlace) == (8, 6, 0), "only 8-bit RGBA, not interlaced"
+            assert depth == 8 and interlace == 0, "only 8-bit, not interlaced"
+            assert color in CHANNELS, f"color type {color}: only gray, RGB and RGBA"
+            bpp = CHANNELS[color]
         elif kind == b"IDAT":
             idat += body
         pos += 12 + length
     raw = zlib.decompress(idat)
-    stride = w * 4
+    stride = w * bpp
     out = np.zeros((h, stride), np.int32)
     prev = np.zeros(stride, np.int32)
     for y in range(h):
@@ -51,9 +59,9 @@ def read_png(path):
             cur = (line + prev) & 0xFF
         else:
             for x in range(stride):
-                a = cur[x - 4] if x >= 4 else 0
+                a = cur[x - bpp] if x >= bpp else 0
                 b = prev[x]
-                c = prev[x - 4] if x >= 4 else 0
+                c = prev[x - bpp] if x >= bpp else 0
                 if f == 1:
                     p = a
                 elif f == 3:
@@ -64,4 +72,5 @@ def read_png(path):
                 cur[x] = (line[x] + p) & 0xFF
         out[y] = cur
         prev = cur
-    return out.astype(np.uint8).reshape(h, w, 4)
+    out = out.astype(np.uint8)
+    return out.reshape(h, w) if bpp == 1 else out.reshape(h, w, bpp)

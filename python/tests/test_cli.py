@@ -37,11 +37,51 @@ def test_python_sender_to_record_is_byte_exact(cli, tmp_path, rng):
         assert np.array_equal(got, array), f"frame {n} differs"
 
 
-def _wait_saved(out, n, timeout=10):
+def _wait_saved(out, n, timeout=10, ext="png"):
     deadline = time.monotonic() + timeout
-    while not (out / f"frame-{n:06}.png").exists():
+    while not (out / f"frame-{n:06}.{ext}").exists():
         assert time.monotonic() < deadline, f"frame {n} was not saved"
         time.sleep(0.01)
+
+
+#: Each format as Python sends it: (dtype, shape), the file record writes, and what
+#: reading that file gives back (uint8: a PNG of the frame's own channels; floats: .npy).
+FORMATS = [
+    (np.uint8, (37, 53), "png", (37, 53)),
+    (np.uint8, (37, 53, 1), "png", (37, 53)),
+    (np.uint8, (37, 53, 3), "png", (37, 53, 3)),
+    (np.uint8, (37, 53, 4), "png", (37, 53, 4)),
+    (np.float32, (37, 53), "npy", (37, 53)),
+    (np.float32, (37, 53, 1), "npy", (37, 53)),
+    (np.float32, (37, 53, 3), "npy", (37, 53, 3)),
+    (np.float32, (37, 53, 4), "npy", (37, 53, 4)),
+    (np.float16, (37, 53, 4), "npy", (37, 53, 4)),
+]
+
+
+@pytest.mark.parametrize("dtype,shape,ext,back", FORMATS, ids=lambda v: str(v))
+def test_each_format_from_python_is_recorded_byte_exact(cli, tmp_path, rng, dtype, shape, ext,
+                                                         back):
+    out = tmp_path / "out"
+    record = cli("record", "--listen", "127.0.0.1:0", "--out", out, "--frames", 2)
+    addr = record.listening()
+    if np.dtype(dtype).kind == "u":
+        sent = [rng.integers(0, 256, shape, dtype=dtype) for _ in range(2)]
+    else:
+        sent = [(rng.standard_normal(shape) * 1e3).astype(dtype) for _ in range(2)]
+        sent[0].reshape(-1)[:4] = [np.nan, np.inf, -0.0, np.finfo(dtype).smallest_subnormal]
+    with texstream.Sender(connect=addr) as sender:
+        sender.wait_for_peers(timeout=10)
+        for n, array in enumerate(sent, 1):
+            sender.send(array)
+            _wait_saved(out, n, ext=ext)
+        assert record.wait() == 0, record.stderr
+    assert json.loads(record.line())["frames_saved"] == 2
+    for n, array in enumerate(sent, 1):
+        path = out / f"frame-{n:06}.{ext}"
+        got = read_png(path) if ext == "png" else np.load(path)
+        assert got.shape == back and got.dtype == dtype, (got.shape, got.dtype)
+        assert got.tobytes() == array.tobytes(), f"frame {n} differs"
 
 
 def test_serve_to_python_receiver_is_byte_exact(cli, tmp_path, rng):

@@ -93,15 +93,87 @@ def test_text_and_files_both_ways(pair, tmp_path):
     assert open(got.path, "rb").read() == up.read_bytes()
 
 
+#: Every layout ``send`` takes: (dtype, shape, the format on the wire, the shape back).
+LAYOUTS = [
+    (np.uint8, (13, 21), "r8", (13, 21)),
+    (np.uint8, (13, 21, 1), "r8", (13, 21)),
+    (np.uint8, (13, 21, 3), "rgb8", (13, 21, 3)),
+    (np.uint8, (13, 21, 4), "rgba8", (13, 21, 4)),
+    (np.float32, (13, 21), "r32f", (13, 21)),
+    (np.float32, (13, 21, 1), "r32f", (13, 21)),
+    (np.float32, (13, 21, 3), "rgb32f", (13, 21, 3)),
+    (np.float32, (13, 21, 4), "rgba32f", (13, 21, 4)),
+    (np.float16, (13, 21, 4), "rgba16f", (13, 21, 4)),
+]
+
+
+def array_of(dtype, shape, rng):
+    """Random values of `dtype`; floats include NaN, infinities, negative zero and
+    subnormals, so that only a byte-exact path keeps them."""
+    if np.dtype(dtype).kind == "u":
+        return rng.integers(0, 256, shape, dtype=dtype)
+    array = rng.standard_normal(shape).astype(dtype) * 1000
+    flat = array.reshape(-1)
+    specials = [np.nan, np.inf, -np.inf, -0.0, np.finfo(dtype).smallest_subnormal]
+    flat[: len(specials)] = specials
+    return array
+
+
+@pytest.mark.parametrize("dtype,shape,wire,back", LAYOUTS, ids=lambda v: str(v))
+def test_every_format_arrives_as_sent(pair, rng, dtype, shape, wire, back):
+    sender, receiver = pair
+    array = array_of(dtype, shape, rng)
+    seq = sender.send(array)
+    frame = receiver.recv(timeout=10)
+    assert frame.seq == seq
+    assert frame.format == wire
+    assert texstream.FORMATS[wire] == (np.dtype(dtype).name, back[2] if len(back) == 3 else None)
+    assert frame.array.dtype == dtype
+    assert frame.array.shape == back
+    assert frame.array.flags.c_contiguous and frame.array.flags.writeable
+    assert frame.array.tobytes() == array.tobytes(), "not byte for byte"
+
+
+def test_the_seed_examples_float32_arrays_go_through(pair, rng):
+    """1000x1000x3 float32, as the program this grew out of sent them."""
+    sender, receiver = pair
+    for _ in range(3):
+        array = rng.random((1000, 1000, 3), dtype=np.float32)
+        seq = sender.send(array)
+        frame = receiver.recv(timeout=10)
+        assert (frame.seq, frame.format, frame.array.shape) == (seq, "rgb32f", (1000, 1000, 3))
+        assert np.array_equal(frame.array, array)
+
+
+def test_recv_gives_the_newest_frame_to_a_slow_consumer(pair):
+    sender, receiver = pair
+    for n in range(3):
+        sender.send(np.full((4, 4, 4), n, np.uint8))
+    # The receiving node holds the newest two; a consumer that comes late gets the
+    # last one sent, not the one before it.
+    wait_for(lambda: receiver.stats()["frames_received"] == 3)
+    frame = receiver.recv(timeout=10)
+    assert frame.seq == 2 and frame.array[0, 0, 0] == 2
+    assert receiver.stats()["frames_skipped"] == 1
+    with pytest.raises(texstream.Timeout):
+        receiver.recv(timeout=0.2)
+
+
 BAD = {
     "non-contiguous": lambda: np.zeros((16, 32, 4), np.uint8)[:, ::2],
-    "float32": lambda: np.zeros((16, 16, 4), np.float32),
+    "float64": lambda: np.zeros((16, 16, 4), np.float64),
+    "int64": lambda: np.zeros((16, 16, 3), np.int64),
     "uint16": lambda: np.zeros((16, 16, 4), np.uint16),
-    "3 channels": lambda: np.zeros((16, 16, 3), np.uint8),
+    "2 channels": lambda: np.zeros((16, 16, 2), np.uint8),
+    "float16 with 3 channels": lambda: np.zeros((16, 16, 3), np.float16),
+    "big-endian float32": lambda: np.zeros((16, 16, 3), ">f4"),
     "5-D": lambda: np.zeros((1, 1, 16, 16, 4), np.uint8),
-    "2-D": lambda: np.zeros((16, 16), np.uint8),
+    "5-D float32": lambda: np.zeros((1, 1, 16, 16, 3), np.float32),
+    "1-D": lambda: np.zeros(16, np.uint8),
     "empty": lambda: np.zeros((0, 16, 4), np.uint8),
     "too wide": lambda: np.zeros((1, 16385, 4), np.uint8),
+    # 4 GiB as a view of one value: no memory taken.
+    "over the frame limit": lambda: np.broadcast_to(np.float32(0), (16384, 16384, 4)),
     "a list": lambda: [[[0, 0, 0, 0]]],
 }
 
@@ -118,6 +190,12 @@ def test_a_bad_array_is_a_typed_error_and_the_sender_goes_on(pair, what, rng):
     frame = receiver.recv(timeout=10)
     assert np.array_equal(frame.array, good)
     assert frame.seq == 0, "the bad array took a frame number"
+
+
+def test_an_array_past_a_receivers_frame_limit_is_refused_before_it_is_read(pair):
+    sender, _ = pair
+    with pytest.raises(texstream.BadArray, match="frame limit"):
+        sender.send(BAD["over the frame limit"]())
 
 
 def test_a_closed_peer_leaves_the_sender_usable(pair, tmp_path, rng):

@@ -13,8 +13,11 @@ tokens and TLS as the ``texstream`` command line and windows.
         frame = r.recv(timeout=5)
         print(frame.array.shape, frame.seq, frame.latency)
 
-Arrays sent today: C-contiguous uint8 of shape (height, width, 4), RGBA8 (``ACCEPTED``);
-anything else raises ``BadArray`` naming what is accepted.
+Arrays sent: C-contiguous, shape (height, width) or (height, width, channels), uint8 or
+float32 with 1, 3 or 4 channels, float16 with 4 (``ACCEPTED``; each travels in a pixel
+format of its own, ``FORMATS``); anything else raises ``BadArray`` naming what is
+accepted. A received frame's array has the shape and dtype it was sent with, but a
+(height, width, 1) array comes back as (height, width).
 """
 
 from collections import namedtuple
@@ -29,6 +32,7 @@ __all__ = [
     "BadArray",
     "Closed",
     "Error",
+    "FORMATS",
     "Frame",
     "ReceivedFile",
     "Receiver",
@@ -40,6 +44,19 @@ __all__ = [
 #: What ``Sender.send`` accepts.
 ACCEPTED = _texstream.ACCEPTED
 
+#: The wire's pixel formats and the arrays they are: name -> (dtype, channels), where
+#: channels ``None`` is a (height, width) array.
+FORMATS = {
+    "r8": ("uint8", None),
+    "rgb8": ("uint8", 3),
+    "rgba8": ("uint8", 4),
+    "bgra8": ("uint8", 4),
+    "r32f": ("float32", None),
+    "rgb32f": ("float32", 3),
+    "rgba32f": ("float32", 4),
+    "rgba16f": ("float16", 4),
+}
+
 #: A text message: who wrote it, what, and when (seconds since the Unix epoch).
 Text = namedtuple("Text", "sender body time")
 
@@ -50,12 +67,12 @@ ReceivedFile = namedtuple("ReceivedFile", "name path size")
 class Frame:
     """A received frame.
 
-    ``array``: a new numpy array, the frame as sent — (height, width, 4) uint8 today —
-    yours to keep and write. ``seq``: the sender's frame number. ``capture_time``: when
-    the sender captured it (seconds since the Unix epoch, the sender's clock).
-    ``latency``: seconds from capture to arrival here (meaningful when both clocks
-    agree, as on one machine). ``format``: the wire's pixel format ("rgba8", or "bgra8"
-    from a GPU sender).
+    ``array``: a new numpy array, the frame as sent (shape and dtype; one channel comes
+    back as (height, width)), yours to keep and write. ``seq``: the sender's frame
+    number. ``capture_time``: when the sender captured it (seconds since the Unix epoch,
+    the sender's clock). ``latency``: seconds from capture to arrival here (meaningful
+    when both clocks agree, as on one machine). ``format``: the wire's pixel format, a
+    key of ``FORMATS`` ("bgra8" comes from GPU senders).
     """
 
     __slots__ = ("array", "seq", "capture_time", "latency", "format")
@@ -187,8 +204,11 @@ class Sender(_Endpoint):
     def send(self, array, *, wait=True):
         """Sends ``array`` as one frame to every connected peer; returns its number.
 
-        ``array``: C-contiguous uint8, shape (height, width, 4), RGBA (``ACCEPTED``);
-        anything else raises ``BadArray`` and the sender stays usable. It is copied
+        ``array``: C-contiguous, (height, width[, channels]), one of ``FORMATS``
+        (``ACCEPTED``); anything else raises ``BadArray`` and the sender stays usable.
+        Formats other than rgba8 reach only peers of a texstream version that takes
+        them; an older peer skips those frames (its ``frames_format_skipped`` in
+        ``peers()`` counts them). It is copied
         once (into the frame), without the GIL. ``wait=True``: first waits (at most
         1 s) until every connected peer has taken the previous frame, so none is
         skipped; ``wait=False``: never waits, and a slow peer skips frames.
@@ -213,8 +233,10 @@ class Receiver(_Endpoint):
                          token, tls, tls_dir, files_dir)
 
     def recv(self, timeout=None):
-        """The next frame, as a ``Frame``; waits up to ``timeout`` seconds (None: for
-        ever) without the GIL. Raises ``Timeout``, ``AuthError`` or ``Closed``."""
+        """The newest frame, as a ``Frame``; waits up to ``timeout`` seconds (None: for
+        ever) without the GIL. Of the frames waiting (at most two), older ones are
+        skipped (``stats()["frames_skipped"]``), so a slow consumer sees the latest.
+        Raises ``Timeout``, ``AuthError`` or ``Closed``."""
         return Frame(*self._node.recv(timeout))
 
     def __iter__(self):

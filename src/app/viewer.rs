@@ -1,6 +1,8 @@
 //! The viewer window: takes the newest received frame each pass without blocking,
 //! writes it into one persistent GPU texture (registered with egui once), and shows it
-//! fitted, 1:1 or zoomed and panned, with a status bar (rate, throughput, latency, the
+//! fitted, 1:1 or zoomed and panned (gray and RGB frames as opaque RGBA, float ones
+//! through a display range chosen in the toolbar, each frame's own by default), with a
+//! status bar (rate, throughput, latency, the
 //! stages of a frame, drops, resolution, connection state), PNG snapshots saved off the
 //! UI thread, the source panel (sources on the LAN, an address, recent ones, one click
 //! to switch), chat, peers, files sent by dropping them on the window, and the
@@ -15,7 +17,7 @@ use super::sources::{SourcePick, SourcesPanel};
 use super::text::human_bytes;
 use super::{dropped_paths, peers_ui, Chat, EguiTexture, FileOffers, FolderOpener, TransfersView};
 use crate::frame::Frame;
-use crate::gpu::{UploadTexture, Uploaded};
+use crate::gpu::{DisplayRange, UploadTexture, Uploaded};
 use crate::meter::{FrameMeter, StageMeter};
 use crate::net::{now_us, Event, NetError, Node, NodeConfig, PeerState, PeerStatus, Waker};
 
@@ -430,7 +432,7 @@ impl ViewerApp {
         let spawned = std::thread::Builder::new()
             .name("texstream snapshot".to_owned())
             .spawn(move || {
-                let result = save_png(&frame, &dir);
+                let result = save_snapshot(&frame, &dir);
                 let _ = tx.send(result);
                 ctx.request_repaint();
             });
@@ -500,7 +502,7 @@ impl ViewerApp {
             if ui
                 .add_enabled(can_snapshot, egui::Button::new("Snapshot"))
                 .on_hover_text(format!(
-                    "Save the frame shown as PNG in {}",
+                    "Save the frame shown as PNG (float frames as .npy) in {}",
                     self.snapshot_dir.display()
                 ))
                 .clicked()
@@ -524,7 +526,60 @@ impl ViewerApp {
                     None => {}
                 }
             }
+            if self
+                .last_frame
+                .as_ref()
+                .is_some_and(|f| f.meta().format.is_float())
+            {
+                ui.separator();
+                self.range_ui(ui);
+            }
         });
+    }
+
+    /// The display range of float frames: each frame's own (Auto) or one chosen here.
+    /// A change shows the frame in the texture again, so that a still stream follows.
+    fn range_ui(&mut self, ui: &mut egui::Ui) {
+        let range = self.upload.display_range();
+        let mut auto = range == DisplayRange::Auto;
+        let (mut min, mut max) = match range {
+            DisplayRange::Fixed { min, max } => (min, max),
+            DisplayRange::Auto => self.upload.shown_range().unwrap_or((0.0, 1.0)),
+        };
+        ui.checkbox(&mut auto, "Auto range").on_hover_text(
+            "Float frames: show each from its smallest to its largest value (off: the \
+             range set here; values outside it are clamped)",
+        );
+        let speed = f64::from((max - min).abs().max(1e-3)) / 200.0;
+        ui.add_enabled(
+            !auto,
+            egui::DragValue::new(&mut min).speed(speed).prefix("min "),
+        );
+        ui.add_enabled(
+            !auto,
+            egui::DragValue::new(&mut max).speed(speed).prefix("max "),
+        );
+        if auto {
+            ui.label(format!("{min:.3} … {max:.3}"));
+        }
+        let chosen = if auto {
+            DisplayRange::Auto
+        } else {
+            DisplayRange::Fixed { min, max }
+        };
+        if chosen != range {
+            self.set_display_range(chosen);
+            ui.ctx().request_repaint();
+        }
+    }
+
+    /// How float frames are shown: each frame's own range, or `min`..`max` (values
+    /// outside clamped). The frame shown is uploaded again with it on the next pass.
+    pub fn set_display_range(&mut self, range: DisplayRange) {
+        self.upload.set_display_range(range);
+        if self.waiting.is_none() {
+            self.waiting = self.last_frame.clone().map(|f| (f, None));
+        }
     }
 
     fn status_ui(&mut self, ui: &mut egui::Ui, peers: &[PeerStatus]) {
@@ -829,33 +884,34 @@ fn connection_text(peers: &[PeerStatus], listening: Option<std::net::SocketAddr>
     }
 }
 
-/// Writes `frame` as PNG into `dir` under a new name (never overwriting), first under a
-/// hidden temporary name, so that the PNG appears only once complete.
-fn save_png(frame: &Frame, dir: &Path) -> Result<PathBuf, String> {
+/// Writes `frame` losslessly (PNG, or `.npy` for a float frame: `crate::export`) into
+/// `dir` under a new name (never overwriting), first under a hidden temporary name, so
+/// that the file appears only once complete.
+fn save_snapshot(frame: &Frame, dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let seq = frame.meta().seq;
+    let extension = crate::export::extension(frame.meta().format);
     let stem = format!("snapshot-{}-frame{seq}", now_us() / 1000);
-    let temp = dir.join(format!(".{stem}.png.part"));
-    let written = frame
-        .to_rgba_image()
-        .save_with_format(&temp, image::ImageFormat::Png)
+    let temp = dir.join(format!(".{stem}.{extension}.part"));
+    let written = std::fs::File::create(&temp)
+        .and_then(|file| crate::export::write(frame, std::io::BufWriter::new(file), false))
         .map_err(|e| format!("cannot write {}: {e}", temp.display()));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temp);
         return Err(e);
     }
-    let result = publish_file(&temp, dir, &stem);
+    let result = publish_file(&temp, dir, &stem, extension);
     let _ = std::fs::remove_file(&temp);
     result
 }
 
-/// Gives the finished `temp` its final name, `STEM.png` or `STEM-2.png`, …
-fn publish_file(temp: &Path, dir: &Path, stem: &str) -> Result<PathBuf, String> {
+/// Gives the finished `temp` its final name, `STEM.EXT` or `STEM-2.EXT`, …
+fn publish_file(temp: &Path, dir: &Path, stem: &str, extension: &str) -> Result<PathBuf, String> {
     for n in 1..1000 {
         let name = if n == 1 {
-            format!("{stem}.png")
+            format!("{stem}.{extension}")
         } else {
-            format!("{stem}-{n}.png")
+            format!("{stem}-{n}.{extension}")
         };
         let path = dir.join(name);
         // A hard link fails if the name is taken: no overwriting, and no window in
@@ -873,7 +929,7 @@ fn publish_file(temp: &Path, dir: &Path, stem: &str) -> Result<PathBuf, String> 
         }
     }
     Err(format!(
-        "no free file name for {stem}.png in {}",
+        "no free file name for {stem}.{extension} in {}",
         dir.display()
     ))
 }

@@ -1,4 +1,5 @@
-//! `texstream record`: the headless viewer. Saves received frames as PNG files, text
+//! `texstream record`: the headless viewer. Saves received frames losslessly (PNG for
+//! 8-bit formats, `.npy` for float ones; [`crate::export`]), text
 //! to `chat.log` and received files into its folder, and ends with a one-line JSON
 //! summary on standard output.
 
@@ -21,7 +22,8 @@ use crate::protocol::{Escaped, Role};
 pub struct RecordArgs {
     #[command(flatten)]
     pub link: LinkArgs,
-    /// Folder for the PNG frames, chat.log and received files (created if missing).
+    /// Folder for the frames (frame-NNNNNN.png, or .npy for float formats), chat.log and
+    /// received files (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Stop after saving this many frames.
@@ -30,7 +32,7 @@ pub struct RecordArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub seconds: Option<f64>,
-    /// Save only the frames that arrive while the PNG writer is idle, skipping the rest
+    /// Save only the frames that arrive while the frame writer is idle, skipping the rest
     /// (default: every frame, which limits the rate to what PNG encoding keeps up with).
     #[arg(long)]
     pub skip_while_busy: bool,
@@ -77,18 +79,18 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", args.out.join("chat.log").display()))?,
     );
 
-    // PNG encoding is slow next to the network: it runs on its own thread, fed through
+    // Encoding (PNG) is slow next to the network: it runs on its own thread, fed through
     // a bounded queue.
-    let (png_tx, png_rx) = flume::bounded::<(u64, Frame)>(2);
+    let (save_tx, save_rx) = flume::bounded::<(u64, Frame)>(2);
     let save_errors = Arc::new(AtomicU64::new(0));
     let writer = {
         let out = args.out.clone();
         let save_errors = save_errors.clone();
         std::thread::Builder::new()
-            .name("texstream png".into())
+            .name("texstream save".into())
             .spawn(move || {
-                for (n, frame) in png_rx {
-                    if let Err(e) = save_png(&out, n, &frame) {
+                for (n, frame) in save_rx {
+                    if let Err(e) = save_frame(&out, n, &frame) {
                         save_errors.fetch_add(1, Relaxed);
                         tracing::error!("{}", super::error_chain(&e));
                     }
@@ -115,9 +117,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             Ok(frame) => {
                 let n = summary.frames_saved + 1;
                 let queued = if args.skip_while_busy {
-                    png_tx.try_send((n, frame)).is_ok()
+                    save_tx.try_send((n, frame)).is_ok()
                 } else {
-                    png_tx.send((n, frame)).is_ok()
+                    save_tx.send((n, frame)).is_ok()
                 };
                 if queued {
                     summary.frames_saved = n;
@@ -161,7 +163,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         }
     }
     node.shutdown();
-    drop(png_tx);
+    drop(save_tx);
     let _ = writer.join();
 
     let stats = node.stats();
@@ -181,19 +183,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn save_png(dir: &Path, n: u64, frame: &Frame) -> anyhow::Result<()> {
-    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    let path = dir.join(format!("frame-{n:06}.png"));
+/// Saves `frame` as `frame-NNNNNN.png` (or `.npy` for a float format), byte for byte.
+fn save_frame(dir: &Path, n: u64, frame: &Frame) -> anyhow::Result<()> {
+    let extension = crate::export::extension(frame.meta().format);
+    let path = dir.join(format!("frame-{n:06}.{extension}"));
     let file = std::fs::File::create(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    let encoder = PngEncoder::new_with_quality(
-        std::io::BufWriter::new(file),
-        CompressionType::Fast,
-        FilterType::Adaptive,
-    );
-    frame
-        .to_rgba_image()
-        .write_with_encoder(encoder)
+    crate::export::write(frame, std::io::BufWriter::new(file), true)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

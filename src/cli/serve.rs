@@ -423,6 +423,7 @@ mod tests {
 
     fn peer(id: u64, frames_sent: u64, bytes_sent: u64) -> PeerStatus {
         PeerStatus {
+            frames_format_skipped: 0,
             id: PeerId(id),
             origin: Origin::Accepted,
             target: format!("127.0.0.1:{}", 5000 + id),

@@ -1,11 +1,13 @@
 //! wgpu only: headless device set-up, row-padding math, pipelined readback into frames,
 //! the persistent upload texture, and the WGSL live source. No sockets, no egui.
 
+mod display;
 mod layout;
 mod live;
 mod readback;
 mod upload;
 
+pub use display::{DisplayRange, SHOWN_BYTES_PER_PIXEL};
 pub use layout::{RowLayout, COPY_ALIGN};
 pub use live::{LiveMode, LiveShader, LIVE_SHADER_WGSL};
 pub use readback::Readback;
@@ -62,11 +64,13 @@ impl Gpu {
     }
 }
 
-/// The texture format that holds frames of `format` byte for byte.
+/// The texture format frames of `format` are shown in: BGRA8 frames byte for byte in a
+/// BGRA8 texture, every other format in RGBA8 (as it is, or expanded on the way by
+/// `display::expand_row`).
 pub fn texture_format(format: PixelFormat) -> wgpu::TextureFormat {
     match format {
-        PixelFormat::Rgba8 => wgpu::TextureFormat::Rgba8Unorm,
         PixelFormat::Bgra8 => wgpu::TextureFormat::Bgra8Unorm,
+        _ => wgpu::TextureFormat::Rgba8Unorm,
     }
 }
 

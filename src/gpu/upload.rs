@@ -6,7 +6,8 @@
 //! frame (`Queue::write_texture` makes and maps a new staging buffer on every call),
 //! and nothing waits: with every buffer still on its way, a frame is left out (the
 //! next, newer one takes its place). The texture and the buffers are re-made only when
-//! the size or format changes.
+//! the size or format changes. Gray, RGB and float frames are expanded to RGBA8 in the
+//! same copy (`display.rs`), floats through the display range set on the texture.
 
 use super::{check_texture_size, texture_format, GpuError, RowLayout};
 use crate::frame::{Frame, PixelFormat};
@@ -72,6 +73,13 @@ pub struct UploadTexture {
     generation: u64,
     buffers_created: u64,
     busy: u64,
+    /// How float frames are mapped to 0–255.
+    range: super::DisplayRange,
+    /// The range the last float frame was shown with.
+    shown_range: Option<(f32, f32)>,
+    /// One row expanded to RGBA8, written into the mapped buffer whole (mapped memory
+    /// may be write-combined); sized with the ring.
+    row: Vec<u8>,
 }
 
 impl Default for UploadTexture {
@@ -87,6 +95,9 @@ impl Default for UploadTexture {
             generation: 0,
             buffers_created: 0,
             busy: 0,
+            range: super::DisplayRange::Auto,
+            shown_range: None,
+            row: Vec::new(),
         }
     }
 }
@@ -119,6 +130,7 @@ impl UploadTexture {
             self.ring.clear();
             self.generation += 1;
             self.layout = Some(layout);
+            self.row = vec![0; layout.unpadded_bytes_per_row as usize];
         }
         // Buffers mapped again since the last frame are ready; one whose mapping
         // failed is made anew.
@@ -184,6 +196,13 @@ impl UploadTexture {
             return Ok(Uploaded::Busy);
         };
         let staging = &mut self.ring[index];
+        let range = if m.format.is_float() {
+            let range = super::display::resolve(self.range, frame);
+            self.shown_range = Some(range);
+            range
+        } else {
+            (0.0, 1.0)
+        };
         {
             let mut mapped = staging
                 .buffer
@@ -193,7 +212,25 @@ impl UploadTexture {
             let pixels = frame.pixels();
             let src_row = m.bytes_per_row as usize;
             let dst_row = layout.padded_bytes_per_row as usize;
-            if src_row == dst_row {
+            if !super::display::shown_as_is(m.format) {
+                // Expanded to RGBA8 a row at a time, each row written whole.
+                for (y, src) in pixels
+                    .chunks(src_row)
+                    .take(layout.height as usize)
+                    .enumerate()
+                {
+                    super::display::expand_row(
+                        m.format,
+                        &src[..m.row_bytes()],
+                        &mut self.row,
+                        range,
+                    );
+                    let at = y * dst_row;
+                    mapped
+                        .slice(at..at + self.row.len())
+                        .copy_from_slice(&self.row);
+                }
+            } else if src_row == dst_row {
                 mapped.slice(..pixels.len()).copy_from_slice(pixels);
             } else {
                 // Mapped memory may be write-combined: written, never read.
@@ -262,6 +299,21 @@ impl UploadTexture {
     /// Frames left out because every staging buffer was in flight.
     pub fn busy(&self) -> u64 {
         self.busy
+    }
+
+    /// How float frames are shown from the next upload on: the values mapped to black
+    /// and full, or each frame's own smallest and largest.
+    pub fn set_display_range(&mut self, range: super::DisplayRange) {
+        self.range = range;
+    }
+
+    pub fn display_range(&self) -> super::DisplayRange {
+        self.range
+    }
+
+    /// The range the last float frame was shown with (its own under `Auto`).
+    pub fn shown_range(&self) -> Option<(f32, f32)> {
+        self.shown_range
     }
 
     pub fn texture(&self) -> Option<&wgpu::Texture> {

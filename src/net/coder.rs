@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::tx::CodeJob;
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::Frame;
 use crate::protocol::tiles::{TileEncoder, TileError, TileGrid};
 
 /// What coding one frame gave.
@@ -32,7 +32,7 @@ impl Coder {
         let Some(grid) = TileGrid::new(
             meta.bytes_per_row,
             meta.height,
-            PixelFormat::BYTES_PER_PIXEL,
+            meta.format.bytes_per_pixel(),
         ) else {
             return Err((job.frame, TileError::Geometry("no tile grid for the frame")));
         };

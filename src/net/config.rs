@@ -211,7 +211,7 @@ impl NodeConfig {
     }
 
     pub(crate) fn capabilities(&self) -> Capabilities {
-        let mut bits = Capabilities::TEXT | Capabilities::FILE_WINDOW;
+        let mut bits = Capabilities::TEXT | Capabilities::FILE_WINDOW | Capabilities::FORMATS;
         if matches!(self.role, Role::Sender | Role::Relay) {
             bits |= Capabilities::FRAMES_OUT;
         }

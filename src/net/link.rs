@@ -77,6 +77,8 @@ pub(crate) struct LinkHandle {
     pub wants_frames: bool,
     pub takes_text: bool,
     pub takes_files: bool,
+    /// The peer's hello has `FORMATS`: it takes frames of every pixel format.
+    pub takes_all_formats: bool,
     /// The node's frame budget needed the room this link's partial frame held: it ends
     /// (see [`LinkHandle::evict`]).
     evicted: AtomicBool,
@@ -324,6 +326,7 @@ fn run_link_inner(
         wants_frames: caps.has(Capabilities::FRAMES_IN),
         takes_text: caps.has(Capabilities::TEXT),
         takes_files: caps.has(Capabilities::FILES_IN),
+        takes_all_formats: caps.has(Capabilities::FORMATS),
         evicted: AtomicBool::new(false),
     });
 

@@ -17,7 +17,7 @@ use super::files::{FileShelf, OutgoingFile};
 use super::link::{lock, LinkHandle, FILE_BUFFERS_PER_LINK};
 use super::ratelimit::{Verdict, WarnLimiter};
 use super::reason::{HandshakeFailure, LinkEnd, Severity};
-use super::router::{frame_goes_to, text_goes_to, Follow, FrameFrom, Route};
+use super::router::{format_goes_to, frame_goes_to, text_goes_to, Follow, FrameFrom, Route};
 use super::status::{LinkCounters, NodeCounters, NodeStats, Origin, PeerId, PeerState, PeerStatus};
 use super::transfers::{Direction, TransferId, TransferState, TransferStatus};
 use super::{now_us, NetError};
@@ -137,6 +137,7 @@ impl PeerSlot {
             wants_frames: link.wants_frames,
             sends_frames: self.sends_frames.load(Relaxed),
             takes_text: link.takes_text,
+            takes_all_formats: link.takes_all_formats,
         }
     }
 
@@ -154,6 +155,7 @@ impl PeerSlot {
             role: info.role,
             frames_sent: c.frames_sent.load(Relaxed),
             frames_skipped: c.frames_skipped.load(Relaxed),
+            frames_format_skipped: c.frames_format_skipped.load(Relaxed),
             frames_received: c.frames_received.load(Relaxed),
             bytes_sent: c.bytes_sent.load(Relaxed),
             bytes_received: c.bytes_received.load(Relaxed),
@@ -229,10 +231,12 @@ pub(crate) enum PeerWarning {
     Auth = 0,
     /// A peer too far behind to take what is sent to it.
     NotReading = 1,
+    /// A peer that cannot take the format of the frames published (an older build).
+    OldFormats = 2,
 }
 
 impl PeerWarning {
-    const KINDS: usize = 2;
+    const KINDS: usize = 3;
 }
 
 impl Shared {
@@ -361,6 +365,27 @@ impl Shared {
             let Some(link) = link.as_ref().filter(|l| frame_goes_to(&slot.route(l))) else {
                 continue;
             };
+            let format = frame.meta().format;
+            if !format_goes_to(&slot.route(link), format) {
+                // Counted for every frame left out; said once per peer slot (and
+                // rate-limited across peers), not once per frame.
+                let c = &slot.counters.frames_format_skipped;
+                if c.fetch_add(1, Relaxed) == 0 {
+                    let addr = lock(&slot.info).addr;
+                    self.peer_log(
+                        PeerWarning::OldFormats,
+                        Severity::Warn,
+                        format_args!(
+                            "{format} frames are not sent to a peer that takes only rgba8 \
+                             and bgra8 (an older texstream: upgrade it to see them), peer \
+                             #{} {}",
+                            slot.id.0,
+                            addr.map_or_else(|| slot.target.clone(), |a| a.to_string())
+                        ),
+                    );
+                }
+                continue;
+            }
             if link.offer_frame(frame.clone()) {
                 slot.counters.frames_skipped.fetch_add(1, Relaxed);
             }

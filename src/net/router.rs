@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::status::PeerId;
+use crate::frame::PixelFormat;
 
 /// How long the followed source may send nothing before another one's frames are
 /// taken instead.
@@ -96,11 +97,20 @@ pub(crate) struct Route {
     pub sends_frames: bool,
     /// The peer's hello said it takes text.
     pub takes_text: bool,
+    /// The peer's hello said it takes every pixel format (`FORMATS`).
+    pub takes_all_formats: bool,
 }
 
 /// Whether a published frame is offered to `peer`.
 pub(crate) fn frame_goes_to(peer: &Route) -> bool {
     peer.wants_frames && !peer.sends_frames
+}
+
+/// Whether a frame of `format` may go to `peer` (one [`frame_goes_to`] offers frames
+/// to): RGBA8 and BGRA8 to every peer, the other formats only to a peer whose hello has
+/// `FORMATS`, since an older peer refuses their codes and would end the link.
+pub(crate) fn format_goes_to(peer: &Route, format: PixelFormat) -> bool {
+    peer.takes_all_formats || !format.needs_formats_capability()
 }
 
 /// Whether a text from `origin` (`None`: this node's own) goes to `peer`: every peer
@@ -183,18 +193,21 @@ mod tests {
             wants_frames: true,
             sends_frames: false,
             takes_text: true,
+            takes_all_formats: true,
         };
         let upstream = Route {
             id: B,
             wants_frames: true,
             sends_frames: true,
             takes_text: true,
+            takes_all_formats: true,
         };
         let mute = Route {
             id: PeerId(3),
             wants_frames: false,
             sends_frames: false,
             takes_text: false,
+            takes_all_formats: false,
         };
         assert!(frame_goes_to(&viewer));
         assert!(!frame_goes_to(&upstream), "no echo to a source");
@@ -206,5 +219,25 @@ mod tests {
             "our own text goes to everyone"
         );
         assert!(!text_goes_to(&mute, None));
+    }
+
+    #[test]
+    fn formats_past_rgba8_and_bgra8_go_only_to_peers_that_take_them() {
+        let route = |takes_all_formats| Route {
+            id: A,
+            wants_frames: true,
+            sends_frames: false,
+            takes_text: true,
+            takes_all_formats,
+        };
+        for format in PixelFormat::ALL {
+            assert!(format_goes_to(&route(true), format), "{format}");
+            let old_peer_takes = matches!(format, PixelFormat::Rgba8 | PixelFormat::Bgra8);
+            assert_eq!(
+                format_goes_to(&route(false), format),
+                old_peer_takes,
+                "{format}"
+            );
+        }
     }
 }

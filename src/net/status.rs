@@ -69,6 +69,9 @@ pub struct PeerStatus {
     pub role: Option<Role>,
     pub frames_sent: u64,
     pub frames_skipped: u64,
+    /// Frames left out because their pixel format is one the peer's hello does not
+    /// take (an older peer takes RGBA8 and BGRA8 only).
+    pub frames_format_skipped: u64,
     pub frames_received: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -170,6 +173,7 @@ impl PeerStatus {
 pub(crate) struct LinkCounters {
     pub frames_sent: AtomicU64,
     pub frames_skipped: AtomicU64,
+    pub frames_format_skipped: AtomicU64,
     pub frames_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,

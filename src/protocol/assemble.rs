@@ -16,7 +16,7 @@ use super::codec::BulkHead;
 use super::error::ProtocolError;
 use super::message::{CodedFrameStart, FrameStart};
 use super::tiles::{self, TileDecoder, TileError, TileGrid};
-use crate::frame::{Frame, FrameMeta, FramePool, PixelFormat, PooledBuf};
+use crate::frame::{Frame, FrameMeta, FramePool, PooledBuf};
 
 /// What a chunk did to the frame in progress.
 #[derive(Debug)]
@@ -450,7 +450,7 @@ impl FrameAssembler {
     fn decode(&mut self, s: &FrameStart, base_seq: u64) -> Result<PooledBuf, ProtocolError> {
         let seq = s.seq;
         let bad = |reason| ProtocolError::BadCoding { seq, reason };
-        let grid = TileGrid::new(s.bytes_per_row, s.height, PixelFormat::BYTES_PER_PIXEL)
+        let grid = TileGrid::new(s.bytes_per_row, s.height, s.format.bytes_per_pixel())
             .ok_or(bad(TileError::Geometry("no tile grid for the frame")))?;
         let base = if tiles::is_delta(&self.coded) {
             let same_geometry = |b: &FrameMeta| {

@@ -393,7 +393,7 @@ fn frame_start(r: &mut Reader<'_>, limits: &Limits) -> Result<FrameStart, Protoc
 /// is what makes it safe to take room for the coded bytes as they arrive.
 fn check_coded_len(c: &CodedFrameStart) -> Result<(), ProtocolError> {
     let f = &c.start;
-    let max = TileGrid::new(f.bytes_per_row, f.height, PixelFormat::BYTES_PER_PIXEL)
+    let max = TileGrid::new(f.bytes_per_row, f.height, f.format.bytes_per_pixel())
         .map_or(0, |g| g.max_coded_len() as u64);
     if c.coded_len < 2 || c.coded_len > max {
         return Err(ProtocolError::BadCodedLen {
@@ -417,10 +417,11 @@ fn check_frame_start(f: &FrameStart, limits: &Limits) -> Result<(), ProtocolErro
             max,
         });
     }
-    if u64::from(f.bytes_per_row) < u64::from(f.width) * 4 {
+    if u64::from(f.bytes_per_row) < u64::from(f.width) * u64::from(f.format.bytes_per_pixel()) {
         return Err(ProtocolError::BadRowPitch {
             seq: f.seq,
             width: f.width,
+            format: f.format,
             bytes_per_row: f.bytes_per_row,
         });
     }

@@ -1,6 +1,8 @@
 //! Errors of the wire protocol. Any of them makes the stream dead: the connection closes
 //! with the error's text as its reason.
 
+use crate::frame::PixelFormat;
+
 /// Malformed or hostile bytes, or a broken rule of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -46,10 +48,15 @@ pub enum ProtocolError {
         height: u32,
         max: u32,
     },
-    #[error("frame {seq}: bytes_per_row {bytes_per_row} is less than width {width} x 4")]
+    #[error(
+        "frame {seq}: bytes_per_row {bytes_per_row} is less than width {width} x {} bytes \
+         per {format} pixel",
+        format.bytes_per_pixel()
+    )]
     BadRowPitch {
         seq: u64,
         width: u32,
+        format: PixelFormat,
         bytes_per_row: u32,
     },
     #[error("frame {seq}: total_len {total_len} is not bytes_per_row x height = {expected}")]

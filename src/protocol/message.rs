@@ -127,6 +127,10 @@ impl Capabilities {
     /// The peer takes tile-coded frames ([`CodedFrameStart`]): a sender may send it
     /// deltas against the last frame on the link and compressed tiles.
     pub const TILES: u32 = 1 << 5;
+    /// The peer takes frames of every [`PixelFormat`] (gray, RGB, float…); a peer
+    /// without it takes only RGBA8 and BGRA8 and refuses any other format code, so it
+    /// is sent no other.
+    pub const FORMATS: u32 = 1 << 6;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit == bit
@@ -204,7 +208,8 @@ pub struct FrameStart {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
-    /// Bytes from one row to the next; at least `width * 4`, may carry padding.
+    /// Bytes from one row to the next; at least `width * format.bytes_per_pixel()`, may
+    /// carry padding.
     pub bytes_per_row: u32,
     /// Wall clock at capture, microseconds since the Unix epoch.
     pub capture_us: u64,
