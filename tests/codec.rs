@@ -240,3 +240,23 @@ fn an_unknown_codec_is_refused_with_the_names_there_are() {
         "{err}"
     );
 }
+
+#[test]
+fn every_pixel_format_goes_coded_byte_exact() {
+    let sender = coding_sender(Codec::Tiles);
+    let viewer = viewer(true, &sender);
+    for (i, format) in texstream::frame::PixelFormat::ALL.into_iter().enumerate() {
+        let bpp = format.bytes_per_pixel();
+        // An odd width and a few bytes of padding: tiles are cut by the pixel's size.
+        let geometry = FrameGeometry {
+            width: 131,
+            height: 70,
+            format,
+            bytes_per_row: 131 * bpp + 12,
+        };
+        let first = 1 + i as u64 * 3;
+        lockstep(&sender, &[&viewer], geometry, first..=first + 2);
+    }
+    let peer = sent_all(&sender, 3 * texstream::frame::PixelFormat::ALL.len() as u64);
+    assert_eq!(peer.frames_coded, peer.frames_sent);
+}
