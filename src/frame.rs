@@ -143,6 +143,16 @@ impl FrameMeta {
         self.bytes_per_row as usize * self.height as usize
     }
 
+    /// The frame's size, pixel format and row pitch.
+    pub fn geometry(&self) -> FrameGeometry {
+        FrameGeometry {
+            width: self.width,
+            height: self.height,
+            format: self.format,
+            bytes_per_row: self.bytes_per_row,
+        }
+    }
+
     /// Bytes of pixels in one row, without padding.
     pub fn row_bytes(&self) -> usize {
         self.width as usize * self.format.bytes_per_pixel() as usize

@@ -220,7 +220,7 @@ impl Frames {
 }
 
 /// Which of an animation's frames shows at `t` (looping).
-pub fn animation_index(frames: &[(RgbaImage, Duration)], total: Duration, t: Duration) -> usize {
+pub fn animation_index<P>(frames: &[(P, Duration)], total: Duration, t: Duration) -> usize {
     let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos().max(1)) as u64);
     for (i, (_, delay)) in frames.iter().enumerate() {
         if at < *delay {

@@ -163,7 +163,7 @@ pub struct LinkArgs {
     pub codec: Option<Codec>,
 }
 
-fn parse_codec(name: &str) -> Result<Codec, String> {
+pub(crate) fn parse_codec(name: &str) -> Result<Codec, String> {
     Codec::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
         format!("unknown codec {name:?}; one of: {}", names.join(", "))

@@ -384,30 +384,25 @@ impl RxConn {
     /// ends reading; what a peer may never send after the handshake is an error.
     fn on_message(&mut self, message: Message) -> Result<Option<RxEvent>, ProtocolError> {
         match message {
-            Message::FrameStart(start) => {
-                if let Some(when) = self.frames_refused {
-                    // Frames this node never asked for, or not from this peer, are not
-                    // reassembled, nor kept: the peer breaks the protocol.
-                    return Err(ProtocolError::Unexpected {
-                        kind: "frame-start",
-                        when,
-                    });
-                }
-                if let Some(seq) = self.frames.start(start) {
-                    tracing::trace!(seq, "frame abandoned by a newer frame start");
-                }
-                Ok(None)
-            }
-            Message::CodedFrameStart(coded) => {
-                let refused = self.frames_refused.or((!self.takes_coded)
+            m @ (Message::FrameStart(_) | Message::CodedFrameStart(_)) => {
+                let coded = matches!(m, Message::CodedFrameStart(_));
+                // Frames this node never asked for, or not from this peer, or coded ones
+                // it did not say it takes, are not reassembled, nor kept: the peer
+                // breaks the protocol.
+                let refused = self.frames_refused.or((coded && !self.takes_coded)
                     .then_some("from a peer this node did not tell it takes coded frames"));
                 if let Some(when) = refused {
                     return Err(ProtocolError::Unexpected {
-                        kind: "coded-frame-start",
+                        kind: m.kind().name(),
                         when,
                     });
                 }
-                if let Some(seq) = self.frames.start_coded(coded) {
+                let abandoned = match m {
+                    Message::CodedFrameStart(c) => self.frames.start_coded(c),
+                    Message::FrameStart(start) => self.frames.start(start),
+                    _ => None,
+                };
+                if let Some(seq) = abandoned {
                     tracing::trace!(seq, "frame abandoned by a newer frame start");
                 }
                 Ok(None)

@@ -271,11 +271,7 @@ impl TxConn {
         }
         let last = self.base.take();
         let frame = self.take_slot()?;
-        let geometry = |f: &Frame| {
-            let m = f.meta();
-            (m.width, m.height, m.format, m.bytes_per_row)
-        };
-        let base = last.filter(|b| geometry(b) == geometry(&frame));
+        let base = last.filter(|b| b.meta().geometry() == frame.meta().geometry());
         Some(CodeJob {
             frame,
             base,

@@ -414,6 +414,15 @@ impl FrameAssembler {
             return Ok(Assembled::Incomplete);
         };
         let s = p.start;
+        let meta = FrameMeta {
+            seq: s.seq,
+            width: s.width,
+            height: s.height,
+            format: s.format,
+            bytes_per_row: s.bytes_per_row,
+            capture_us: s.capture_us,
+            checksum: s.checksum,
+        };
         let buf = match p.dest {
             Dest::Raw(buf) => {
                 let actual = self.hasher.digest();
@@ -427,16 +436,7 @@ impl FrameAssembler {
                 }
                 buf
             }
-            Dest::Coded { base_seq, .. } => self.decode(&s, base_seq)?,
-        };
-        let meta = FrameMeta {
-            seq: s.seq,
-            width: s.width,
-            height: s.height,
-            format: s.format,
-            bytes_per_row: s.bytes_per_row,
-            capture_us: s.capture_us,
-            checksum: s.checksum,
+            Dest::Coded { base_seq, .. } => self.decode(&meta, base_seq)?,
         };
         let frame = Frame::from_verified(meta, buf);
         if self.keep_base {
@@ -447,18 +447,16 @@ impl FrameAssembler {
 
     /// Rebuilds a coded frame from the coded bytes now all in, into a new buffer
     /// (never the base's), and checks the checksum of what came out.
-    fn decode(&mut self, s: &FrameStart, base_seq: u64) -> Result<PooledBuf, ProtocolError> {
+    fn decode(&mut self, s: &FrameMeta, base_seq: u64) -> Result<PooledBuf, ProtocolError> {
         let seq = s.seq;
         let bad = |reason| ProtocolError::BadCoding { seq, reason };
         let grid = TileGrid::new(s.bytes_per_row, s.height, s.format.bytes_per_pixel())
             .ok_or(bad(TileError::Geometry("no tile grid for the frame")))?;
         let base = if tiles::is_delta(&self.coded) {
-            let same_geometry = |b: &FrameMeta| {
-                (b.width, b.height, b.format, b.bytes_per_row)
-                    == (s.width, s.height, s.format, s.bytes_per_row)
-            };
             match &self.base {
-                Some(b) if b.meta().seq == base_seq && same_geometry(b.meta()) => Some(b.pixels()),
+                Some(b) if b.meta().seq == base_seq && b.meta().geometry() == s.geometry() => {
+                    Some(b.pixels())
+                }
                 held => {
                     return Err(ProtocolError::BaseMismatch {
                         seq,
@@ -470,7 +468,7 @@ impl FrameAssembler {
         } else {
             None
         };
-        let mut out = self.pool.take(s.total_len as usize);
+        let mut out = self.pool.take(s.total_len());
         if let Err(reason) = self.decoder.decode(&grid, &self.coded, base, &mut out) {
             out.discard();
             return Err(bad(reason));

@@ -103,7 +103,7 @@ pub(super) struct BenchParams {
     pub(super) pan: bool,
     /// How the sender codes frames (`texstream serve --help`): raw, delta, lz4, tiles,
     /// auto.
-    #[arg(long, value_name = "CODEC", default_value = "raw", value_parser = parse_codec)]
+    #[arg(long, value_name = "CODEC", default_value = "raw", value_parser = crate::cli::parse_codec)]
     pub(super) codec: Codec,
     /// The sender listens here (HOST:PORT; port 0 for any): another host's address, or
     /// one inside a network namespace, for a benchmark across a real or emulated link.
@@ -117,13 +117,6 @@ pub(super) struct BenchParams {
     /// Start each viewer worker through this command, as --sender-via.
     #[arg(long, value_name = "CMD")]
     pub(super) viewer_via: Option<String>,
-}
-
-fn parse_codec(name: &str) -> Result<Codec, String> {
-    Codec::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
-        format!("unknown codec {name:?}; one of: {}", names.join(", "))
-    })
 }
 
 #[derive(Args, Debug)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::source::{draw_pattern, Source};
+use crate::source::{animation_index, draw_pattern, Source};
 
 /// `--content`: what the frames show.
 #[derive(Clone, Debug, PartialEq)]
@@ -204,7 +204,7 @@ impl Content {
                 total,
                 shown,
             } => {
-                let index = animation_at(pictures, *total, timeline(seq));
+                let index = animation_index(pictures, *total, timeline(seq));
                 if index != *shown {
                     self.picture.copy_from_slice(&pictures[index].0);
                     *shown = index;
@@ -213,21 +213,6 @@ impl Content {
         }
         &self.picture
     }
-}
-
-/// Which of an animation's pictures shows at `t` (looping).
-fn animation_at(pictures: &[(Vec<u8>, Duration)], total: Duration, t: Duration) -> usize {
-    if total.is_zero() {
-        return 0;
-    }
-    let mut at = Duration::from_nanos((t.as_nanos() % total.as_nanos()) as u64);
-    for (i, (_, d)) in pictures.iter().enumerate() {
-        if at < *d {
-            return i;
-        }
-        at -= *d;
-    }
-    pictures.len().saturating_sub(1)
 }
 
 /// `img` repeated to fill `w` x `h`.
