@@ -2,12 +2,29 @@
 //! [`crate::protocol::tiles`] (a delta against the last frame the link sent, changed
 //! tiles compressed), outside the link's lock, into a buffer it keeps and reuses, so
 //! that nothing is allocated per frame once it has grown to the largest coding.
+//!
+//! A large frame is cut into bands of tile rows, coded at once by the writer's thread
+//! and the coder pool's (one fixed pool for the process, a thread per core but one) and
+//! appended in order. The pool is written here rather than taken from rayon: rayon's
+//! injector allocates a block for every 63 jobs handed to it from outside its threads,
+//! which is an allocation every 63 frames. Here each coder keeps one [`Work`] of its
+//! own, queued while its bands are being taken; nothing is allocated per frame.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
+use super::link::lock;
 use super::tx::CodeJob;
 use crate::frame::Frame;
-use crate::protocol::tiles::{TileEncoder, TileError, TileGrid};
+use crate::protocol::tiles::{self, TileCompression, TileEncoder, TileError, TileGrid};
+
+/// Frames smaller than this are coded on the writer's own thread: handing them to the
+/// pool would cost more than it saves.
+const PARALLEL_FROM_BYTES: usize = 512 << 10;
+/// Bands per thread coding: more bands than threads even out bands that code slower
+/// (busy rows of a screen, next to still ones).
+const BANDS_PER_THREAD: usize = 2;
 
 /// What coding one frame gave.
 pub(crate) struct Coded {
@@ -17,11 +34,163 @@ pub(crate) struct Coded {
     pub bytes: Arc<Vec<u8>>,
 }
 
+/// The coder threads, shared by every link of the process: the works whose bands are
+/// still to take, and the threads' wake-up.
+struct Pool {
+    queue: Mutex<VecDeque<Arc<Work>>>,
+    wake: Condvar,
+    /// Threads coding a frame: the pool's and the writer's own.
+    threads: usize,
+}
+
+/// The pool, started at the first large frame; `None` on one core.
+fn pool() -> Option<&'static Pool> {
+    static POOL: OnceLock<Option<&'static Pool>> = OnceLock::new();
+    *POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 {
+            return None;
+        }
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            queue: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+            threads,
+        }));
+        for i in 1..threads {
+            let started = std::thread::Builder::new()
+                .name(format!("texstream coder {i}"))
+                .spawn(move || pool.run());
+            if let Err(e) = started {
+                tracing::warn!("coder thread {i} did not start: {e}");
+            }
+        }
+        Some(pool)
+    })
+}
+
+impl Pool {
+    /// A pool thread: takes a band of the first queued work, codes it, and again.
+    fn run(&self) {
+        loop {
+            let work = {
+                let mut queue = lock(&self.queue);
+                loop {
+                    if let Some(work) = queue.front() {
+                        break work.clone();
+                    }
+                    queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            if !work.code_one() {
+                // Every band taken: off the queue, if its coder has not done that yet.
+                lock(&self.queue).retain(|w| !Arc::ptr_eq(w, &work));
+            }
+        }
+    }
+}
+
+/// One band of a frame's tiles: its encoder (which remembers how each tile went) and
+/// the records it coded, reused frame after frame.
+#[derive(Default)]
+struct Band {
+    tiles: Range<usize>,
+    encoder: TileEncoder,
+    out: Vec<u8>,
+    result: Option<TileError>,
+}
+
+/// A frame being coded in bands, shared by its coder and the pool's threads.
+struct Work {
+    state: Mutex<WorkState>,
+    /// The last band is done.
+    done: Condvar,
+    bands: Vec<Mutex<Band>>,
+}
+
+#[derive(Default)]
+struct WorkState {
+    job: Option<BandJob>,
+    /// The next band to take, and the bands done.
+    next: usize,
+    finished: usize,
+}
+
+#[derive(Clone)]
+struct BandJob {
+    grid: TileGrid,
+    frame: Frame,
+    base: Option<Frame>,
+    compression: TileCompression,
+}
+
+impl Work {
+    fn new(grid: &TileGrid, bands: usize) -> Work {
+        Work {
+            state: Mutex::new(WorkState::default()),
+            done: Condvar::new(),
+            bands: grid
+                .bands(bands)
+                .map(|tiles| {
+                    Mutex::new(Band {
+                        tiles,
+                        ..Band::default()
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes and codes the next band, if one is left (`false` if none was).
+    fn code_one(&self) -> bool {
+        let (i, job) = {
+            let mut state = lock(&self.state);
+            let Some(job) = state.job.clone().filter(|_| state.next < self.bands.len()) else {
+                return false;
+            };
+            state.next += 1;
+            (state.next - 1, job)
+        };
+        {
+            let mut band = lock(&self.bands[i]);
+            let band = &mut *band;
+            band.out.clear();
+            band.result = band
+                .encoder
+                .encode_tiles(
+                    &job.grid,
+                    band.tiles.clone(),
+                    job.frame.pixels(),
+                    job.base.as_ref().map(|b| b.pixels()),
+                    job.compression,
+                    &mut band.out,
+                )
+                .err();
+        }
+        drop(job);
+        let mut state = lock(&self.state);
+        state.finished += 1;
+        if state.finished == self.bands.len() {
+            self.done.notify_all();
+        }
+        true
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Coder {
     encoder: TileEncoder,
+    /// The bands of the last grid coded on the pool.
+    work: Option<(TileGrid, Arc<Work>)>,
     /// The coded bytes of the last frame; the wire holds a handle while it sends them.
     buf: Arc<Vec<u8>>,
+}
+
+impl Drop for Coder {
+    fn drop(&mut self) {
+        if let (Some(pool), Some((_, work))) = (pool(), &self.work) {
+            lock(&pool.queue).retain(|w| !Arc::ptr_eq(w, work));
+        }
+    }
 }
 
 impl Coder {
@@ -45,12 +214,27 @@ impl Coder {
             return Err((job.frame, TileError::Geometry("coding buffer shared")));
         };
         out.clear();
-        let base = job.base.as_ref().map(|b| b.pixels());
-        match self
-            .encoder
-            .encode(&grid, job.frame.pixels(), base, job.compression, out)
-        {
-            Ok(_) => Ok(Coded {
+        let coded = match pool() {
+            Some(pool) if grid.frame_len() >= PARALLEL_FROM_BYTES => {
+                let work = match &self.work {
+                    Some((g, work)) if *g == grid => work.clone(),
+                    _ => {
+                        let work = Arc::new(Work::new(&grid, pool.threads * BANDS_PER_THREAD));
+                        self.work = Some((grid, work.clone()));
+                        work
+                    }
+                };
+                code_in_bands(pool, &work, &grid, &job, out)
+            }
+            _ => {
+                let base = job.base.as_ref().map(|b| b.pixels());
+                self.encoder
+                    .encode(&grid, job.frame.pixels(), base, job.compression, out)
+                    .map(|_| ())
+            }
+        };
+        match coded {
+            Ok(()) => Ok(Coded {
                 base_seq: job.base.as_ref().map(|b| b.meta().seq),
                 frame: job.frame,
                 bytes: self.buf.clone(),
@@ -58,6 +242,48 @@ impl Coder {
             Err(e) => Err((job.frame, e)),
         }
     }
+}
+
+/// Codes `job` in `work`'s bands, on this thread and the pool's, and appends them to
+/// `out` in order.
+fn code_in_bands(
+    pool: &Pool,
+    work: &Arc<Work>,
+    grid: &TileGrid,
+    job: &CodeJob,
+    out: &mut Vec<u8>,
+) -> Result<(), TileError> {
+    *lock(&work.state) = WorkState {
+        job: Some(BandJob {
+            grid: *grid,
+            frame: job.frame.clone(),
+            base: job.base.clone(),
+            compression: job.compression,
+        }),
+        next: 0,
+        finished: 0,
+    };
+    lock(&pool.queue).push_back(work.clone());
+    pool.wake.notify_all();
+    while work.code_one() {}
+    lock(&pool.queue).retain(|w| !Arc::ptr_eq(w, work));
+    {
+        let mut state = lock(&work.state);
+        while state.finished < work.bands.len() {
+            state = work.done.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        // The frames go back to their pools when the wire is done with them.
+        state.job = None;
+    }
+    tiles::push_header(out, job.base.is_some());
+    for band in &work.bands {
+        let band = lock(band);
+        if let Some(e) = &band.result {
+            return Err(e.clone());
+        }
+        out.extend_from_slice(&band.out);
+    }
+    Ok(())
 }
 
 /// Probe the other choice after this many frames at first, doubling (to
@@ -164,6 +390,63 @@ impl AutoCoding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::{FrameGeometry, PooledBuf};
+    use crate::protocol::tiles::TileDecoder;
+
+    /// A frame of sensor-like noise over a gradient, `seq` shifting it.
+    fn photo(g: FrameGeometry, seq: u64) -> Frame {
+        let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let pixels = (0..g.total_len())
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((i / 4 % 1999 + i / 7777) as u8 / 2).wrapping_add(x as u8 % 9)
+            })
+            .collect();
+        Frame::new(g, seq, 0, PooledBuf::detached(pixels))
+    }
+
+    #[test]
+    fn a_large_frame_coded_in_bands_on_the_pool_decodes_byte_exact() {
+        // Large enough to go to the pool; odd width, so the last column is wider.
+        let g = FrameGeometry::rgba8(1000, 563);
+        let grid = TileGrid::new(g.bytes_per_row, g.height, 4).expect("a grid");
+        assert!(grid.frame_len() >= PARALLEL_FROM_BYTES);
+        let mut coder = Coder::default();
+        let mut decoder = TileDecoder::default();
+        let mut base: Option<Frame> = None;
+        for seq in 1..=4 {
+            let frame = photo(g, seq);
+            let job = CodeJob {
+                frame: frame.clone(),
+                base: base.clone(),
+                compression: TileCompression::Lz4Qoi,
+            };
+            let coded = coder.code(job).map_err(|(_, e)| e).expect("codes");
+            assert_eq!(coded.base_seq, base.as_ref().map(|b| b.meta().seq));
+            let mut out = vec![0; grid.frame_len()];
+            let stats = decoder
+                .decode(
+                    &grid,
+                    &coded.bytes,
+                    base.as_ref().map(|b| b.pixels()),
+                    &mut out,
+                )
+                .expect("decodes");
+            assert!(out == frame.pixels(), "frame {seq} byte-exact");
+            assert_eq!(stats.same + stats.raw + stats.lz4 + stats.qoi, grid.tiles());
+            base = Some(frame);
+        }
+        if let Some(pool) = pool() {
+            let bands = coder.work.as_ref().map_or(0, |(_, w)| w.bands.len());
+            assert_eq!(
+                bands,
+                (BANDS_PER_THREAD * pool.threads).min(9),
+                "coded in bands"
+            );
+        }
+    }
 
     /// Runs `frames` frames through `auto` on a link where a raw frame costs `raw_us`
     /// and a coded one `coded_us`; returns how many went coded.

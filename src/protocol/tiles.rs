@@ -125,6 +125,15 @@ impl TileGrid {
         })
     }
 
+    /// The tiles cut into at most `n` bands of whole rows of tiles, in order, as even
+    /// as the rows allow: the pieces of a frame coded on several cores
+    /// ([`TileEncoder::encode_tiles`]).
+    pub fn bands(&self, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+        let (rows, cols) = (self.rows, self.cols);
+        let n = n.clamp(1, rows);
+        (0..n).map(move |b| (b * rows / n) * cols..((b + 1) * rows / n) * cols)
+    }
+
     /// Tiles in the frame.
     pub fn tiles(&self) -> usize {
         self.cols * self.rows
@@ -205,11 +214,25 @@ pub struct TileStats {
     pub raw: usize,
     pub lz4: usize,
     pub qoi: usize,
+    /// Changed tiles LZ4 was tried on (the encoder's; a decoder leaves it 0).
+    pub lz4_tried: usize,
     /// Coded bytes.
     pub bytes: usize,
 }
 
-/// Codes frames; keeps its scratch buffers (sized once for the largest tile).
+/// A tile QOI was chosen for last time skips the LZ4 try (photographs: it would
+/// lose again), but for one frame in this many, staggered over the tiles.
+const RETRY_LZ4_EVERY: usize = 16;
+
+/// Appends a coding's two header bytes to `out`; the records of every tile follow
+/// ([`TileEncoder::encode_tiles`]).
+pub fn push_header(out: &mut Vec<u8>, delta: bool) {
+    out.push(TILES_VERSION);
+    out.push(if delta { FLAG_DELTA } else { 0 });
+}
+
+/// Codes frames; keeps its scratch buffers (sized once for the largest tile) and, per
+/// tile, how it was coded last.
 #[derive(Default)]
 pub struct TileEncoder {
     tile: Vec<u8>,
@@ -217,6 +240,10 @@ pub struct TileEncoder {
     qoi: Vec<u8>,
     /// LZ4's hash table, cleared for each tile instead of made anew.
     lz4_table: lz4_flex::block::CompressTable,
+    /// The record kind each tile of the grid got last (sized once per geometry).
+    last_kind: Vec<u8>,
+    /// Codings made, to stagger the LZ4 retries.
+    codings: usize,
 }
 
 impl TileEncoder {
@@ -230,14 +257,40 @@ impl TileEncoder {
         compression: TileCompression,
         out: &mut Vec<u8>,
     ) -> Result<TileStats, TileError> {
+        let start = out.len();
+        push_header(out, base.is_some());
+        let mut stats = self.encode_tiles(grid, 0..grid.tiles(), pixels, base, compression, out)?;
+        stats.bytes = out.len() - start;
+        Ok(stats)
+    }
+
+    /// Appends the records of tiles `tiles` (row-major indices) to `out`, without the
+    /// header. A coding is its header then every tile's record in order, so bands of
+    /// tiles coded apart (on several cores, by one encoder each) and appended in order
+    /// make a whole coding. `stats.bytes` counts the records appended.
+    pub fn encode_tiles(
+        &mut self,
+        grid: &TileGrid,
+        tiles: std::ops::Range<usize>,
+        pixels: &[u8],
+        base: Option<&[u8]>,
+        compression: TileCompression,
+        out: &mut Vec<u8>,
+    ) -> Result<TileStats, TileError> {
         if pixels.len() != grid.frame_len() || base.is_some_and(|b| b.len() != grid.frame_len()) {
             return Err(TileError::Geometry("a buffer is not the frame's size"));
         }
+        if tiles.end > grid.tiles() {
+            return Err(TileError::Geometry("tiles past the grid"));
+        }
+        if self.last_kind.len() != grid.tiles() {
+            self.last_kind.clear();
+            self.last_kind.resize(grid.tiles(), RAW);
+        }
+        self.codings = self.codings.wrapping_add(1);
         let start = out.len();
-        out.push(TILES_VERSION);
-        out.push(if base.is_some() { FLAG_DELTA } else { 0 });
         let mut stats = TileStats::default();
-        for i in 0..grid.tiles() {
+        for i in tiles {
             let t = grid.tile(i);
             if base.is_some_and(|b| grid.same(t, pixels, b)) {
                 out.push(SAME);
@@ -246,8 +299,11 @@ impl TileEncoder {
             }
             self.tile.clear();
             grid.gather(t, pixels, &mut self.tile);
+            let qoi_fits = compression == TileCompression::Lz4Qoi && t.w % 4 == 0;
+            let skip_lz4 =
+                qoi_fits && self.last_kind[i] == QOI && (i + self.codings) % RETRY_LZ4_EVERY != 0;
             let mut best: Option<(u8, usize)> = None;
-            if compression != TileCompression::None {
+            if compression != TileCompression::None && !skip_lz4 {
                 let bound = lz4_flex::block::get_maximum_output_size(self.tile.len());
                 self.packed.resize(bound, 0);
                 let n = lz4_flex::block::compress_into_with_table(
@@ -257,10 +313,11 @@ impl TileEncoder {
                 )
                 .map_err(|_| TileError::Geometry("LZ4 bound"))?;
                 best = Some((LZ4, n));
+                stats.lz4_tried += 1;
             }
             let lz4_saves_little =
                 best.is_none_or(|(_, n)| n * 16 > self.tile.len() * TRY_QOI_ABOVE_16THS);
-            if compression == TileCompression::Lz4Qoi && lz4_saves_little && t.w % 4 == 0 {
+            if qoi_fits && lz4_saves_little {
                 let (w, h) = ((t.w / 4) as u32, t.h as u32);
                 self.qoi.resize(qoi::encode_max_len(w, h, 4u8), 0);
                 if let Ok(n) = qoi::encode_to_buf(&mut self.qoi, &self.tile, w, h) {
@@ -280,12 +337,14 @@ impl TileEncoder {
                         out.extend_from_slice(&self.qoi[..n]);
                         stats.qoi += 1;
                     }
+                    self.last_kind[i] = kind;
                     continue;
                 }
                 _ => {}
             }
             out.push(RAW);
             out.extend_from_slice(&self.tile);
+            self.last_kind[i] = RAW;
             stats.raw += 1;
         }
         stats.bytes = out.len() - start;
@@ -534,6 +593,83 @@ mod tests {
         let odd = TileGrid::new(256 * 4 + 3, 128, 4).expect("a grid");
         let photo = photo_like(&odd, 256);
         round_trip(&odd, &photo, None, TileCompression::Lz4Qoi);
+    }
+
+    #[test]
+    fn a_tile_that_went_qoi_skips_the_lz4_try_but_now_and_then() {
+        let grid = TileGrid::new(512 * 4, 512, 4).expect("a grid");
+        let photo = photo_like(&grid, 512);
+        let mut enc = TileEncoder::default();
+        let mut coded = Vec::new();
+        let first = enc
+            .encode(&grid, &photo, None, TileCompression::Lz4Qoi, &mut coded)
+            .expect("encodes");
+        assert_eq!((first.qoi, first.lz4_tried), (grid.tiles(), grid.tiles()));
+        // Sixteen more codings: each tile retries LZ4 once among them.
+        let mut tried = 0;
+        for _ in 0..RETRY_LZ4_EVERY {
+            coded.clear();
+            let next = enc
+                .encode(&grid, &photo, None, TileCompression::Lz4Qoi, &mut coded)
+                .expect("encodes");
+            assert_eq!(next.qoi, grid.tiles());
+            tried += next.lz4_tried;
+            let mut out = vec![0; grid.frame_len()];
+            TileDecoder::default()
+                .decode(&grid, &coded, None, &mut out)
+                .expect("decodes");
+            assert!(out == photo, "byte-exact");
+        }
+        assert_eq!(tried, grid.tiles());
+        // A tile that packs well with LZ4 again is found at its retry.
+        let flat = vec![9u8; grid.frame_len()];
+        let mut lz4 = 0;
+        for _ in 0..RETRY_LZ4_EVERY {
+            coded.clear();
+            lz4 = enc
+                .encode(&grid, &flat, None, TileCompression::Lz4Qoi, &mut coded)
+                .expect("encodes")
+                .lz4;
+        }
+        assert_eq!(lz4, grid.tiles());
+    }
+
+    #[test]
+    fn bands_coded_apart_and_appended_make_the_whole_coding() {
+        let grid = TileGrid::new(300 * 4 + 8, 200, 4).expect("a grid");
+        let base = photo_like(&grid, 302);
+        let mut next = base.clone();
+        for (i, b) in next.iter_mut().enumerate().step_by(4099) {
+            *b = b.wrapping_add(i as u8 | 1);
+        }
+        for n in [1, 2, 3, 4, 64] {
+            let bands: Vec<_> = grid.bands(n).collect();
+            assert_eq!(bands.len(), n.min(4), "four rows of tiles");
+            assert_eq!(bands[0].start, 0);
+            assert_eq!(bands.last().map(|b| b.end), Some(grid.tiles()));
+            assert!(bands.windows(2).all(|w| w[0].end == w[1].start));
+            for base in [None, Some(&base[..])] {
+                let mut whole = Vec::new();
+                TileEncoder::default()
+                    .encode(&grid, &next, base, TileCompression::Lz4Qoi, &mut whole)
+                    .expect("encodes");
+                let mut pieces = Vec::new();
+                push_header(&mut pieces, base.is_some());
+                for band in &bands {
+                    TileEncoder::default()
+                        .encode_tiles(
+                            &grid,
+                            band.clone(),
+                            &next,
+                            base,
+                            TileCompression::Lz4Qoi,
+                            &mut pieces,
+                        )
+                        .expect("encodes");
+                }
+                assert!(pieces == whole, "{n} bands");
+            }
+        }
     }
 
     #[test]
