@@ -296,6 +296,15 @@ const COST_WEIGHT: f64 = 0.3;
 /// measure.
 const SWITCH_ABOVE: f64 = 1.25;
 
+/// Frames between probes of a choice that costs `ratio` times the one in use: a probe
+/// is weighed before it is made. It costs about `ratio - 1` frames' worth more than the
+/// frame it replaces, so spacing probes `PROBE_FIRST * ratio` apart keeps what probing
+/// costs under 1/`PROBE_FIRST` (3 %) of the link's time, however dear the other choice
+/// is (a raw frame on a slow link costs 20 to 200 coded ones).
+fn probe_interval(ratio: f64) -> u32 {
+    (f64::from(PROBE_FIRST) * ratio).clamp(f64::from(PROBE_FIRST), f64::from(PROBE_MOST)) as u32
+}
+
 /// `--codec auto` on one link: codes frames or sends them raw, whichever costs this
 /// link less per frame, as measured on it: the writer's time for a frame, coding and
 /// sending it (so a link faster than the coder gets raw frames, a slow one coded ones),
@@ -370,14 +379,16 @@ impl AutoCoding {
         if probe {
             if theirs < ours {
                 self.coding = !self.coding;
-                self.probe_every = PROBE_FIRST;
+                self.probe_every = probe_interval(ours / theirs);
             } else {
-                self.probe_every = (self.probe_every * 2).min(PROBE_MOST);
+                self.probe_every = (self.probe_every * 2)
+                    .max(probe_interval(theirs / ours))
+                    .min(PROBE_MOST);
             }
         } else if ours > theirs * SWITCH_ABOVE {
             self.coding = !self.coding;
             self.since_probe = 0;
-            self.probe_every = PROBE_FIRST;
+            self.probe_every = probe_interval(ours / theirs);
         }
     }
 
@@ -467,8 +478,9 @@ mod tests {
         let mut auto = AutoCoding::default();
         let coded = run(&mut auto, 1000, 66_000, 3_000);
         assert!(auto.coding());
-        // All but the first frame and a few probes, each further apart.
-        assert!(coded >= 990, "{coded} of 1000 coded");
+        // All but one raw frame at the start and one probe: a raw frame costs 22 coded
+        // ones, so it is probed again PROBE_MOST frames later, not after 32, 64, ...
+        assert!(coded >= 998, "{coded} of 1000 coded");
         // A fast link: coding costs 10x sending raw (photographs on loopback).
         let mut auto = AutoCoding::default();
         let coded = run(&mut auto, 1000, 2_300, 25_000);
@@ -485,14 +497,18 @@ mod tests {
         // Found at the next probe, at most PROBE_MOST frames later.
         run(&mut auto, PROBE_MOST + 1, 2_300, 1_500);
         assert!(auto.coding());
-        // The link slows down while coding: coded frames still win.
-        run(&mut auto, 100, 66_000, 4_000);
-        assert!(auto.coding());
         // Coding gets dear (photographs) on a fast link: raw again, without waiting
         // for a probe, once the running cost passes raw's by the margin.
         let coded = run(&mut auto, 10, 2_300, 25_000);
         assert!(!auto.coding());
         assert!(coded < 10, "{coded}");
+        // The link slows down to where a raw frame costs 16 coded ones: coding wins
+        // against its last measure at once, and raw is probed again twice in 1000
+        // frames (after 84, weighed by that stale measure, then 512 frames on; at 32,
+        // 64, 128, 256, 512 without weighing).
+        let coded = run(&mut auto, 1000, 66_000, 4_000);
+        assert!(auto.coding());
+        assert!(coded >= 997, "{} raw frames of 1000", 1000 - coded);
     }
 
     #[test]
