@@ -446,6 +446,7 @@ mod tests {
             codec: crate::net::Codec::Raw,
             coding_now: false,
             frames_coded: 0,
+            frames_coded_shared: 0,
             frame_bytes_raw: bytes_sent,
             frame_bytes_wire: bytes_sent,
             coding_us: 0,

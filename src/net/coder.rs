@@ -176,13 +176,18 @@ impl Work {
     }
 }
 
+/// Coding buffers a coder keeps at most: its codings are held by the node's
+/// [`CodingCache`] and by the wires of the links that share them, so it needs a few.
+const CODER_BUFFERS: usize = 8;
+
 #[derive(Default)]
 pub(crate) struct Coder {
     encoder: TileEncoder,
     /// The bands of the last grid coded on the pool.
     work: Option<(TileGrid, Arc<Work>)>,
-    /// The coded bytes of the last frame; the wire holds a handle while it sends them.
-    buf: Arc<Vec<u8>>,
+    /// Coded bytes of the last frames, each reused once nothing else holds it (the
+    /// wires that send it and the cache let go).
+    bufs: Vec<Arc<Vec<u8>>>,
 }
 
 impl Drop for Coder {
@@ -205,12 +210,20 @@ impl Coder {
         ) else {
             return Err((job.frame, TileError::Geometry("no tile grid for the frame")));
         };
-        // The wire lets go of the last coding before the next frame is taken, so the
-        // buffer is ours again; a fresh one only if it is not (never in steady state).
-        if Arc::get_mut(&mut self.buf).is_none() {
-            self.buf = Arc::default();
-        }
-        let Some(out) = Arc::get_mut(&mut self.buf) else {
+        // A buffer nothing else holds; a new one only while the coder has fewer than
+        // the wires and the cache hold at once (never in steady state).
+        let free = match self.bufs.iter().position(|b| Arc::strong_count(b) == 1) {
+            Some(i) => i,
+            None if self.bufs.len() < CODER_BUFFERS => {
+                self.bufs.push(Arc::default());
+                self.bufs.len() - 1
+            }
+            None => {
+                self.bufs[0] = Arc::default();
+                0
+            }
+        };
+        let Some(out) = Arc::get_mut(&mut self.bufs[free]) else {
             return Err((job.frame, TileError::Geometry("coding buffer shared")));
         };
         out.clear();
@@ -237,10 +250,106 @@ impl Coder {
             Ok(()) => Ok(Coded {
                 base_seq: job.base.as_ref().map(|b| b.meta().seq),
                 frame: job.frame,
-                bytes: self.buf.clone(),
+                bytes: self.bufs[free].clone(),
             }),
             Err(e) => Err((job.frame, e)),
         }
+    }
+}
+
+/// Codings kept for other links: the last few only, since links that keep up code the
+/// same frame against the same base at about the same time.
+const CACHE_ENTRIES: usize = 2;
+/// How long a link waits for another link's coding of the frame it wants.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a coding is of: a frame (its header's seq and its pixels' address), against a
+/// base (the same), with a compression. Two links that code the same frame against the
+/// same base get the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CodingKey {
+    frame: (u64, usize),
+    base: Option<(u64, usize)>,
+    compression: TileCompression,
+}
+
+impl CodingKey {
+    fn of(job: &CodeJob) -> CodingKey {
+        let id = |f: &Frame| (f.meta().seq, f.pixels().as_ptr() as usize);
+        CodingKey {
+            frame: id(&job.frame),
+            base: job.base.as_ref().map(id),
+            compression: job.compression,
+        }
+    }
+}
+
+/// A coding's bytes, shared by the links that send it.
+type Bytes = Arc<Vec<u8>>;
+
+/// A node's last codings, shared by its links' writers: a frame is coded once for
+/// every link that holds the same base, not once per link. A link that finds the frame
+/// being coded by another waits for it (at most [`CACHE_WAIT`]) rather than code it too.
+#[derive(Default)]
+pub(crate) struct CodingCache {
+    /// Oldest first; `None` bytes: being coded.
+    entries: Mutex<VecDeque<(CodingKey, Option<Bytes>)>>,
+    ready: Condvar,
+}
+
+impl CodingCache {
+    /// Codes `job` with `coder`, or takes the coding another link made of the same frame
+    /// against the same base. The `bool`: the coding was another link's.
+    pub fn code(
+        &self,
+        coder: &mut Coder,
+        job: CodeJob,
+    ) -> (Result<Coded, (Frame, TileError)>, bool) {
+        let key = CodingKey::of(&job);
+        let deadline = std::time::Instant::now() + CACHE_WAIT;
+        let mut entries = lock(&self.entries);
+        loop {
+            match entries.iter().find(|(k, _)| *k == key) {
+                Some((_, Some(bytes))) => {
+                    let coded = Coded {
+                        base_seq: job.base.as_ref().map(|b| b.meta().seq),
+                        frame: job.frame,
+                        bytes: bytes.clone(),
+                    };
+                    return (Ok(coded), true);
+                }
+                Some((_, None)) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        drop(entries);
+                        return (coder.code(job), false);
+                    }
+                    entries = match self.ready.wait_timeout(entries, left) {
+                        Ok((guard, _)) => guard,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
+                }
+                None => break,
+            }
+        }
+        if entries.len() == CACHE_ENTRIES {
+            entries.pop_front();
+        }
+        entries.push_back((key, None));
+        drop(entries);
+        let coded = coder.code(job);
+        let mut entries = lock(&self.entries);
+        let at = entries.iter().position(|(k, _)| *k == key);
+        match (&coded, at) {
+            (Ok(c), Some(i)) => entries[i].1 = Some(c.bytes.clone()),
+            (Err(_), Some(i)) => {
+                entries.remove(i);
+            }
+            (_, None) => {}
+        }
+        drop(entries);
+        self.ready.notify_all();
+        (coded, false)
     }
 }
 

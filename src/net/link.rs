@@ -11,7 +11,7 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::coder::Coder;
+use super::coder::{Coder, CodingCache};
 use super::disk::{DiskContext, DiskJob, DiskQueue};
 use super::dispatch::{self, LinkEffects};
 use super::files::{
@@ -352,7 +352,14 @@ fn run_link_inner(
                     coding: &slot.counters.coding,
                 };
                 let stall = shared.config.keepalive.timeout;
-                let result = run_writer(&link, &mut *stream, stall, &sent, &liveness);
+                let result = run_writer(
+                    &link,
+                    &mut *stream,
+                    stall,
+                    &sent,
+                    &liveness,
+                    &shared.codings,
+                );
                 let _ = stream.flush();
                 if matches!(result, Ok(WriterEnd::Closed(_))) {
                     // Our goodbye is the last thing we send: let the peer read it and
@@ -567,6 +574,7 @@ fn run_writer(
     stall: Duration,
     sent: &Sent<'_>,
     liveness: &Liveness,
+    codings: &CodingCache,
 ) -> Result<WriterEnd, LinkEnd> {
     let mut small = Vec::with_capacity(64 << 10);
     let mut coder = Coder::default();
@@ -581,8 +589,11 @@ fn run_writer(
             drop(tx);
             link.frame_taken();
             let raw_len = job.frame.pixels().len();
-            let coded = coder.code(job);
+            let (coded, shared) = codings.code(&mut coder, job);
             let coding_us = now.elapsed().as_micros() as u64;
+            if shared {
+                sent.coding.frames_shared.fetch_add(1, Relaxed);
+            }
             tx = lock(&link.tx);
             match coded {
                 Ok(c) => {

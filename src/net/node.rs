@@ -169,6 +169,7 @@ impl PeerSlot {
             codec: c.coding.codec(),
             coding_now: c.coding.coding_now.load(Relaxed),
             frames_coded: c.coding.frames_coded.load(Relaxed),
+            frames_coded_shared: c.coding.frames_shared.load(Relaxed),
             frame_bytes_raw: c.coding.raw_bytes.load(Relaxed),
             frame_bytes_wire: c.coding.wire_bytes.load(Relaxed),
             coding_us: c.coding.coding_us.load(Relaxed),
@@ -195,6 +196,8 @@ pub(crate) struct Shared {
     queued_text_bytes: Arc<AtomicU64>,
     /// Buffers for outgoing file chunks.
     pub file_pool: FramePool,
+    /// The last frames coded, for links that send the same frame against the same base.
+    pub codings: super::coder::CodingCache,
     /// File transfers, and those waiting to resume.
     pub files: Arc<FileShelf>,
     /// Ours, sent in the hello: peers recognise us when we come back.
@@ -749,6 +752,7 @@ impl Node {
             frame_budget: FrameBudget::new(config.frame_memory),
             queued_text_bytes: Arc::new(AtomicU64::new(0)),
             file_pool: FramePool::new(2 * FILE_BUFFERS_PER_LINK),
+            codings: Default::default(),
             files: Arc::new(FileShelf::new(config.files)),
             instance: random_u64().max(1),
             admission: Arc::new(Mutex::new(Admission::new(AdmissionLimits {

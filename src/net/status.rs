@@ -94,6 +94,9 @@ pub struct PeerStatus {
     pub coding_now: bool,
     /// Frames sent coded, of `frames_sent`.
     pub frames_coded: u64,
+    /// Of `frames_coded`, those whose coding another link to the same base made (a
+    /// frame is coded once for all such links).
+    pub frames_coded_shared: u64,
     /// Pixel bytes of the frames sent, and the bytes they took on the wire (coded or
     /// raw): their ratio is what the codec saves on this link.
     pub frame_bytes_raw: u64,
@@ -153,13 +156,18 @@ impl PeerStatus {
         }
     }
 
-    /// " coded=N wire=X% coding=Yms": how many frames went coded, their bytes on the
-    /// wire against raw, and the time each took to code; empty if none went coded.
+    /// " coded=N [shared=M] wire=X% coding=Yms": how many frames went coded (and of
+    /// those, how many in a coding another link made), their bytes on the wire against
+    /// raw, and the time each took to code; empty if none went coded.
     pub fn coding_summary(&self) -> String {
         match self.wire_ratio().filter(|_| self.frames_coded > 0) {
             Some(ratio) => format!(
-                " coded={} wire={:.1}% coding={:.2}ms",
+                " coded={}{} wire={:.1}% coding={:.2}ms",
                 self.frames_coded,
+                match self.frames_coded_shared {
+                    0 => String::new(),
+                    n => format!(" shared={n}"),
+                },
                 ratio * 100.0,
                 self.coding_us as f64 / 1e3 / self.frames_coded as f64
             ),
@@ -192,6 +200,7 @@ pub(crate) struct CodingCounters {
     /// With `auto`: frames go coded now.
     pub coding_now: std::sync::atomic::AtomicBool,
     pub frames_coded: AtomicU64,
+    pub frames_shared: AtomicU64,
     pub raw_bytes: AtomicU64,
     pub wire_bytes: AtomicU64,
     pub coding_us: AtomicU64,

@@ -96,6 +96,9 @@ pub(super) struct SenderPeer {
     /// The link's codec (with `auto`, what it chose at the end).
     pub(super) codec: String,
     pub(super) frames_coded: u64,
+    /// Of those, codings another link made (the frame coded once for both).
+    #[serde(default)]
+    pub(super) frames_coded_shared: u64,
     /// The frames' pixel bytes, and what they took on the wire.
     pub(super) frame_bytes_raw: u64,
     pub(super) frame_bytes_wire: u64,
@@ -372,6 +375,9 @@ struct CodingFigures {
     /// Each link's codec at the end (with `auto`: `auto(tiles)` or `auto(raw)`).
     links: Vec<String>,
     frames_coded: u64,
+    /// Of those, codings another link made: each frame coded once for the links that
+    /// hold the same base.
+    frames_coded_shared: u64,
     frames_sent: u64,
     /// Frame bytes on the wire against their raw bytes.
     wire_share: f64,
@@ -386,6 +392,7 @@ impl CodingFigures {
         for p in peers {
             f.links.push(p.codec.clone());
             f.frames_coded += p.frames_coded;
+            f.frames_coded_shared += p.frames_coded_shared;
             f.frames_sent += p.frames_sent;
             raw += p.frame_bytes_raw;
             wire += p.frame_bytes_wire;

@@ -418,6 +418,7 @@ pub(super) fn run_sender(args: &SenderWorkerArgs) -> anyhow::Result<()> {
         .map(|p| SenderPeer {
             codec: p.codec_now(),
             frames_coded: p.frames_coded,
+            frames_coded_shared: p.frames_coded_shared,
             frame_bytes_raw: p.frame_bytes_raw,
             frame_bytes_wire: p.frame_bytes_wire,
             coding_us: p.coding_us,
