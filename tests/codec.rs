@@ -298,3 +298,49 @@ fn a_frame_is_coded_once_for_viewers_that_hold_the_same_base() {
         assert_eq!(v.stats().protocol_errors, 0);
     }
 }
+
+#[test]
+fn the_codec_changes_on_links_that_run() {
+    let geometry = FrameGeometry::rgba8(640, 360);
+    let sender = coding_sender(Codec::Raw);
+    let first = viewer(true, &sender);
+    lockstep_pixels(&sender, &first, geometry, 1..=5, |seq| {
+        screen(geometry, seq)
+    });
+    let peer = sent_all(&sender, 5);
+    assert_eq!((peer.codec, peer.frames_coded), (Codec::Raw, 0));
+    // Coding starts on the running link with a whole frame, then deltas.
+    sender.set_codec(Codec::Tiles);
+    assert_eq!(sender.codec(), Codec::Tiles);
+    lockstep_pixels(&sender, &first, geometry, 6..=15, |seq| {
+        screen(geometry, seq)
+    });
+    let peer = sent_all(&sender, 15);
+    assert_eq!((peer.codec, peer.frames_coded), (Codec::Tiles, 10));
+    let coded_bytes = peer.frame_bytes_wire - 5 * geometry.total_len() as u64;
+    assert!(
+        coded_bytes < geometry.total_len() as u64 * 2,
+        "one whole frame and nine small deltas: {coded_bytes} bytes"
+    );
+    // And back to raw.
+    sender.set_codec(Codec::Raw);
+    lockstep_pixels(&sender, &first, geometry, 16..=20, |seq| {
+        screen(geometry, seq)
+    });
+    let peer = sent_all(&sender, 20);
+    assert_eq!((peer.codec, peer.frames_coded), (Codec::Raw, 10));
+    // A link that comes later starts with the codec set last.
+    sender.set_codec(Codec::Lz4);
+    let late = viewer(true, &sender);
+    lockstep_pixels(&sender, &late, geometry, 21..=23, |seq| {
+        screen(geometry, seq)
+    });
+    let late_peer = sender
+        .peers()
+        .into_iter()
+        .find(|p| p.frames_sent > 0 && p.frames_sent <= 3)
+        .expect("the late viewer's link");
+    assert_eq!(late_peer.codec, Codec::Lz4);
+    assert_eq!(first.stats().checksum_failures, 0);
+    assert_eq!(late.stats().checksum_failures, 0);
+}

@@ -149,6 +149,21 @@ fn the_controls_are_there() {
 }
 
 #[test]
+fn the_codec_is_chosen_in_the_window() {
+    if !gpu_present("codec") {
+        return;
+    }
+    let mut harness = sender_harness(None);
+    harness.run_steps(3);
+    assert_eq!(harness.state().node().codec(), texstream::net::Codec::Raw);
+    harness.get_by_label("Codec").click();
+    harness.run_steps(3);
+    harness.get_by_label("tiles").click();
+    harness.run_steps(3);
+    assert_eq!(harness.state().node().codec(), texstream::net::Codec::Tiles);
+}
+
+#[test]
 fn a_dropped_image_becomes_the_stream_and_a_bad_file_changes_nothing() {
     if !gpu_present("drop") {
         return;

@@ -106,6 +106,40 @@ pub fn peers_ui(ui: &mut egui::Ui, peers: &[PeerStatus]) {
         });
 }
 
+/// The codec of the frames sent to viewers that take coded frames, changed on the
+/// links that run (`--codec` sets the first). Reads an atomic; a change locks each
+/// link's state for a moment, never waits on a frame.
+pub fn codec_ui(ui: &mut egui::Ui, node: &crate::net::Node) {
+    use crate::net::Codec;
+    let now = node.codec();
+    let mut chosen = None;
+    egui::ComboBox::from_label("Codec")
+        .selected_text(now.name())
+        .show_ui(ui, |ui| {
+            for codec in Codec::ALL {
+                let hint = match codec {
+                    Codec::Raw => "every frame whole, as it is",
+                    Codec::Delta => "only the tiles changed since the last frame, uncompressed",
+                    Codec::Lz4 => "changed tiles, LZ4-compressed",
+                    Codec::Tiles => "changed tiles, LZ4 or QOI, whichever is smaller",
+                    Codec::Auto => "per viewer, raw or tiles: whichever its link carries faster",
+                };
+                if ui
+                    .selectable_label(codec == now, codec.name())
+                    .on_hover_text(hint)
+                    .clicked()
+                {
+                    chosen = Some(codec);
+                }
+            }
+        })
+        .response
+        .on_hover_text("lossless: viewers show the frames byte for byte whichever is chosen");
+    if let Some(codec) = chosen.filter(|c| *c != now) {
+        node.set_codec(codec);
+    }
+}
+
 /// "tiles, 4.3 % of raw": the codec of a peer's link and, once frames went, their
 /// bytes on the wire against their raw bytes.
 pub fn coding_text(p: &PeerStatus) -> String {

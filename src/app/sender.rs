@@ -439,6 +439,7 @@ impl SenderApp {
                 egui::Slider::new(&mut self.fps, 1.0..=240.0).text("fps"),
             );
             ui.checkbox(&mut self.every_ui_frame, "Every UI frame");
+            super::codec_ui(ui, &self.node);
         });
         if let Some((text, error)) = &self.message {
             if *error {

@@ -79,12 +79,27 @@ pub(crate) struct LinkHandle {
     pub takes_files: bool,
     /// The peer's hello has `FORMATS`: it takes frames of every pixel format.
     pub takes_all_formats: bool,
+    /// The peer's hello has `TILES`: it takes coded frames.
+    pub takes_coded: bool,
     /// The node's frame budget needed the room this link's partial frame held: it ends
     /// (see [`LinkHandle::evict`]).
     evicted: AtomicBool,
 }
 
 impl LinkHandle {
+    /// Codes this link's next frames with `codec` (raw if the peer takes no coded
+    /// frames), as a window's codec selector asks; shown in `counters`.
+    pub fn set_codec(&self, codec: Codec, counters: &CodingCounters) {
+        let codec = if self.takes_coded { codec } else { Codec::Raw };
+        lock(&self.tx).change_coding(codec.compression(), codec == Codec::Auto);
+        counters.set_codec(codec);
+        counters.coding_now.store(
+            codec.compression().is_some() && codec != Codec::Auto,
+            Relaxed,
+        );
+        self.writer_wake.notify_one();
+    }
+
     /// Ends the link because the node's frame budget needs the room its partial frame
     /// holds: the goodbye goes out at the next message boundary, and the reader, woken
     /// by a shutdown of the socket's reading side, lets the frame go.
@@ -299,22 +314,21 @@ fn run_link_inner(
     if flow {
         tx.set_file_window(FILE_WINDOW_BYTES);
     }
+    let codec = shared.codec();
     let coding = caps
         .has(Capabilities::TILES)
-        .then(|| config.codec.compression())
+        .then(|| codec.compression())
         .flatten();
     if let Some(compression) = coding {
         tx.set_coding(compression);
-        if config.codec == Codec::Auto {
+        if codec == Codec::Auto {
             tx.set_auto();
         }
     }
-    slot.counters.coding.set_codec(if coding.is_some() {
-        config.codec
-    } else {
-        Codec::Raw
-    });
-    let coding_now = coding.is_some() && config.codec != Codec::Auto;
+    slot.counters
+        .coding
+        .set_codec(if coding.is_some() { codec } else { Codec::Raw });
+    let coding_now = coding.is_some() && codec != Codec::Auto;
     slot.counters.coding.coding_now.store(coding_now, Relaxed);
     let link = Arc::new(LinkHandle {
         tx: Mutex::new(tx),
@@ -327,6 +341,7 @@ fn run_link_inner(
         takes_text: caps.has(Capabilities::TEXT),
         takes_files: caps.has(Capabilities::FILES_IN),
         takes_all_formats: caps.has(Capabilities::FORMATS),
+        takes_coded: caps.has(Capabilities::TILES),
         evicted: AtomicBool::new(false),
     });
 

@@ -198,6 +198,9 @@ pub(crate) struct Shared {
     pub file_pool: FramePool,
     /// The last frames coded, for links that send the same frame against the same base.
     pub codings: super::coder::CodingCache,
+    /// How frames are coded for the peers that take coded frames: the config's codec
+    /// until [`Node::set_codec`] changes it (`Codec as u8`).
+    codec: std::sync::atomic::AtomicU8,
     /// File transfers, and those waiting to resume.
     pub files: Arc<FileShelf>,
     /// Ours, sent in the hello: peers recognise us when we come back.
@@ -243,6 +246,15 @@ impl PeerWarning {
 }
 
 impl Shared {
+    /// How frames are coded for peers that take coded frames, now.
+    pub fn codec(&self) -> super::Codec {
+        let code = self.codec.load(Relaxed);
+        super::Codec::ALL
+            .into_iter()
+            .find(|c| *c as u8 == code)
+            .unwrap_or(self.config.codec)
+    }
+
     /// Logs `message`, something a peer (or any host that reaches the port) caused: at
     /// warn when `severity` says so and the rate limit of `kind` lets it through (ended
     /// by how many like it were held back), at debug otherwise.
@@ -753,6 +765,7 @@ impl Node {
             queued_text_bytes: Arc::new(AtomicU64::new(0)),
             file_pool: FramePool::new(2 * FILE_BUFFERS_PER_LINK),
             codings: Default::default(),
+            codec: std::sync::atomic::AtomicU8::new(config.codec as u8),
             files: Arc::new(FileShelf::new(config.files)),
             instance: random_u64().max(1),
             admission: Arc::new(Mutex::new(Admission::new(AdmissionLimits {
@@ -966,6 +979,24 @@ impl Node {
 
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.shared.slots().iter().map(|s| s.status()).collect()
+    }
+
+    /// How frames are coded for peers that take coded frames (`--codec`, or what
+    /// [`Node::set_codec`] set last).
+    pub fn codec(&self) -> super::Codec {
+        self.shared.codec()
+    }
+
+    /// Codes frames with `codec` from now on: for the links that run, from their next
+    /// frame (a whole one, when coding starts), and for those to come. Peers that take
+    /// no coded frames keep getting raw ones.
+    pub fn set_codec(&self, codec: super::Codec) {
+        self.shared.codec.store(codec as u8, Relaxed);
+        for slot in self.shared.slots().iter() {
+            if let Some(link) = lock(&slot.link).as_ref() {
+                link.set_codec(codec, &slot.counters.coding);
+            }
+        }
     }
 
     pub fn stats(&self) -> NodeStats {

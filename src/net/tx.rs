@@ -215,6 +215,29 @@ impl TxConn {
         self.coding = Some(compression);
     }
 
+    /// Changes how the next frames are coded, on a link that runs: `None` raw, else
+    /// `compression`, per frame by cost with `auto`. The frame on the wire goes out as
+    /// it started. Turning coding on starts from a whole frame (no base is kept while
+    /// frames go raw); a change of compression keeps the base, which the peer holds
+    /// whatever the coding was.
+    pub fn change_coding(&mut self, compression: Option<TileCompression>, auto: bool) {
+        match compression {
+            None => {
+                self.coding = None;
+                self.base = None;
+                self.auto = None;
+            }
+            Some(c) => {
+                self.coding = Some(c);
+                self.auto = match self.auto.take() {
+                    Some(kept) if auto => Some(kept),
+                    _ if auto => Some(AutoCoding::default()),
+                    _ => None,
+                };
+            }
+        }
+    }
+
     /// Each frame goes coded or raw, whichever has cost this link less
     /// ([`AutoCoding`]; the writer reports each frame's cost with
     /// [`TxConn::on_frame_sent`]). Needs [`TxConn::set_coding`] to code at all.
