@@ -1,6 +1,8 @@
 // texstream live source: renders the picked image with a time-based ripple and glow
 // (mode 0), or a generated colour field with a sweeping bar (mode 1), into an offscreen
-// RGBA8 texture that the sender reads back and streams.
+// texture (RGBA8, RGBA16F or RGBA32F) that the sender reads back and streams. Colours are
+// not clamped here: an RGBA8 target clamps them to 1 as it stores them, a float target
+// keeps what lies past 1 (the glow on a bright image, the bar at 4).
 
 struct Params {
     time_secs: f32,
@@ -40,8 +42,8 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
     if (params.mode == 1u) {
         let colour = 0.5 + 0.5 * cos(vec3<f32>(t) + in.uv.xyx * 6.2831 + vec3<f32>(0.0, 2.094, 4.188));
         let bar = step(0.97, fract(in.uv.x - t * 0.25));
-        return vec4<f32>(mix(colour, vec3<f32>(1.0), bar), 1.0);
+        return vec4<f32>(mix(colour, vec3<f32>(4.0), bar), 1.0);
     }
     let glow = 0.12 * (0.5 + 0.5 * sin(t * 2.0 + in.uv.y * 12.0));
-    return vec4<f32>(min(image + glow * vec3<f32>(0.2, 0.5, 1.0), vec3<f32>(1.0)), 1.0);
+    return vec4<f32>(image + glow * vec3<f32>(0.2, 0.5, 1.0), 1.0);
 }

@@ -1,13 +1,17 @@
 //! Headless GPU tests on whatever adapter exists (Mesa's lavapipe in CI): an image goes
 //! texture → readback → protocol → loopback TCP → viewer → `write_texture`, and the
 //! viewer's texture read back equals the source byte for byte; the live shader moves;
-//! every WGSL file in `shaders/` validates. Without an adapter the GPU tests skip with a
+//! its RGBA16F and RGBA32F targets go out as those formats, byte-exact to a viewer and
+//! into `record`'s `.npy`; every WGSL file in `shaders/` validates. Without an adapter the GPU tests skip with a
 //! message, unless TEXSTREAM_REQUIRE_GPU=1 (as in CI), where that is a failure.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use texstream::frame::{Frame, FrameGeometry, FramePool};
+use common::proc::Proc;
+use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
 use texstream::gpu::{
     Gpu, GpuError, LiveMode, LiveShader, Readback, RowLayout, UploadTexture, Uploaded, UPLOAD_RING,
 };
@@ -221,6 +225,189 @@ fn the_live_shader_renders_motion() {
         a.rows().flatten().any(|&v| v != 0 && v != 255),
         "nothing was drawn"
     );
+}
+
+/// The texture's pixels copied out with a plain `copy_texture_to_buffer` of the test's
+/// own (not through `Readback`), rows without padding.
+fn copy_out(gpu: &Gpu, texture: &wgpu::Texture, bytes_per_pixel: u32) -> Vec<u8> {
+    let (width, height) = (texture.width(), texture.height());
+    let row_bytes = width * bytes_per_pixel;
+    let stride = row_bytes.div_ceil(256) * 256;
+    let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test copy out"),
+        size: u64::from(stride * height),
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut encoder = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("test copy out"),
+        });
+    encoder.copy_texture_to_buffer(
+        texture.as_image_copy(),
+        wgpu::TexelCopyBufferInfo {
+            buffer: &buffer,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(stride),
+                rows_per_image: Some(height),
+            },
+        },
+        texture.size(),
+    );
+    gpu.queue.submit([encoder.finish()]);
+    buffer.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    gpu.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+    let mapped = buffer.get_mapped_range(..).unwrap();
+    mapped
+        .chunks_exact(stride as usize)
+        .flat_map(|row| &row[..row_bytes as usize])
+        .copied()
+        .collect()
+}
+
+/// The channels of tight float pixels as f32.
+fn channels(format: PixelFormat, bytes: &[u8]) -> Vec<f32> {
+    match format {
+        PixelFormat::Rgba16F => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    }
+}
+
+/// The live shader rendering into an RGBA16F and an RGBA32F target (37x19: rows of 296
+/// and 592 bytes, padded to 512 and 768) streams frames of that format whose bytes are
+/// the texture's — read back through the ring as the sender window does, checked against
+/// a copy of the test's own, over loopback TCP to a viewer, and saved by `record` as a
+/// `.npy` of the same bytes. The pattern's bar, 4.0, shows the floats are not RGBA8's.
+#[test]
+fn a_float_live_target_streams_its_own_bytes_and_records_as_npy() {
+    let Some(gpu) = gpu_or_skip("float live target") else {
+        return;
+    };
+    let (width, height) = (37, 19);
+    let source = texture_with(&gpu, width, height, &source_pixels(width, height));
+    let view = source.create_view(&wgpu::TextureViewDescriptor::default());
+    let pool = FramePool::new(4);
+    let mut readback = Readback::new(3);
+    let sender = Node::start({
+        let mut c = NodeConfig::new(Role::Sender);
+        c.listen = Some("127.0.0.1:0".into());
+        c
+    })
+    .unwrap();
+    let addr = sender.local_addr().unwrap().to_string();
+    let viewer = Node::start({
+        let mut c = NodeConfig::new(Role::Viewer);
+        c.connect = vec![addr.clone()];
+        c
+    })
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (seq, (format, descr)) in [(PixelFormat::Rgba16F, "<f2"), (PixelFormat::Rgba32F, "<f4")]
+        .into_iter()
+        .enumerate()
+    {
+        let live = LiveShader::with_format(&gpu.device, &view, width, height, format);
+        assert_eq!(live.format(), format);
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("test float live"),
+            });
+        live.render(&gpu.queue, &mut encoder, 0.0, LiveMode::Pattern);
+        assert!(readback
+            .copy(&gpu.device, &mut encoder, live.target(), seq as u64, 0)
+            .unwrap());
+        gpu.queue.submit([encoder.finish()]);
+        readback.submitted();
+        let frame = readback.wait_frame(&gpu.device, &pool).unwrap().unwrap();
+        let bpp = format.bytes_per_pixel();
+        let m = frame.meta();
+        assert_eq!((m.format, m.width, m.height), (format, width, height));
+        assert_eq!(
+            m.bytes_per_row,
+            RowLayout::with_bytes_per_pixel(width, height, bpp).padded_bytes_per_row
+        );
+        assert_eq!(m.bytes_per_row, if bpp == 8 { 512 } else { 768 });
+        let held = copy_out(&gpu, live.target(), bpp);
+        assert!(
+            frame.tight_pixels() == held,
+            "{format}: the frame is not what the texture holds"
+        );
+        let values = channels(format, &held);
+        assert!(
+            values.iter().any(|&v| v > 3.9),
+            "{format}: no value past 1 (the bar at 4): {:?}",
+            &values[..8]
+        );
+        assert!(
+            values.iter().any(|&v| v > 0.0 && v < 1.0 && v != 0.5),
+            "{format}: no colour between 0 and 1"
+        );
+
+        // Over the wire to a viewer that takes float formats (the frames before it,
+        // published more than once, passed over).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let received = loop {
+            sender.publish(&frame);
+            let got = viewer.frames().recv_timeout(Duration::from_millis(200));
+            if let Some(received) = got.ok().filter(|f| f.meta().seq == seq as u64) {
+                break received;
+            }
+            assert!(std::time::Instant::now() < deadline, "{format}: no frame");
+        };
+        assert_eq!(received.meta(), frame.meta());
+        assert!(
+            received.tight_pixels() == held,
+            "{format}: the wire changed it"
+        );
+
+        // `record` saves it as a .npy of the same bytes.
+        let out = tmp.path().join(format.name());
+        let record = Proc::start(&[
+            "record",
+            "--connect",
+            &addr,
+            "--out",
+            out.to_str().unwrap(),
+            "--frames",
+            "1",
+        ]);
+        let file = out.join("frame-000001.npy");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !file.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{format}: not recorded"
+            );
+            sender.publish(&frame);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (code, lines) = record.finish(Duration::from_secs(20));
+        assert_eq!(code, 0, "{lines:?}");
+        let npy = std::fs::read(&file).unwrap();
+        let header_len = usize::from(u16::from_le_bytes([npy[8], npy[9]]));
+        let header = std::str::from_utf8(&npy[10..10 + header_len]).unwrap();
+        assert!(
+            header.contains(&format!(
+                "'descr': '{descr}', 'fortran_order': False, 'shape': ({height}, {width}, 4)"
+            )),
+            "{format}: {header}"
+        );
+        assert!(
+            npy[10 + header_len..] == held[..],
+            "{format}: the .npy is not the texture's bytes"
+        );
+    }
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! a viewer), a corrupt file gives a clear message and changes nothing, the file picker
 //! loads a typed path, chat typed in the sender window reaches the viewer window, and a
 //! file received shows in the transfers panel until done (its folder opened on request)
-//! or cancelled (leaving nothing behind). Skips without a GPU unless
-//! TEXSTREAM_REQUIRE_GPU=1.
+//! or cancelled (leaving nothing behind), the shader output control streams float
+//! frames and `send --format` names only what the shader renders. Skips without a GPU
+//! unless TEXSTREAM_REQUIRE_GPU=1.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -15,10 +16,11 @@ use std::time::{Duration, Instant};
 use egui::accesskit::Role as AccessRole;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
+use texstream::app::capture::PATTERN_SIZE;
 use texstream::app::sender::{SenderApp, StreamMode};
 use texstream::app::viewer::ViewerApp;
 use texstream::app::FolderOpener;
-use texstream::frame::Frame;
+use texstream::frame::{Frame, PixelFormat};
 use texstream::net::{KeepaliveConfig, Node, NodeConfig, TransferState};
 use texstream::protocol::{Capabilities, FileOffer, Message, Role};
 
@@ -270,6 +272,93 @@ fn readbacks_are_pipelined_and_counted() {
     assert!(
         !ui.starts_with("UI update - "),
         "the update time is measured: {ui}"
+    );
+}
+
+/// The channels of a float frame's rows (padding left out) as f32.
+fn float_channels(frame: &Frame) -> Vec<f32> {
+    let rows = frame.rows().flatten().copied().collect::<Vec<u8>>();
+    match frame.meta().format {
+        PixelFormat::Rgba16F => rows
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        PixelFormat::Rgba32F => rows
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        other => panic!("{other} is not a float format"),
+    }
+}
+
+/// "Shader output" renders the pattern into an RGBA32F, then an RGBA16F texture: the
+/// viewer gets frames of that format and size, with the bar's 4.0 that RGBA8 would
+/// clamp to 1, while the window keeps drawing its preview (an RGBA8 copy for RGBA32F,
+/// which egui cannot sample); back to RGBA8, the frames are RGBA8 again.
+#[test]
+fn the_shader_output_control_streams_float_frames() {
+    if !gpu_present("shader output") {
+        return;
+    }
+    let mut harness = sender_harness(Some(PathBuf::from("pattern")));
+    let viewer = viewer_node(harness.state());
+    let first = frame_of_size(&mut harness, &viewer, PATTERN_SIZE);
+    assert_eq!(first.meta().format, PixelFormat::Rgba8);
+    for (label, format) in [
+        ("RGBA32F", PixelFormat::Rgba32F),
+        ("RGBA16F", PixelFormat::Rgba16F),
+        ("RGBA8", PixelFormat::Rgba8),
+    ] {
+        harness.get_by_label("Shader output").click();
+        harness.run_steps(2);
+        harness.get_by_label(label).click();
+        harness.run_steps(2);
+        assert_eq!(harness.state().live_format(), format);
+        let mut got = None;
+        step_until(
+            &mut harness,
+            &format!("a {format} frame at the viewer"),
+            |_| {
+                got = viewer
+                    .frames()
+                    .try_iter()
+                    .find(|f| f.meta().format == format);
+                got.is_some()
+            },
+        );
+        let frame = got.unwrap();
+        let m = frame.meta();
+        assert_eq!((m.width, m.height), PATTERN_SIZE);
+        assert_eq!(m.bytes_per_row, PATTERN_SIZE.0 * format.bytes_per_pixel());
+        if format == PixelFormat::Rgba8 {
+            continue;
+        }
+        let values = float_channels(&frame);
+        assert_eq!(values.len(), (PATTERN_SIZE.0 * PATTERN_SIZE.1 * 4) as usize);
+        assert!(values.iter().all(|v| v.is_finite()), "{format}: not finite");
+        assert!(
+            values.iter().any(|&v| v > 3.9),
+            "{format}: no value past 1 (the bar at 4)"
+        );
+        assert!(
+            values.iter().any(|&v| v > 0.01 && v < 0.99),
+            "{format}: no colour between 0 and 1"
+        );
+        assert!(harness.state().message().is_none_or(|(_, error)| !error));
+    }
+}
+
+#[test]
+fn send_format_names_only_what_the_shader_renders() {
+    let out = std::process::Command::new(common::proc::bin())
+        .args(["send", "--format", "rgb32f"])
+        .output()
+        .expect("texstream runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"rgb32f\" is not a shader format: choose rgba8, rgba16f or rgba32f"),
+        "{err}"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The sender's capture thread: it owns the GPU side of streaming — the picture in a
-//! texture (animations advanced at their own timing), the live shader, the readback ring
-//! — and at the chosen rate reads the streamed texture back and publishes the frame. The
+//! texture (animations advanced at their own timing), the live shader (its target RGBA8,
+//! RGBA16F or RGBA32F, streamed as that format), the readback ring — and at the chosen
+//! rate reads the streamed texture back and publishes the frame. The
 //! window only sends it commands, so the UI's frame rate (vsync, a slow software
 //! renderer) never limits the stream and the capture never stalls the UI.
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbaImage;
 
-use crate::frame::FramePool;
+use crate::frame::{FramePool, PixelFormat};
 use crate::gpu::{texture_2d, GpuError, LiveMode, LiveShader, Readback};
 use crate::meter::StageMeter;
 use crate::net::{now_us, Publisher};
@@ -73,6 +74,10 @@ impl Picture {
 pub enum Command {
     Picture(Picture),
     Mode(StreamMode),
+    /// The live shader's target format, one of [`LIVE_FORMATS`](crate::gpu::LIVE_FORMATS):
+    /// what the pattern and the image with the effect stream as. A picture streamed as it
+    /// is stays RGBA8.
+    LiveFormat(PixelFormat),
     Rate(Rate),
     /// A UI pass happened (used by [`Rate::EveryUiFrame`]).
     UiFrame,
@@ -166,8 +171,9 @@ struct Capture {
     started: Instant,
     next_capture: Instant,
     seq: u64,
-    /// (streams the live target?, source generation, live binding) the preview shows.
-    preview_of: Option<(bool, u64, LiveBinding)>,
+    /// (streams the live target?, source generation, live binding, live format) the
+    /// preview shows.
+    preview_of: Option<(bool, u64, LiveBinding, PixelFormat)>,
     preview_generation: u64,
     /// The first frame number captured since the streamed picture last changed (a new
     /// picture, another animation frame, another mode): a readback from it on shows
@@ -310,6 +316,24 @@ impl Capture {
                 self.update_preview();
                 false
             }
+            Command::LiveFormat(format) => {
+                if format != self.live.format() {
+                    let (width, height) = self.live_bound.1;
+                    self.live = LiveShader::with_format(
+                        &self.device,
+                        &self.source_view,
+                        width,
+                        height,
+                        format,
+                    );
+                    self.live_bound.0 = self.source_generation;
+                    if self.mode != StreamMode::Image {
+                        self.picture_changed();
+                    }
+                    self.update_preview();
+                }
+                false
+            }
             Command::Rate(rate) => {
                 self.rate = rate;
                 self.next_capture = Instant::now();
@@ -436,14 +460,19 @@ impl Capture {
     /// Tells the window which texture to show, when that changed.
     fn update_preview(&mut self) {
         let live = self.mode != StreamMode::Image;
-        let key = (live, self.source_generation, self.live_bound);
+        let key = (
+            live,
+            self.source_generation,
+            self.live_bound,
+            self.live.format(),
+        );
         if self.preview_of == Some(key) {
             return;
         }
         self.preview_of = Some(key);
         self.preview_generation += 1;
         let texture = if live {
-            self.live.target()
+            self.live.preview_target()
         } else {
             &self.source
         };

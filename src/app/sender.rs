@@ -14,7 +14,8 @@ use super::{
     dropped_paths, peers_ui, repaint_waker, Chat, EguiTexture, FileOffers, FilePicker,
     FolderOpener, TransfersView,
 };
-use crate::gpu::check_texture_size;
+use crate::frame::PixelFormat;
+use crate::gpu::{check_texture_size, LIVE_FORMATS};
 use crate::net::{now_us, Event, NetError, Node, NodeConfig};
 use crate::source::{looks_like_image, Source};
 
@@ -36,6 +37,9 @@ pub struct SenderApp {
     loads: (flume::Sender<LoadResult>, flume::Receiver<LoadResult>),
     loaded: Option<(String, (u32, u32))>,
     mode: StreamMode,
+    /// The live shader's target format: what the pattern and the image with the effect
+    /// stream as.
+    live_format: PixelFormat,
     fps: f32,
     every_ui_frame: bool,
     sent_rate: Option<Rate>,
@@ -127,6 +131,7 @@ impl SenderApp {
             loads: flume::bounded(4),
             loaded: None,
             mode: StreamMode::Pattern,
+            live_format: PixelFormat::Rgba8,
             fps: 30.0,
             every_ui_frame: false,
             sent_rate: None,
@@ -219,6 +224,27 @@ impl SenderApp {
     pub fn set_mode(&mut self, mode: StreamMode) {
         self.mode = mode;
         self.command(Command::Mode(mode));
+    }
+
+    /// The format the live shader renders and streams in.
+    pub fn live_format(&self) -> PixelFormat {
+        self.live_format
+    }
+
+    /// Renders the live shader (the pattern, the image with the effect) into a texture of
+    /// `format` from now on, streamed as that format: one of
+    /// [`LIVE_FORMATS`](crate::gpu::LIVE_FORMATS) (RGBA8, RGBA16F, RGBA32F); any other
+    /// is refused with a message.
+    pub fn set_live_format(&mut self, format: PixelFormat) {
+        if !LIVE_FORMATS.contains(&format) {
+            self.message = Some((
+                format!("the shader cannot render {format}: choose rgba8, rgba16f or rgba32f"),
+                true,
+            ));
+            return;
+        }
+        self.live_format = format;
+        self.command(Command::LiveFormat(format));
     }
 
     /// The message line (text, is it an error).
@@ -433,6 +459,23 @@ impl SenderApp {
                 });
             if let Some(mode) = chosen {
                 self.set_mode(mode);
+            }
+            let mut format = self.live_format;
+            egui::ComboBox::from_label("Shader output")
+                .selected_text(format.name().to_uppercase())
+                .show_ui(ui, |ui| {
+                    for option in LIVE_FORMATS {
+                        ui.selectable_value(&mut format, option, option.name().to_uppercase());
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "The texture the shader renders into, streamed as it is: RGBA8, or \
+                     16- or 32-bit floats per channel (colours past 1 kept). An image \
+                     streamed as it is stays RGBA8.",
+                );
+            if format != self.live_format {
+                self.set_live_format(format);
             }
             ui.add_enabled(
                 !self.every_ui_frame,

@@ -8,6 +8,8 @@ use super::LinkArgs;
 use crate::app::native_options;
 use crate::app::sender::SenderApp;
 use crate::app::viewer::ViewerApp;
+use crate::frame::PixelFormat;
+use crate::gpu::LIVE_FORMATS;
 use crate::protocol::Role;
 
 #[derive(Args, Debug)]
@@ -31,6 +33,19 @@ pub struct SendArgs {
     /// `HOST (sender)`, whenever it listens).
     #[arg(long)]
     pub no_announce: bool,
+    /// The texture the shader pattern and the image effect render into, streamed as it
+    /// is: rgba8, or rgba16f / rgba32f for float pixels (values past 1 kept). Viewers
+    /// older than the float formats get none of these frames.
+    #[arg(long, value_name = "FORMAT", default_value = "rgba8", value_parser = parse_live_format)]
+    pub format: PixelFormat,
+}
+
+/// Parses a live shader format name: one of [`LIVE_FORMATS`].
+fn parse_live_format(s: &str) -> Result<PixelFormat, String> {
+    LIVE_FORMATS
+        .into_iter()
+        .find(|f| f.name().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("{s:?} is not a shader format: choose rgba8, rgba16f or rgba32f"))
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +110,7 @@ pub fn run_send(args: SendArgs) -> anyhow::Result<()> {
     config.max_peers = args.max_viewers;
     config.files_dir = Some(args.files_dir.unwrap_or_else(default_files_dir));
     let image = args.image;
+    let live_format = args.format;
     let announce_as = (!args.no_announce).then(|| args.link.name.clone());
     eframe::run_native(
         "texstream sender",
@@ -104,6 +120,7 @@ pub fn run_send(args: SendArgs) -> anyhow::Result<()> {
         ),
         Box::new(move |cc| {
             let mut app = SenderApp::new(cc, config, image)?;
+            app.set_live_format(live_format);
             if let Some(name) = &announce_as {
                 app.announce(name.as_deref());
             }

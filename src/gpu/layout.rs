@@ -4,20 +4,27 @@
 /// wgpu's required alignment of `bytes_per_row` in buffer copies.
 pub const COPY_ALIGN: u32 = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
 
-/// The buffer layout of a `width` x `height` RGBA8/BGRA8 image copied out of a texture.
+/// The buffer layout of a `width` x `height` image copied out of a texture: RGBA8/BGRA8
+/// ([`RowLayout::new`]) or any other pixel size ([`RowLayout::with_bytes_per_pixel`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowLayout {
     pub width: u32,
     pub height: u32,
-    /// `width * 4`: the bytes of pixels in one row.
+    /// `width * bytes per pixel`: the bytes of pixels in one row.
     pub unpadded_bytes_per_row: u32,
     /// Rounded up to [`COPY_ALIGN`]: the distance between rows in the buffer.
     pub padded_bytes_per_row: u32,
 }
 
 impl RowLayout {
+    /// 4 bytes a pixel: RGBA8 or BGRA8.
     pub fn new(width: u32, height: u32) -> RowLayout {
-        let unpadded = width * 4;
+        RowLayout::with_bytes_per_pixel(width, height, 4)
+    }
+
+    /// `bytes_per_pixel` bytes a pixel: 8 for RGBA16F, 16 for RGBA32F.
+    pub fn with_bytes_per_pixel(width: u32, height: u32, bytes_per_pixel: u32) -> RowLayout {
+        let unpadded = width * bytes_per_pixel;
         RowLayout {
             width,
             height,
@@ -48,5 +55,21 @@ mod tests {
         assert_eq!(RowLayout::new(1, 1).padded_bytes_per_row, 256);
         assert_eq!(RowLayout::new(64, 2).padded_bytes_per_row, 256);
         assert_eq!(RowLayout::new(65, 2).padded_bytes_per_row, 512);
+        // Float pixels: 8 bytes (RGBA16F) and 16 (RGBA32F).
+        let half = RowLayout::with_bytes_per_pixel(37, 3, 8);
+        assert_eq!(
+            (half.unpadded_bytes_per_row, half.padded_bytes_per_row),
+            (296, 512)
+        );
+        let float = RowLayout::with_bytes_per_pixel(37, 3, 16);
+        assert_eq!(
+            (float.unpadded_bytes_per_row, float.padded_bytes_per_row),
+            (592, 768)
+        );
+        assert_eq!(float.buffer_size(), 768 * 3);
+        assert_eq!(
+            RowLayout::with_bytes_per_pixel(16, 1, 16).padded_bytes_per_row,
+            256
+        );
     }
 }

@@ -1,10 +1,32 @@
-//! The WGSL live source: renders `shaders/live.wgsl` into an offscreen RGBA8 texture
-//! every frame — the picked image with a time-based effect, or a generated pattern —
-//! so that the stream has motion. Resources are made once; each frame writes 16 bytes
-//! of uniforms and records one render pass.
+//! The WGSL live source: renders `shaders/live.wgsl` into an offscreen texture every
+//! frame — the picked image with a time-based effect, or a generated pattern — so that
+//! the stream has motion. The target is RGBA8, RGBA16F or RGBA32F ([`LIVE_FORMATS`]), and
+//! frames carry it as it is. Resources are made once; each frame writes 16 bytes of
+//! uniforms and records one render pass (two for RGBA32F, whose target egui cannot
+//! sample: the second draws the same into an RGBA8 texture for the preview).
+
+use crate::frame::PixelFormat;
 
 /// The live shader's source, checked by the shader validation test.
 pub const LIVE_SHADER_WGSL: &str = include_str!("../../shaders/live.wgsl");
+
+/// The pixel formats the live shader renders into, the first the default.
+pub const LIVE_FORMATS: [PixelFormat; 3] = [
+    PixelFormat::Rgba8,
+    PixelFormat::Rgba16F,
+    PixelFormat::Rgba32F,
+];
+
+/// The texture format the live shader renders `format` into, if it is one of
+/// [`LIVE_FORMATS`].
+pub fn live_texture_format(format: PixelFormat) -> Option<wgpu::TextureFormat> {
+    match format {
+        PixelFormat::Rgba8 => Some(wgpu::TextureFormat::Rgba8Unorm),
+        PixelFormat::Rgba16F => Some(wgpu::TextureFormat::Rgba16Float),
+        PixelFormat::Rgba32F => Some(wgpu::TextureFormat::Rgba32Float),
+        _ => None,
+    }
+}
 
 /// What the live shader draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,25 +37,50 @@ pub enum LiveMode {
     Pattern = 1,
 }
 
+/// A render target and the pipeline that draws into it.
+struct Target {
+    pipeline: wgpu::RenderPipeline,
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+}
+
 /// The pipeline, its target texture and the bind group for the current source.
 pub struct LiveShader {
-    pipeline: wgpu::RenderPipeline,
     layout: wgpu::BindGroupLayout,
     sampler: wgpu::Sampler,
     uniforms: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
-    target: wgpu::Texture,
-    target_view: wgpu::TextureView,
+    target: Target,
+    /// For a target egui cannot sample with its filtering sampler (RGBA32F): the same
+    /// picture in RGBA8, for the preview only.
+    preview: Option<Target>,
+    format: PixelFormat,
 }
 
 impl LiveShader {
-    /// Builds the pipeline and a `width` x `height` target that samples `source`.
+    /// Builds the pipeline and a `width` x `height` RGBA8 target that samples `source`.
     pub fn new(
         device: &wgpu::Device,
         source: &wgpu::TextureView,
         width: u32,
         height: u32,
     ) -> LiveShader {
+        LiveShader::with_format(device, source, width, height, PixelFormat::Rgba8)
+    }
+
+    /// [`LiveShader::new`] with a target of `format`, one of [`LIVE_FORMATS`] (any other
+    /// is taken as RGBA8).
+    pub fn with_format(
+        device: &wgpu::Device,
+        source: &wgpu::TextureView,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> LiveShader {
+        let (format, texture_format) = match live_texture_format(format) {
+            Some(texture_format) => (format, texture_format),
+            None => (PixelFormat::Rgba8, wgpu::TextureFormat::Rgba8Unorm),
+        };
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("texstream live shader"),
             source: wgpu::ShaderSource::Wgsl(LIVE_SHADER_WGSL.into()),
@@ -74,27 +121,6 @@ impl LiveShader {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("texstream live pipeline"),
-            layout: Some(&pipeline_layout),
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs_main"),
-                compilation_options: Default::default(),
-                buffers: &[],
-            },
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some("fs_main"),
-                compilation_options: Default::default(),
-                targets: &[Some(wgpu::TextureFormat::Rgba8Unorm.into())],
-            }),
-            primitive: wgpu::PrimitiveState::default(),
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
-            cache: None,
-        });
         let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
             label: Some("texstream live sampler"),
             address_mode_u: wgpu::AddressMode::ClampToEdge,
@@ -110,15 +136,22 @@ impl LiveShader {
             mapped_at_creation: false,
         });
         let bind_group = bind(device, &layout, source, &sampler, &uniforms);
-        let (target, target_view) = make_target(device, width, height);
+        let size = (width, height);
+        let target = Target::new(device, &module, &pipeline_layout, texture_format, size);
+        let filterable = texture_format.sample_type(None, Some(device.features()))
+            == Some(wgpu::TextureSampleType::Float { filterable: true });
+        let preview = (!filterable).then(|| {
+            let rgba8 = wgpu::TextureFormat::Rgba8Unorm;
+            Target::new(device, &module, &pipeline_layout, rgba8, size)
+        });
         LiveShader {
-            pipeline,
             layout,
             sampler,
             uniforms,
             bind_group,
             target,
-            target_view,
+            preview,
+            format,
         }
     }
 
@@ -132,8 +165,8 @@ impl LiveShader {
         height: u32,
     ) {
         self.bind_group = bind(device, &self.layout, source, &self.sampler, &self.uniforms);
-        if (self.target.width(), self.target.height()) != (width, height) {
-            (self.target, self.target_view) = make_target(device, width, height);
+        for target in std::iter::once(&mut self.target).chain(self.preview.as_mut()) {
+            target.resize(device, (width, height));
         }
     }
 
@@ -148,13 +181,80 @@ impl LiveShader {
         let mut params = [0u8; 16];
         params[0..4].copy_from_slice(&time_secs.to_le_bytes());
         params[4..8].copy_from_slice(&(mode as u32).to_le_bytes());
-        params[8..12].copy_from_slice(&(self.target.width() as f32).to_le_bytes());
-        params[12..16].copy_from_slice(&(self.target.height() as f32).to_le_bytes());
+        params[8..12].copy_from_slice(&(self.target.texture.width() as f32).to_le_bytes());
+        params[12..16].copy_from_slice(&(self.target.texture.height() as f32).to_le_bytes());
         queue.write_buffer(&self.uniforms, 0, &params);
+        for target in std::iter::once(&self.target).chain(self.preview.as_ref()) {
+            target.draw(encoder, &self.bind_group);
+        }
+    }
+
+    /// The texture the live source renders into (read it back to stream it).
+    pub fn target(&self) -> &wgpu::Texture {
+        &self.target.texture
+    }
+
+    /// A texture egui can show of what the live source renders: the target itself, or
+    /// its RGBA8 copy where egui cannot sample the target's format.
+    pub fn preview_target(&self) -> &wgpu::Texture {
+        &self.preview.as_ref().unwrap_or(&self.target).texture
+    }
+
+    /// The pixel format of the target, and so of the frames read back from it.
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+}
+
+impl Target {
+    fn new(
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        pipeline_layout: &wgpu::PipelineLayout,
+        format: wgpu::TextureFormat,
+        size: (u32, u32),
+    ) -> Target {
+        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("texstream live pipeline"),
+            layout: Some(pipeline_layout),
+            vertex: wgpu::VertexState {
+                module,
+                entry_point: Some("vs_main"),
+                compilation_options: Default::default(),
+                buffers: &[],
+            },
+            fragment: Some(wgpu::FragmentState {
+                module,
+                entry_point: Some("fs_main"),
+                compilation_options: Default::default(),
+                targets: &[Some(format.into())],
+            }),
+            primitive: wgpu::PrimitiveState::default(),
+            depth_stencil: None,
+            multisample: wgpu::MultisampleState::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        let (texture, view) = make_target(device, size, format);
+        Target {
+            pipeline,
+            texture,
+            view,
+        }
+    }
+
+    /// Re-makes the texture if its size changed.
+    fn resize(&mut self, device: &wgpu::Device, size: (u32, u32)) {
+        if (self.texture.width(), self.texture.height()) != size {
+            (self.texture, self.view) = make_target(device, size, self.texture.format());
+        }
+    }
+
+    fn draw(&self, encoder: &mut wgpu::CommandEncoder, bind_group: &wgpu::BindGroup) {
         let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
             label: Some("texstream live pass"),
             color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                view: &self.target_view,
+                view: &self.view,
                 depth_slice: None,
                 resolve_target: None,
                 ops: wgpu::Operations {
@@ -168,13 +268,8 @@ impl LiveShader {
             multiview_mask: None,
         });
         pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.set_bind_group(0, bind_group, &[]);
         pass.draw(0..3, 0..1);
-    }
-
-    /// The texture the live source renders into (read it back to stream it).
-    pub fn target(&self) -> &wgpu::Texture {
-        &self.target
     }
 }
 
@@ -207,14 +302,14 @@ fn bind(
 
 fn make_target(
     device: &wgpu::Device,
-    width: u32,
-    height: u32,
+    size: (u32, u32),
+    format: wgpu::TextureFormat,
 ) -> (wgpu::Texture, wgpu::TextureView) {
     super::texture_2d(
         device,
         "texstream live target",
-        (width, height),
-        wgpu::TextureFormat::Rgba8Unorm,
+        size,
+        format,
         wgpu::TextureUsages::RENDER_ATTACHMENT
             | wgpu::TextureUsages::COPY_SRC
             | wgpu::TextureUsages::TEXTURE_BINDING,

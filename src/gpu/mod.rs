@@ -9,7 +9,7 @@ mod upload;
 
 pub use display::{DisplayRange, SHOWN_BYTES_PER_PIXEL};
 pub use layout::{RowLayout, COPY_ALIGN};
-pub use live::{LiveMode, LiveShader, LIVE_SHADER_WGSL};
+pub use live::{live_texture_format, LiveMode, LiveShader, LIVE_FORMATS, LIVE_SHADER_WGSL};
 pub use readback::Readback;
 pub use upload::{UploadTexture, Uploaded, UPLOAD_RING};
 
@@ -83,6 +83,8 @@ pub fn pixel_format(format: wgpu::TextureFormat) -> Option<PixelFormat> {
         wgpu::TextureFormat::Bgra8Unorm | wgpu::TextureFormat::Bgra8UnormSrgb => {
             Some(PixelFormat::Bgra8)
         }
+        wgpu::TextureFormat::Rgba16Float => Some(PixelFormat::Rgba16F),
+        wgpu::TextureFormat::Rgba32Float => Some(PixelFormat::Rgba32F),
         _ => None,
     }
 }

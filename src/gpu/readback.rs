@@ -67,14 +67,18 @@ impl Readback {
     ) -> Result<bool, GpuError> {
         let format = pixel_format(texture.format()).ok_or_else(|| {
             GpuError::Readback(format!(
-                "texture format {:?} is not RGBA8 or BGRA8",
+                "texture format {:?} is not one frames carry (RGBA8, BGRA8, RGBA16F, RGBA32F)",
                 texture.format()
             ))
         })?;
         let Some(slot) = self.slots.iter_mut().find(|s| s.state == State::Free) else {
             return Ok(false);
         };
-        let layout = RowLayout::new(texture.width(), texture.height());
+        let layout = RowLayout::with_bytes_per_pixel(
+            texture.width(),
+            texture.height(),
+            format.bytes_per_pixel(),
+        );
         if slot.buffer.as_ref().map(|(_, l)| *l) != Some(layout) {
             let buffer = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("texstream readback staging buffer"),
