@@ -188,11 +188,15 @@ pub(crate) struct Coder {
     /// Coded bytes of the last frames, each reused once nothing else holds it (the
     /// wires that send it and the cache let go).
     bufs: Vec<Arc<Vec<u8>>>,
+    /// The frame begun ([`Coder::begin`]) and not finished: the job, its grid, the
+    /// buffer it goes to, and whether the pool codes it.
+    pending: Option<(CodeJob, TileGrid, usize, bool)>,
 }
 
 impl Drop for Coder {
     fn drop(&mut self) {
         if let (Some(pool), Some((_, work))) = (pool(), &self.work) {
+            // Pool threads coding a band of it hold it until they are done.
             lock(&pool.queue).retain(|w| !Arc::ptr_eq(w, work));
         }
     }
@@ -202,6 +206,16 @@ impl Coder {
     /// Codes `job`'s frame; on an error (a geometry the tiles cannot cut), gives the
     /// frame back to go raw.
     pub fn code(&mut self, job: CodeJob) -> Result<Coded, (Frame, TileError)> {
+        self.begin(job)?;
+        self.finish()
+    }
+
+    /// Starts coding `job`'s frame: a large one goes to the pool's threads at once, to
+    /// code while this thread does something else (writes the frame before it);
+    /// [`Coder::finish`] helps with what is left and takes the result. A small one is
+    /// coded in `finish`. On an error, gives the frame back to go raw.
+    pub fn begin(&mut self, job: CodeJob) -> Result<(), (Frame, TileError)> {
+        debug_assert!(self.pending.is_none(), "a coding begun twice");
         let meta = *job.frame.meta();
         let Some(grid) = TileGrid::new(
             meta.bytes_per_row,
@@ -223,11 +237,7 @@ impl Coder {
                 0
             }
         };
-        let Some(out) = Arc::get_mut(&mut self.bufs[free]) else {
-            return Err((job.frame, TileError::Geometry("coding buffer shared")));
-        };
-        out.clear();
-        let coded = match pool() {
+        let parallel = match pool() {
             Some(pool) if grid.frame_len() >= PARALLEL_FROM_BYTES => {
                 let work = match &self.work {
                     Some((g, work)) if *g == grid => work.clone(),
@@ -237,8 +247,38 @@ impl Coder {
                         work
                     }
                 };
-                code_in_bands(pool, &work, &grid, &job, out)
+                *lock(&work.state) = WorkState {
+                    job: Some(BandJob {
+                        grid,
+                        frame: job.frame.clone(),
+                        base: job.base.clone(),
+                        compression: job.compression,
+                    }),
+                    next: 0,
+                    finished: 0,
+                };
+                lock(&pool.queue).push_back(work);
+                pool.wake.notify_all();
+                true
             }
+            _ => false,
+        };
+        self.pending = Some((job, grid, free, parallel));
+        Ok(())
+    }
+
+    /// Finishes the coding [`Coder::begin`] started: codes the bands no pool thread
+    /// took yet, waits for the others, and appends them in order.
+    pub fn finish(&mut self) -> Result<Coded, (Frame, TileError)> {
+        let Some((job, grid, free, parallel)) = self.pending.take() else {
+            unreachable!("finish without begin");
+        };
+        let Some(out) = Arc::get_mut(&mut self.bufs[free]) else {
+            return Err((job.frame, TileError::Geometry("coding buffer shared")));
+        };
+        out.clear();
+        let coded = match (pool(), &self.work) {
+            (Some(pool), Some((_, work))) if parallel => finish_bands(pool, work, &job, out),
             _ => {
                 let base = job.base.as_ref().map(|b| b.pixels());
                 self.encoder
@@ -257,123 +297,14 @@ impl Coder {
     }
 }
 
-/// Codings kept for other links: the last few only, since links that keep up code the
-/// same frame against the same base at about the same time.
-const CACHE_ENTRIES: usize = 2;
-/// How long a link waits for another link's coding of the frame it wants.
-const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What a coding is of: a frame (its header's seq and its pixels' address), against a
-/// base (the same), with a compression. Two links that code the same frame against the
-/// same base get the same bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct CodingKey {
-    frame: (u64, usize),
-    base: Option<(u64, usize)>,
-    compression: TileCompression,
-}
-
-impl CodingKey {
-    fn of(job: &CodeJob) -> CodingKey {
-        let id = |f: &Frame| (f.meta().seq, f.pixels().as_ptr() as usize);
-        CodingKey {
-            frame: id(&job.frame),
-            base: job.base.as_ref().map(id),
-            compression: job.compression,
-        }
-    }
-}
-
-/// A coding's bytes, shared by the links that send it.
-type Bytes = Arc<Vec<u8>>;
-
-/// A node's last codings, shared by its links' writers: a frame is coded once for
-/// every link that holds the same base, not once per link. A link that finds the frame
-/// being coded by another waits for it (at most [`CACHE_WAIT`]) rather than code it too.
-#[derive(Default)]
-pub(crate) struct CodingCache {
-    /// Oldest first; `None` bytes: being coded.
-    entries: Mutex<VecDeque<(CodingKey, Option<Bytes>)>>,
-    ready: Condvar,
-}
-
-impl CodingCache {
-    /// Codes `job` with `coder`, or takes the coding another link made of the same frame
-    /// against the same base. The `bool`: the coding was another link's.
-    pub fn code(
-        &self,
-        coder: &mut Coder,
-        job: CodeJob,
-    ) -> (Result<Coded, (Frame, TileError)>, bool) {
-        let key = CodingKey::of(&job);
-        let deadline = std::time::Instant::now() + CACHE_WAIT;
-        let mut entries = lock(&self.entries);
-        loop {
-            match entries.iter().find(|(k, _)| *k == key) {
-                Some((_, Some(bytes))) => {
-                    let coded = Coded {
-                        base_seq: job.base.as_ref().map(|b| b.meta().seq),
-                        frame: job.frame,
-                        bytes: bytes.clone(),
-                    };
-                    return (Ok(coded), true);
-                }
-                Some((_, None)) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        drop(entries);
-                        return (coder.code(job), false);
-                    }
-                    entries = match self.ready.wait_timeout(entries, left) {
-                        Ok((guard, _)) => guard,
-                        Err(poisoned) => poisoned.into_inner().0,
-                    };
-                }
-                None => break,
-            }
-        }
-        if entries.len() == CACHE_ENTRIES {
-            entries.pop_front();
-        }
-        entries.push_back((key, None));
-        drop(entries);
-        let coded = coder.code(job);
-        let mut entries = lock(&self.entries);
-        let at = entries.iter().position(|(k, _)| *k == key);
-        match (&coded, at) {
-            (Ok(c), Some(i)) => entries[i].1 = Some(c.bytes.clone()),
-            (Err(_), Some(i)) => {
-                entries.remove(i);
-            }
-            (_, None) => {}
-        }
-        drop(entries);
-        self.ready.notify_all();
-        (coded, false)
-    }
-}
-
-/// Codes `job` in `work`'s bands, on this thread and the pool's, and appends them to
-/// `out` in order.
-fn code_in_bands(
+/// Codes what is left of `work`'s bands on this thread, waits for those the pool's
+/// threads took, and appends them all to `out` in order.
+fn finish_bands(
     pool: &Pool,
     work: &Arc<Work>,
-    grid: &TileGrid,
     job: &CodeJob,
     out: &mut Vec<u8>,
 ) -> Result<(), TileError> {
-    *lock(&work.state) = WorkState {
-        job: Some(BandJob {
-            grid: *grid,
-            frame: job.frame.clone(),
-            base: job.base.clone(),
-            compression: job.compression,
-        }),
-        next: 0,
-        finished: 0,
-    };
-    lock(&pool.queue).push_back(work.clone());
-    pool.wake.notify_all();
     while work.code_one() {}
     lock(&pool.queue).retain(|w| !Arc::ptr_eq(w, work));
     {
@@ -393,6 +324,151 @@ fn code_in_bands(
         out.extend_from_slice(&band.out);
     }
     Ok(())
+}
+
+/// Codings kept for other links: the last few only, since links that keep up code the
+/// same frame against the same base at about the same time.
+const CACHE_ENTRIES: usize = 2;
+/// How long a link waits for another link's coding of the frame it wants.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a coding is of: a frame (its header's seq and its pixels' address), against a
+/// base (the same), with a compression. Two links that code the same frame against the
+/// same base get the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CodingKey {
+    frame: (u64, usize),
+    base: Option<(u64, usize)>,
+    compression: TileCompression,
+}
+
+impl CodingKey {
+    fn of(job: &CodeJob) -> CodingKey {
+        let id = |f: &Frame| (f.meta().seq, f.pixels().as_ptr() as usize);
+        CodingKey {
+            frame: id(&job.frame),
+            base: job.base.as_ref().map(id),
+            compression: job.compression,
+        }
+    }
+}
+
+/// A coding's bytes, shared by the links that send it.
+type Bytes = Arc<Vec<u8>>;
+
+/// A coding begun through the cache ([`CodingCache::begin`]).
+pub(crate) enum Begun {
+    /// Done already: another link's (`true`), or an error.
+    Done(Result<Coded, (Frame, TileError)>, bool),
+    /// Another link codes the frame: its coding is taken at the finish.
+    Other(CodingKey, CodeJob),
+    /// Ours, begun on the coder.
+    Ours(CodingKey),
+}
+
+/// A node's last codings, shared by its links' writers: a frame is coded once for
+/// every link that holds the same base, not once per link. A link that finds the frame
+/// being coded by another waits for it (at most [`CACHE_WAIT`]) rather than code it too.
+#[derive(Default)]
+pub(crate) struct CodingCache {
+    /// Oldest first; `None` bytes: being coded.
+    entries: Mutex<VecDeque<(CodingKey, Option<Bytes>)>>,
+    ready: Condvar,
+}
+
+impl CodingCache {
+    /// Begins the coding of `job`: finds it made or being made by another link, or
+    /// begins it on `coder` (see [`Coder::begin`]).
+    pub fn begin(&self, coder: &mut Coder, job: CodeJob) -> Begun {
+        let key = CodingKey::of(&job);
+        let mut entries = lock(&self.entries);
+        match entries.iter().find(|(k, _)| *k == key) {
+            Some((_, Some(bytes))) => {
+                let coded = Coded {
+                    base_seq: job.base.as_ref().map(|b| b.meta().seq),
+                    frame: job.frame,
+                    bytes: bytes.clone(),
+                };
+                return Begun::Done(Ok(coded), true);
+            }
+            Some((_, None)) => return Begun::Other(key, job),
+            None => {}
+        }
+        if entries.len() == CACHE_ENTRIES {
+            entries.pop_front();
+        }
+        entries.push_back((key, None));
+        drop(entries);
+        match coder.begin(job) {
+            Ok(()) => Begun::Ours(key),
+            Err(e) => {
+                self.settle(key, None);
+                Begun::Done(Err(e), false)
+            }
+        }
+    }
+
+    /// The coding `begun` started, once done. The `bool`: it was another link's.
+    pub fn finish(
+        &self,
+        coder: &mut Coder,
+        begun: Begun,
+    ) -> (Result<Coded, (Frame, TileError)>, bool) {
+        match begun {
+            Begun::Done(coded, shared) => (coded, shared),
+            Begun::Ours(key) => {
+                let coded = coder.finish();
+                self.settle(key, coded.as_ref().ok().map(|c| c.bytes.clone()));
+                (coded, false)
+            }
+            Begun::Other(key, job) => {
+                let deadline = std::time::Instant::now() + CACHE_WAIT;
+                let mut entries = lock(&self.entries);
+                loop {
+                    match entries.iter().find(|(k, _)| *k == key) {
+                        Some((_, Some(bytes))) => {
+                            let coded = Coded {
+                                base_seq: job.base.as_ref().map(|b| b.meta().seq),
+                                frame: job.frame,
+                                bytes: bytes.clone(),
+                            };
+                            return (Ok(coded), true);
+                        }
+                        Some((_, None)) => {
+                            let left =
+                                deadline.saturating_duration_since(std::time::Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            entries = match self.ready.wait_timeout(entries, left) {
+                                Ok((guard, _)) => guard,
+                                Err(poisoned) => poisoned.into_inner().0,
+                            };
+                        }
+                        // Evicted, or its coder failed: code it here.
+                        None => break,
+                    }
+                }
+                drop(entries);
+                (coder.code(job), false)
+            }
+        }
+    }
+
+    /// Our coding of `key` is done: kept for the others, or dropped (`None`: failed).
+    fn settle(&self, key: CodingKey, bytes: Option<Bytes>) {
+        let mut entries = lock(&self.entries);
+        if let Some(i) = entries.iter().position(|(k, _)| *k == key) {
+            match bytes {
+                Some(b) => entries[i].1 = Some(b),
+                None => {
+                    entries.remove(i);
+                }
+            }
+        }
+        drop(entries);
+        self.ready.notify_all();
+    }
 }
 
 /// Probe the other choice after this many frames at first, doubling (to

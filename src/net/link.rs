@@ -11,7 +11,7 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::coder::{Coder, CodingCache};
+use super::coder::{Begun, Coder, CodingCache};
 use super::disk::{DiskContext, DiskJob, DiskQueue};
 use super::dispatch::{self, LinkEffects};
 use super::files::{
@@ -595,17 +595,25 @@ fn run_writer(
     let mut coder = Coder::default();
     // The frame on the wire: whether coded, its raw bytes, when it was taken.
     let mut on_wire: Option<(bool, usize, Instant)> = None;
+    // A frame taken to be coded, coding (on the coder pool) while the frame before it
+    // is still on the wire: how it began, its raw bytes, when it was taken, and the
+    // writer's own time spent on it so far.
+    let mut coding: Option<(Begun, usize, Instant, Duration)> = None;
+    // When the last frame was done on the wire: a frame costs the link the time from
+    // then (or from when it was taken, if later) to when it is done.
+    let mut last_done = Instant::now();
     let mut tx = lock(&link.tx);
     loop {
         let now = Instant::now();
         tx.on_receive(liveness.last_heard());
-        if let Some(job) = tx.frame_to_code() {
-            // Coded outside the lock: publishing and the link's other threads go on.
+        if coding.is_some() && tx.wire_free() {
+            let Some((begun, raw_len, taken, spent)) = coding.take() else {
+                continue;
+            };
+            // Finished outside the lock: publishing and the link's other threads go on.
             drop(tx);
-            link.frame_taken();
-            let raw_len = job.frame.pixels().len();
-            let (coded, shared) = codings.code(&mut coder, job);
-            let coding_us = now.elapsed().as_micros() as u64;
+            let (coded, shared) = codings.finish(&mut coder, begun);
+            let coding_us = (spent + now.elapsed()).as_micros() as u64;
             if shared {
                 sent.coding.frames_shared.fetch_add(1, Relaxed);
             }
@@ -615,16 +623,29 @@ fn run_writer(
                     let wire = c.bytes.len() as u64;
                     sent.coding.frame(raw_len as u64, wire, Some(coding_us));
                     tx.start_coded(c.frame, c.base_seq, c.bytes);
-                    on_wire = Some((true, raw_len, now));
+                    on_wire = Some((true, raw_len, taken));
                 }
                 Err((frame, e)) => {
                     tracing::debug!("frame {} goes raw: {e}", frame.meta().seq);
                     sent.coding.frame(raw_len as u64, raw_len as u64, None);
                     tx.start_raw(frame);
-                    on_wire = Some((false, raw_len, now));
+                    on_wire = Some((false, raw_len, taken));
                 }
             }
             continue;
+        }
+        if coding.is_none() {
+            if let Some(job) = tx.frame_to_code() {
+                // Begun outside the lock; a large frame codes on the pool while this
+                // thread writes the frame before it.
+                drop(tx);
+                link.frame_taken();
+                let raw_len = job.frame.pixels().len();
+                let begun = codings.begin(&mut coder, job);
+                coding = Some((begun, raw_len, now, now.elapsed()));
+                tx = lock(&link.tx);
+                continue;
+            }
         }
         let Some(t) = tx.poll_transmit(now, &mut small) else {
             if tx.is_closed() {
@@ -693,11 +714,14 @@ fn run_writer(
         }
         tx = lock(&link.tx);
         if t.frame_done {
+            let done = Instant::now();
             if let Some((coded, raw_len, taken)) = on_wire.take() {
-                tx.on_frame_sent(coded, raw_len, taken.elapsed().as_micros() as u64);
+                let cost = done.duration_since(taken.max(last_done));
+                tx.on_frame_sent(coded, raw_len, cost.as_micros() as u64);
                 let now_coding = tx.coding_now() == Some(true);
                 sent.coding.coding_now.store(now_coding, Relaxed);
             }
+            last_done = done;
         }
     }
 }

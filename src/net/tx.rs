@@ -170,6 +170,9 @@ pub(crate) struct TxConn {
     base: Option<Frame>,
     /// `--codec auto`: each frame coded or raw, whichever costs this link less.
     auto: Option<AutoCoding>,
+    /// A frame was taken to be coded and is not on the wire yet: no other frame is
+    /// taken before it (it may be a delta against the frame on the wire now).
+    coding_pending: bool,
     files: BTreeMap<u64, OutFile>,
     reads: VecDeque<ReadRequest>,
     file_chunks: VecDeque<(u64, u64, PooledBuf, usize)>,
@@ -197,6 +200,7 @@ impl TxConn {
             coding: None,
             base: None,
             auto: None,
+            coding_pending: false,
             files: BTreeMap::new(),
             reads: VecDeque::new(),
             file_chunks: VecDeque::with_capacity(FILE_CHUNKS_AHEAD),
@@ -278,13 +282,14 @@ impl TxConn {
     }
 
     /// The frame in the slot, when it must be coded before it goes out, with the frame
-    /// it may be a delta against. The writer codes it outside the link's lock, then
-    /// hands the bytes to [`TxConn::start_coded`]; in between, the frame is the last
-    /// one sent on this link. `None` when frames go raw, a frame is on the wire, or the
-    /// slot is empty.
+    /// it may be a delta against. The writer codes it outside the link's lock, while
+    /// the frame before it (if any) is still on the wire, then hands the bytes to
+    /// [`TxConn::start_coded`] once the wire is free ([`TxConn::wire_free`]); in
+    /// between, the frame is the last one sent on this link and no other is taken.
+    /// `None` when frames go raw, a frame waits to be coded, or the slot is empty.
     pub fn frame_to_code(&mut self) -> Option<CodeJob> {
         let compression = self.coding?;
-        if self.current.is_some()
+        if self.coding_pending
             || self.closing.is_some()
             || self.closed
             || self.slot.is_none()
@@ -294,6 +299,7 @@ impl TxConn {
         }
         let last = self.base.take();
         let frame = self.take_slot()?;
+        self.coding_pending = true;
         let base = last.filter(|b| b.meta().geometry() == frame.meta().geometry());
         Some(CodeJob {
             frame,
@@ -305,6 +311,7 @@ impl TxConn {
     /// Puts a coded frame on the wire: its start, then its `coded` bytes in chunks.
     /// `base_seq`: the frame the coding is a delta against, if it is one.
     pub fn start_coded(&mut self, frame: Frame, base_seq: Option<u64>, coded: Arc<Vec<u8>>) {
+        self.coding_pending = false;
         if self.closed {
             return;
         }
@@ -327,6 +334,7 @@ impl TxConn {
     /// Puts a frame taken by [`TxConn::frame_to_code`] on the wire raw after all (its
     /// coding failed).
     pub fn start_raw(&mut self, frame: Frame) {
+        self.coding_pending = false;
         if self.closed {
             return;
         }
@@ -378,6 +386,11 @@ impl TxConn {
             return false;
         }
         self.slot.replace(frame).is_some()
+    }
+
+    /// Whether no frame is on the wire: a coded frame taken before may start.
+    pub fn wire_free(&self) -> bool {
+        self.current.is_none()
     }
 
     /// Whether no frame waits in the slot.
@@ -661,7 +674,7 @@ impl TxConn {
             encode(&Message::FileEnd(FileEnd { id, checksum }), &mut self.small);
         }
         let mut frame_taken = false;
-        if self.current.is_none() && !self.codes_next() {
+        if self.current.is_none() && !self.coding_pending && !self.codes_next() {
             if let Some(frame) = self.take_slot() {
                 self.start_raw(frame);
                 frame_taken = true;
@@ -790,6 +803,56 @@ mod tests {
         }
         assert!(wire.is_empty(), "{} bytes left over", wire.len());
         out
+    }
+
+    #[test]
+    fn the_next_frame_is_taken_to_code_while_one_is_on_the_wire_and_waits_for_it() {
+        let t0 = Instant::now();
+        let mut tx = conn(t0);
+        tx.set_coding(TileCompression::Lz4);
+        let mut small = Vec::new();
+        // Frame 1: coded, on the wire (5 chunks of 1000 bytes at most).
+        tx.offer_frame(frame(1, 4000));
+        let job = tx.frame_to_code().expect("frame 1 to code");
+        assert!(job.base.is_none(), "a new link's first frame is whole");
+        tx.start_coded(job.frame, None, Arc::new(vec![9; 4000]));
+        assert!(tx.poll_transmit(t0, &mut small).is_some());
+        assert!(!tx.wire_free());
+        // Frame 2 comes: taken to code at once, a delta against frame 1, while frame 1
+        // is still going out.
+        tx.offer_frame(frame(2, 4000));
+        let job = tx
+            .frame_to_code()
+            .expect("frame 2 to code while 1 is on the wire");
+        assert_eq!(job.base.as_ref().map(|b| b.meta().seq), Some(1));
+        // Frame 3 comes meanwhile: it waits in the slot; nothing else is taken (raw or
+        // coded) before frame 2 is on the wire.
+        tx.offer_frame(frame(3, 4000));
+        assert!(tx.frame_to_code().is_none());
+        let mut seen = Vec::new();
+        while let Some(t) = tx.poll_transmit(t0, &mut small) {
+            seen.extend_from_slice(&small);
+            if let Some((head, payload)) = &t.bulk {
+                seen.extend_from_slice(head);
+                seen.extend_from_slice(payload.bytes());
+            }
+            assert!(!t.frame_taken, "no frame taken while frame 2 codes");
+        }
+        assert!(tx.wire_free());
+        let starts = decode_all(&seen)
+            .iter()
+            .filter(|m| matches!(m, Message::FrameStart(_) | Message::CodedFrameStart(_)))
+            .count();
+        assert_eq!(
+            starts, 0,
+            "frame 1's start went before; nothing else started"
+        );
+        tx.start_coded(job.frame, Some(1), Arc::new(vec![7; 100]));
+        // Then frame 3, against frame 2.
+        drain(&mut tx, t0);
+        let job = tx.frame_to_code().expect("frame 3 to code");
+        assert_eq!(job.frame.meta().seq, 3);
+        assert_eq!(job.base.as_ref().map(|b| b.meta().seq), Some(2));
     }
 
     #[test]
