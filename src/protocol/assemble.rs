@@ -700,6 +700,83 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Coded frames, key or delta, intact or mangled on the way (a byte flipped,
+        /// cut short, one byte too many): an intact one comes out byte-exact and
+        /// becomes the base; a mangled one never comes out other than as sent, and
+        /// leaves the base as it was.
+        #[test]
+        fn coded_frames_mangled_on_the_way_never_come_out_wrong(
+            w in 1u32..150,
+            h in 1u32..90,
+            steps in proptest::collection::vec(
+                (proptest::bool::ANY, 0u8..4, proptest::num::u32::ANY, 1u8.., 1usize..700),
+                1..10,
+            ),
+        ) {
+            let g = FrameGeometry::rgba8(w, h);
+            let pool = FramePool::new(1);
+            let mut asm = FrameAssembler::new(FramePool::new(4));
+            asm.keep_base();
+            let mut held: Option<Frame> = None;
+            for (i, (delta, mangle, at, mask, chunk)) in steps.into_iter().enumerate() {
+                let seq = i as u64 + 1;
+                // Mostly the same picture: a band of rows changes with each frame.
+                let pixels: Vec<u8> = (0..g.total_len())
+                    .map(|b| {
+                        let row = b / g.bytes_per_row as usize;
+                        let changed = row % 40 == (seq as usize * 7) % 40;
+                        (b as u64 * 31 + if changed { seq } else { 0 }) as u8
+                    })
+                    .collect();
+                let f = Frame::copied(g, seq, 42, &pixels, &pool);
+                let base = if delta { held.clone() } else { None };
+                let grid = TileGrid::new(g.bytes_per_row, h, 4).expect("a grid");
+                let mut coded = Vec::new();
+                tiles::TileEncoder::default()
+                    .encode(
+                        &grid,
+                        f.pixels(),
+                        base.as_ref().map(|b| b.pixels()),
+                        tiles::TileCompression::Lz4Qoi,
+                        &mut coded,
+                    )
+                    .expect("codes");
+                let at = at as usize % coded.len();
+                match mangle {
+                    1 => coded[at] ^= mask,
+                    2 => coded.truncate(at),
+                    3 => coded.push(mask),
+                    _ => {}
+                }
+                asm.start_coded(CodedFrameStart {
+                    start: f.meta().start_message(),
+                    coding: super::super::FrameCoding::Tiles,
+                    base_seq: base.as_ref().map_or(0, |b| b.meta().seq),
+                    coded_len: coded.len() as u64,
+                });
+                let mut result = Ok(Assembled::Incomplete);
+                for (n, part) in coded.chunks(chunk).enumerate() {
+                    let head = BulkHead { id: seq, offset: (n * chunk) as u64 };
+                    result = asm.chunk(head, part);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                match result {
+                    Ok(Assembled::Complete(out)) => {
+                        proptest::prop_assert!(out.pixels() == f.pixels(), "frame {} differs", seq);
+                        proptest::prop_assert_eq!(out.meta(), f.meta());
+                        held = Some(out);
+                    }
+                    // Cut short (or empty): it waits for the rest.
+                    Ok(Assembled::Incomplete) => proptest::prop_assert!(mangle == 2),
+                    Err(_) => proptest::prop_assert!(mangle != 0, "an intact coding refused"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn whole_frame_comes_out_byte_exact() {
         let f = frame(33, 7, 5);
