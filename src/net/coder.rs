@@ -113,6 +113,8 @@ struct WorkState {
     /// The next band to take, and the bands done.
     next: usize,
     finished: usize,
+    /// When the last band was done.
+    done_at: Option<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -170,6 +172,7 @@ impl Work {
         let mut state = lock(&self.state);
         state.finished += 1;
         if state.finished == self.bands.len() {
+            state.done_at = Some(std::time::Instant::now());
             self.done.notify_all();
         }
         true
@@ -191,6 +194,9 @@ pub(crate) struct Coder {
     /// The frame begun ([`Coder::begin`]) and not finished: the job, its grid, the
     /// buffer it goes to, and whether the pool codes it.
     pending: Option<(CodeJob, TileGrid, usize, bool)>,
+    /// When the pending frame was begun, and how long the last frame took to code.
+    begun_at: Option<std::time::Instant>,
+    last_took: Option<std::time::Duration>,
 }
 
 impl Drop for Coder {
@@ -256,6 +262,7 @@ impl Coder {
                     }),
                     next: 0,
                     finished: 0,
+                    done_at: None,
                 };
                 lock(&pool.queue).push_back(work);
                 pool.wake.notify_all();
@@ -264,7 +271,14 @@ impl Coder {
             _ => false,
         };
         self.pending = Some((job, grid, free, parallel));
+        self.begun_at = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// How long the last frame took to code, from its begin to its last band done
+    /// (not counting a wait for the wire): `None` before the first.
+    pub fn last_took(&self) -> Option<std::time::Duration> {
+        self.last_took
     }
 
     /// Finishes the coding [`Coder::begin`] started: codes the bands no pool thread
@@ -277,15 +291,24 @@ impl Coder {
             return Err((job.frame, TileError::Geometry("coding buffer shared")));
         };
         out.clear();
-        let coded = match (pool(), &self.work) {
+        let begun = self.begun_at.take();
+        let (coded, done_at) = match (pool(), &self.work) {
             (Some(pool), Some((_, work))) if parallel => finish_bands(pool, work, &job, out),
             _ => {
+                let start = std::time::Instant::now();
                 let base = job.base.as_ref().map(|b| b.pixels());
-                self.encoder
+                let coded = self
+                    .encoder
                     .encode(&grid, job.frame.pixels(), base, job.compression, out)
-                    .map(|_| ())
+                    .map(|_| ());
+                // Coded here and now: its time is this encode's alone.
+                self.last_took = Some(start.elapsed());
+                (coded, None)
             }
         };
+        if let (Some(begun), Some(done)) = (begun, done_at) {
+            self.last_took = Some(done.saturating_duration_since(begun));
+        }
         match coded {
             Ok(()) => Ok(Coded {
                 base_seq: job.base.as_ref().map(|b| b.meta().seq),
@@ -304,17 +327,23 @@ fn finish_bands(
     work: &Arc<Work>,
     job: &CodeJob,
     out: &mut Vec<u8>,
-) -> Result<(), TileError> {
+) -> (Result<(), TileError>, Option<std::time::Instant>) {
     while work.code_one() {}
     lock(&pool.queue).retain(|w| !Arc::ptr_eq(w, work));
-    {
+    let done_at = {
         let mut state = lock(&work.state);
         while state.finished < work.bands.len() {
             state = work.done.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         // The frames go back to their pools when the wire is done with them.
         state.job = None;
-    }
+        state.done_at
+    };
+    (append_bands(work, job, out), done_at)
+}
+
+/// Appends the coding's header and `work`'s bands, in order, to `out`.
+fn append_bands(work: &Work, job: &CodeJob, out: &mut Vec<u8>) -> Result<(), TileError> {
     tiles::push_header(out, job.base.is_some());
     for band in &work.bands {
         let band = lock(band);

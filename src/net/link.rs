@@ -593,8 +593,13 @@ fn run_writer(
 ) -> Result<WriterEnd, LinkEnd> {
     let mut small = Vec::with_capacity(64 << 10);
     let mut coder = Coder::default();
-    // The frame on the wire: whether coded, its raw bytes, when it was taken.
-    let mut on_wire: Option<(bool, usize, Instant)> = None;
+    // The frame on the wire: whether coded, its raw bytes, when it was taken, when it
+    // went on the wire and its bytes there.
+    let mut on_wire: Option<(bool, usize, Instant, Instant, usize)> = None;
+    // The link's rate, bytes a second, as its frames went out: with the coder's time
+    // for a frame, how much of a frame on the wire is left when the next one begins
+    // to code (TxConn::set_code_ahead).
+    let mut wire_rate: Option<f64> = None;
     // A frame taken to be coded, coding (on the coder pool) while the frame before it
     // is still on the wire: how it began, its raw bytes, when it was taken, and the
     // writer's own time spent on it so far.
@@ -623,13 +628,13 @@ fn run_writer(
                     let wire = c.bytes.len() as u64;
                     sent.coding.frame(raw_len as u64, wire, Some(coding_us));
                     tx.start_coded(c.frame, c.base_seq, c.bytes);
-                    on_wire = Some((true, raw_len, taken));
+                    on_wire = Some((true, raw_len, taken, Instant::now(), wire as usize));
                 }
                 Err((frame, e)) => {
                     tracing::debug!("frame {} goes raw: {e}", frame.meta().seq);
                     sent.coding.frame(raw_len as u64, raw_len as u64, None);
                     tx.start_raw(frame);
-                    on_wire = Some((false, raw_len, taken));
+                    on_wire = Some((false, raw_len, taken, Instant::now(), raw_len));
                 }
             }
             continue;
@@ -664,7 +669,7 @@ fn run_writer(
             if let Some((_, Payload::Frame { frame, .. })) = &t.bulk {
                 let len = frame.pixels().len();
                 sent.coding.frame(len as u64, len as u64, None);
-                on_wire = Some((false, len, now));
+                on_wire = Some((false, len, now, now, len));
             }
         }
         let result = match &t.bulk {
@@ -715,9 +720,20 @@ fn run_writer(
         tx = lock(&link.tx);
         if t.frame_done {
             let done = Instant::now();
-            if let Some((coded, raw_len, taken)) = on_wire.take() {
+            if let Some((coded, raw_len, taken, wire_start, wire_len)) = on_wire.take() {
                 let cost = done.duration_since(taken.max(last_done));
                 tx.on_frame_sent(coded, raw_len, cost.as_micros() as u64);
+                let secs = done.duration_since(wire_start).as_secs_f64();
+                if secs > 0.0 {
+                    let rate = wire_len as f64 / secs;
+                    let rate = wire_rate.map_or(rate, |r| r + 0.3 * (rate - r));
+                    wire_rate = Some(rate);
+                    if let Some(took) = coder.last_took() {
+                        // A quarter more than the coding needs: ready as the wire frees.
+                        let ahead = rate * took.as_secs_f64() * 1.25;
+                        tx.set_code_ahead(ahead.min(usize::MAX as f64) as usize);
+                    }
+                }
                 let now_coding = tx.coding_now() == Some(true);
                 sent.coding.coding_now.store(now_coding, Relaxed);
             }

@@ -154,6 +154,17 @@ struct OnWire {
     offset: usize,
 }
 
+impl OnWire {
+    /// Bytes still to send.
+    fn left(&self) -> usize {
+        let len = self
+            .coded
+            .as_ref()
+            .map_or_else(|| self.frame.pixels().len(), |c| c.len());
+        len.saturating_sub(self.offset)
+    }
+}
+
 pub(crate) struct TxConn {
     chunk_bytes: usize,
     epoch: Instant,
@@ -173,6 +184,9 @@ pub(crate) struct TxConn {
     /// A frame was taken to be coded and is not on the wire yet: no other frame is
     /// taken before it (it may be a delta against the frame on the wire now).
     coding_pending: bool,
+    /// A frame is taken to code while the one before is on the wire once at most this
+    /// many of its bytes are left to send ([`TxConn::set_code_ahead`]).
+    code_ahead: usize,
     files: BTreeMap<u64, OutFile>,
     reads: VecDeque<ReadRequest>,
     file_chunks: VecDeque<(u64, u64, PooledBuf, usize)>,
@@ -201,6 +215,7 @@ impl TxConn {
             base: None,
             auto: None,
             coding_pending: false,
+            code_ahead: usize::MAX,
             files: BTreeMap::new(),
             reads: VecDeque::new(),
             file_chunks: VecDeque::with_capacity(FILE_CHUNKS_AHEAD),
@@ -289,7 +304,9 @@ impl TxConn {
     /// `None` when frames go raw, a frame waits to be coded, or the slot is empty.
     pub fn frame_to_code(&mut self) -> Option<CodeJob> {
         let compression = self.coding?;
+        let left_on_wire = self.current.as_ref().map_or(0, OnWire::left);
         if self.coding_pending
+            || left_on_wire > self.code_ahead
             || self.closing.is_some()
             || self.closed
             || self.slot.is_none()
@@ -386,6 +403,13 @@ impl TxConn {
             return false;
         }
         self.slot.replace(frame).is_some()
+    }
+
+    /// The next frame is taken to code once at most `bytes` of the frame on the wire are
+    /// left to send: about what the link sends while a frame codes, so that the coding
+    /// is ready as the wire frees, and the frame is no staler than it must be.
+    pub fn set_code_ahead(&mut self, bytes: usize) {
+        self.code_ahead = bytes;
     }
 
     /// Whether no frame is on the wire: a coded frame taken before may start.
