@@ -880,6 +880,27 @@ mod tests {
     }
 
     #[test]
+    fn the_next_frame_waits_to_code_until_little_of_the_one_on_the_wire_is_left() {
+        let t0 = Instant::now();
+        let mut tx = conn(t0);
+        tx.set_coding(TileCompression::Lz4);
+        tx.set_code_ahead(1500);
+        let mut small = Vec::new();
+        tx.offer_frame(frame(1, 4000));
+        let job = tx.frame_to_code().expect("frame 1 to code");
+        tx.start_coded(job.frame, None, Arc::new(vec![9; 4000]));
+        tx.offer_frame(frame(2, 4000));
+        // 4000 bytes to send, 1000 a chunk: frame 2 is taken once 1000 are left.
+        let mut left = 4000;
+        while left > 1500 {
+            assert!(tx.frame_to_code().is_none(), "{left} bytes left");
+            assert!(tx.poll_transmit(t0, &mut small).is_some());
+            left -= 1000;
+        }
+        assert!(tx.frame_to_code().is_some(), "{left} bytes left");
+    }
+
+    #[test]
     fn a_repeated_accept_starts_one_stream_and_no_other() {
         let t0 = Instant::now();
         let transfers = Transfers::default();
