@@ -479,8 +479,9 @@ fn uploads_reuse_a_ring_of_staging_buffers_and_show_every_byte() {
 /// The window's upload path: the upload thread copies each frame into the ring and
 /// hands it over staged; the caller only records the copy into the texture. Frames that
 /// come while the thread is held up are weighed newest-wins (the stale ones never
-/// staged), the texture holds the newest byte for byte, and two hundred frames more make
-/// no staging buffer beyond the ring's.
+/// staged), the texture holds the newest byte for byte, two hundred frames more make no
+/// staging buffer beyond the ring's, and a caller that stops taking frames never leaves
+/// the thread without a buffer.
 #[test]
 fn the_upload_thread_stages_frames_newest_wins_off_the_calling_thread() {
     let Some(gpu) = gpu_or_skip("upload thread") else {
@@ -548,11 +549,24 @@ fn the_upload_thread_stages_frames_newest_wins_off_the_calling_thread() {
     UploadTexture::wait_uploaded(&gpu.device, &gpu.queue).unwrap();
     let back = read_back(&gpu, &mut readback, upload.texture().unwrap(), 204, &pool);
     assert_rows_equal(&back, &pixels(204), "the last frame");
+
+    // A window that takes nothing (hidden, or stuck) does not hold the ring: with every
+    // buffer staged and waiting, the thread gives back the oldest for each new frame.
+    for seq in 205..215 {
+        frames_tx.send(frame(seq)).unwrap();
+        wake_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("frame {seq} never staged: the ring is held"));
+    }
+    let (newest, _) = thread.take_newest();
+    let staged = newest.expect("a frame staged").unwrap();
+    assert_eq!(staged.frame().meta().seq, 214, "the newest frame wins");
+    drop(staged);
     let counters = thread.counters();
-    assert_eq!(counters.frames_staged.load(Relaxed), 201);
+    assert_eq!(counters.frames_staged.load(Relaxed), 211);
     assert!(
         counters.buffers_created.load(Relaxed) <= UPLOAD_RING as u64,
-        "{} staging buffers for 201 frames: made once, not per frame",
+        "{} staging buffers for 211 frames: made once, not per frame",
         counters.buffers_created.load(Relaxed)
     );
     assert_eq!(

@@ -4,7 +4,8 @@
 //! `copy_buffer_to_texture` ([`super::UploadTexture::show`]). The frame-sized copy is
 //! off the UI thread. While every buffer of the ring is on its way (the GPU or the
 //! window behind), the thread polls the device without waiting, a millisecond apart,
-//! and a newer frame replaces the one it holds.
+//! and a newer frame replaces the one it holds; with every buffer staged and not taken,
+//! it drops the oldest staged frame.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,6 +62,8 @@ impl UploadThread {
         let counters = stager.counters().clone();
         let handle = {
             let (range, stop, replaced) = (range.clone(), stop.clone(), replaced.clone());
+            // The thread's own end of the staged queue, to drop its oldest frame.
+            let stale = staged.clone();
             std::thread::Builder::new()
                 .name("texstream upload".to_owned())
                 .spawn(move || {
@@ -99,7 +102,16 @@ impl UploadThread {
                             }
                             Ok(None) => {
                                 // The ring is full: this frame waits (unless a newer
-                                // one comes), and the device is polled again soon.
+                                // one comes), and the device is polled again soon. A
+                                // window that holds every buffer staged and is not
+                                // taking them (hidden, or slower than the stream) gives
+                                // back the oldest: newest wins here too.
+                                if staged_tx.is_full() {
+                                    if let Ok(oldest) = stale.try_recv() {
+                                        drop(oldest);
+                                        replaced.fetch_add(1, Relaxed);
+                                    }
+                                }
                                 pending = Some((frame, taken_us));
                                 std::thread::sleep(RING_FULL_NAP);
                                 continue;
