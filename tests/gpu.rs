@@ -8,12 +8,14 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::proc::Proc;
 use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
 use texstream::gpu::{
-    Gpu, GpuError, LiveMode, LiveShader, Readback, RowLayout, UploadTexture, Uploaded, UPLOAD_RING,
+    Gpu, GpuError, LiveMode, LiveShader, Readback, RowLayout, UploadTexture, UploadThread,
+    Uploaded, UPLOAD_RING,
 };
 use texstream::net::{Event, Node, NodeConfig};
 use texstream::protocol::Role;
@@ -471,6 +473,106 @@ fn uploads_reuse_a_ring_of_staging_buffers_and_show_every_byte() {
         (1..=UPLOAD_RING as u64).contains(&upload.buffers_created()),
         "{} staging buffers for 1000 frames: made once, not per frame",
         upload.buffers_created()
+    );
+}
+
+/// The window's upload path: the upload thread copies each frame into the ring and
+/// hands it over staged; the caller only records the copy into the texture. Frames that
+/// come while the thread is held up are weighed newest-wins (the stale ones never
+/// staged), the texture holds the newest byte for byte, two hundred frames more make no
+/// staging buffer beyond the ring's, and a caller that stops taking frames never leaves
+/// the thread without a buffer.
+#[test]
+fn the_upload_thread_stages_frames_newest_wins_off_the_calling_thread() {
+    let Some(gpu) = gpu_or_skip("upload thread") else {
+        return;
+    };
+    let pool = FramePool::new(4);
+    let mut readback = Readback::new(2);
+    let mut upload = UploadTexture::new();
+    // Unpadded rows (301 x 4 bytes): re-padded on the way.
+    let g = FrameGeometry::rgba8(301, 77);
+    let pixels = |seq: u64| -> Vec<u8> {
+        (0..g.total_len())
+            .map(|i| (i as u64 * 7 + seq * 13) as u8)
+            .collect()
+    };
+    let frame = |seq: u64| Frame::copied(g, seq, 0, &pixels(seq), &pool);
+    let (frames_tx, frames_rx) = flume::bounded(8);
+    let (wake_tx, wake_rx) = flume::unbounded();
+    // The thread waits at the gate until it is opened (dropped).
+    let (gate_tx, gate_rx) = flume::bounded::<()>(0);
+    let thread = UploadThread::spawn(
+        gpu.device.clone(),
+        frames_rx,
+        move || {
+            let _ = wake_tx.send(());
+        },
+        Some(Box::new(move || {
+            let _ = gate_rx.recv();
+        })),
+    )
+    .unwrap();
+    for seq in 0..5 {
+        frames_tx.send(frame(seq)).unwrap();
+    }
+    drop(gate_tx);
+    wake_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let (newest, replaced) = thread.take_newest();
+    let staged = newest.expect("a frame staged").unwrap();
+    assert_eq!(replaced, 0, "one frame staged");
+    assert_eq!(staged.frame().meta().seq, 4, "the newest frame wins");
+    assert_eq!(thread.replaced(), 4, "frames 0 to 3 were never staged");
+    assert_ne!(
+        staged.staged_on(),
+        std::thread::current().id(),
+        "copied on the upload thread"
+    );
+    assert_eq!(
+        upload.show(&gpu.device, &gpu.queue, staged).unwrap(),
+        Uploaded::NewTexture
+    );
+    UploadTexture::wait_uploaded(&gpu.device, &gpu.queue).unwrap();
+    let back = read_back(&gpu, &mut readback, upload.texture().unwrap(), 4, &pool);
+    assert_rows_equal(&back, &pixels(4), "the staged frame");
+
+    for seq in 5..205 {
+        frames_tx.send(frame(seq)).unwrap();
+        wake_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let staged = thread.take_newest().0.expect("a frame staged").unwrap();
+        assert_eq!(staged.frame().meta().seq, seq);
+        assert_eq!(
+            upload.show(&gpu.device, &gpu.queue, staged).unwrap(),
+            Uploaded::Same
+        );
+    }
+    UploadTexture::wait_uploaded(&gpu.device, &gpu.queue).unwrap();
+    let back = read_back(&gpu, &mut readback, upload.texture().unwrap(), 204, &pool);
+    assert_rows_equal(&back, &pixels(204), "the last frame");
+
+    // A window that takes nothing (hidden, or stuck) does not hold the ring: with every
+    // buffer staged and waiting, the thread gives back the oldest for each new frame.
+    for seq in 205..215 {
+        frames_tx.send(frame(seq)).unwrap();
+        wake_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("frame {seq} never staged: the ring is held"));
+    }
+    let (newest, _) = thread.take_newest();
+    let staged = newest.expect("a frame staged").unwrap();
+    assert_eq!(staged.frame().meta().seq, 214, "the newest frame wins");
+    drop(staged);
+    let counters = thread.counters();
+    assert_eq!(counters.frames_staged.load(Relaxed), 211);
+    assert!(
+        counters.buffers_created.load(Relaxed) <= UPLOAD_RING as u64,
+        "{} staging buffers for 211 frames: made once, not per frame",
+        counters.buffers_created.load(Relaxed)
+    );
+    assert_eq!(
+        upload.buffers_created(),
+        0,
+        "showing a staged frame makes no staging buffer"
     );
 }
 

@@ -12,6 +12,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use egui_kittest::kittest::{NodeT as _, Queryable};
 use egui_kittest::Harness;
 use texstream::app::viewer::ViewerApp;
 use texstream::frame::{Frame, FrameGeometry, FramePool, PixelFormat};
-use texstream::gpu::{DisplayRange, Gpu, Readback};
+use texstream::gpu::{DisplayRange, Gpu, Readback, UPLOAD_RING};
 use texstream::net::{
     now_us, Event, KeepaliveConfig, Node, NodeConfig, TransferState, TransferStatus,
 };
@@ -223,6 +224,52 @@ fn shows_an_odd_sized_frame_byte_exact_with_its_controls() {
     harness.render().expect("render the window at 1:1");
     harness.get_by_label("Fit").click();
     harness.run_steps(2);
+}
+
+/// The window's UI pass copies no frame: each is copied into the upload ring on the
+/// upload thread, and the pass only records its copy into the texture. Through a
+/// stream of frames the ring's buffers are made once, and the texture holds the last
+/// frame shown byte for byte.
+#[test]
+fn frames_are_copied_into_staging_off_the_ui_thread() {
+    if !gpu_available("frames_are_copied_into_staging_off_the_ui_thread") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sender = sender();
+    let (mut harness, rs) = viewer(sender.local_addr().unwrap().to_string(), dir.path());
+    let mut seq = 0;
+    let mut frame = test_frame(WIDTH, HEIGHT, seq);
+    let deadline = Instant::now() + PATIENCE;
+    while harness.state().frames_shown() < 20 {
+        seq += 1;
+        frame = test_frame(WIDTH, HEIGHT, seq);
+        sender.publish(&frame);
+        harness.step();
+        assert!(Instant::now() < deadline, "20 frames never shown");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let viewer = harness.state();
+    let thread = viewer.upload_thread().expect("an upload thread");
+    let staged = thread.counters().frames_staged.load(Relaxed);
+    assert!(
+        staged >= viewer.frames_shown(),
+        "{staged} frames staged on the upload thread, {} shown",
+        viewer.frames_shown()
+    );
+    assert_eq!(
+        viewer.bytes_staged_on_ui_thread(),
+        0,
+        "frames were copied into staging memory on the UI thread"
+    );
+    assert!(
+        thread.counters().buffers_created.load(Relaxed) <= UPLOAD_RING as u64,
+        "{} staging buffers for {staged} frames",
+        thread.counters().buffers_created.load(Relaxed)
+    );
+    // Every frame has the same pixels: what is in the texture is the stream's.
+    let shown = read_viewer_texture(&harness, &rs);
+    assert_same_rows(&shown, &frame);
 }
 
 #[test]

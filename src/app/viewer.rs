@@ -1,15 +1,13 @@
-//! The viewer window: takes the newest received frame each pass without blocking,
-//! writes it into one persistent GPU texture (registered with egui once), and shows it
-//! fitted, 1:1 or zoomed and panned (gray and RGB frames as opaque RGBA, float ones
-//! through a display range chosen in the toolbar, each frame's own by default), with a
-//! status bar (rate, throughput, latency, the
-//! stages of a frame, drops, resolution, connection state), PNG snapshots saved off the
-//! UI thread, the source panel (sources on the LAN, an address, recent ones, one click
-//! to switch), chat, peers, files sent by dropping them on the window, and the
-//! transfers in and out.
+//! The viewer window: takes the newest frame its upload thread staged each pass without
+//! blocking, copies it on the GPU into one persistent texture (registered with egui
+//! once), and shows it fitted, 1:1 or zoomed and panned (gray and RGB frames as opaque
+//! RGBA, float ones through a display range chosen in the toolbar, each frame's own by
+//! default), with a status bar (rate, throughput, latency, the stages of a frame, drops,
+//! resolution, connection state), PNG snapshots saved off the UI thread, the source
+//! panel (sources on the LAN, an address, recent ones, one click to switch), chat,
+//! peers, files sent by dropping them on the window, and the transfers in and out.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,15 +15,15 @@ use super::sources::{SourcePick, SourcesPanel};
 use super::text::human_bytes;
 use super::{dropped_paths, peers_ui, Chat, EguiTexture, FileOffers, FolderOpener, TransfersView};
 use crate::frame::Frame;
-use crate::gpu::{DisplayRange, UploadTexture, Uploaded};
+use crate::gpu::{DisplayRange, Staged, UploadTexture, UploadThread, Uploaded};
 use crate::meter::{FrameMeter, StageMeter};
 use crate::net::{now_us, Event, NetError, Node, NodeConfig, PeerState, PeerStatus, Waker};
 
 /// How often the status bar's figures refresh while no frame arrives.
 const STATUS_REFRESH: Duration = Duration::from_millis(250);
-/// How long one pass spends on what the network delivered (the newest frame's upload,
-/// then the events), as rerun's viewer budgets its incoming messages: what is left
-/// waits for the next pass, which is asked for at once.
+/// How long one pass spends on what the network delivered (the newest staged frame's
+/// copy into the texture, then the events), as rerun's viewer budgets its incoming
+/// messages: what is left waits for the next pass, which is asked for at once.
 pub const INCOMING_BUDGET: Duration = Duration::from_millis(10);
 
 /// The clock the pass's budget is read from: `Instant::now` unless a test passes its own.
@@ -58,39 +56,26 @@ impl Default for View {
     }
 }
 
-/// The stages of a shown frame the status bar reports: capture → received (the wire and
-/// the checksum, and whatever the sender did after its capture timestamp), received →
-/// taken by the window, and `write_texture`.
+/// The stages of a shown frame the status bar reports: capture → taken by the upload
+/// thread (the wire and the checksum, and whatever the sender did after its capture
+/// timestamp), staged → taken by the window, and the copy into a staging buffer on the
+/// upload thread.
 const STAGES: usize = 3;
 
-/// When the newest frame waiting for the window arrived, stamped by the node's waker
-/// (called on the link's reader thread right after it queued a verified frame).
-#[derive(Default)]
-struct Arrivals {
-    /// The node's frame queue, to tell a frame's wake-up from an event's.
-    frames: OnceLock<flume::Receiver<Frame>>,
-    /// µs since the epoch of the last wake-up that found a frame waiting; 0 for none
-    /// since the window last took frames.
-    newest_us: AtomicU64,
-}
-
-impl Arrivals {
-    /// Wakes the window like the plain repaint waker, stamping frames as they arrive.
-    fn waker(self: &Arc<Arrivals>, ctx: &egui::Context) -> Waker {
-        let arrivals = self.clone();
-        let ctx = ctx.clone();
-        Waker::new(move || {
-            if arrivals.frames.get().is_some_and(|f| !f.is_empty()) {
-                arrivals.newest_us.store(now_us(), Relaxed);
-            }
+/// The node's waker for this window. With an upload thread it repaints for events only:
+/// a frame wakes the window once the thread has staged it (a wake-up per received frame
+/// as well would run a pass with nothing to show). Without one, for everything.
+fn node_waker(
+    events: Arc<OnceLock<flume::Receiver<Event>>>,
+    ctx: &egui::Context,
+    frames_staged: bool,
+) -> Waker {
+    let ctx = ctx.clone();
+    Waker::new(move || {
+        if !frames_staged || events.get().is_none_or(|e| !e.is_empty()) {
             ctx.request_repaint();
-        })
-    }
-
-    /// The arrival of the newest frame just taken, if it was stamped; clears the stamp.
-    fn take(&self) -> Option<u64> {
-        Some(self.newest_us.swap(0, Relaxed)).filter(|&us| us != 0)
-    }
+        }
+    })
 }
 
 /// A snapshot being written on its own thread.
@@ -104,12 +89,14 @@ pub struct ViewerApp {
     /// Device, queue and egui renderer; `None` when eframe runs without wgpu.
     render_state: Option<egui_wgpu::RenderState>,
     upload: UploadTexture,
+    /// Copies each incoming frame into the upload ring; `None` without wgpu.
+    upload_thread: Option<UploadThread>,
+    /// Bytes of frames copied into staging buffers on the UI thread (none: the upload
+    /// thread copies them).
+    bytes_staged_on_ui: u64,
     texture: EguiTexture,
     /// The frame in the texture, kept (shared, not copied) for snapshots.
     last_frame: Option<Frame>,
-    /// A frame the upload ring had no buffer for yet (every one in flight): shown on a
-    /// later pass unless a newer one comes first.
-    waiting: Option<(Frame, Option<u64>)>,
     /// The UI thread's time per pass.
     pass: super::PassMeter,
     last_frame_at: Option<Instant>,
@@ -119,7 +106,6 @@ pub struct ViewerApp {
     /// Why the newest frame could not be shown (too large for this GPU, no wgpu).
     show_error: Option<String>,
     meter: FrameMeter,
-    arrivals: Arc<Arrivals>,
     /// Medians of the shown frames' [`STAGES`], in milliseconds.
     stages: StageMeter<STAGES>,
     view: View,
@@ -144,26 +130,44 @@ impl ViewerApp {
         mut config: NodeConfig,
         snapshot_dir: PathBuf,
     ) -> Result<ViewerApp, NetError> {
-        let arrivals = Arc::new(Arrivals::default());
-        config.waker = Some(arrivals.waker(&cc.egui_ctx));
+        let events = Arc::new(OnceLock::new());
+        let frames_staged = cc.wgpu_render_state.is_some();
+        config.waker = Some(node_waker(events.clone(), &cc.egui_ctx, frames_staged));
         let node = Node::start(config)?;
-        let _ = arrivals.frames.set(node.frames().clone());
+        let _ = events.set(node.events().clone());
+        let upload_thread = match &cc.wgpu_render_state {
+            Some(rs) => {
+                let ctx = cc.egui_ctx.clone();
+                let thread = UploadThread::spawn(
+                    rs.device.clone(),
+                    node.frames().clone(),
+                    move || ctx.request_repaint(),
+                    None,
+                )
+                .map_err(|source| NetError::Io {
+                    context: "cannot start the viewer's upload thread",
+                    source,
+                })?;
+                Some(thread)
+            }
+            None => None,
+        };
         let sources = SourcesPanel::new(&node);
         Ok(ViewerApp {
             sources,
             node,
             render_state: cc.wgpu_render_state.clone(),
             upload: UploadTexture::new(),
+            upload_thread,
+            bytes_staged_on_ui: 0,
             texture: EguiTexture::default(),
             last_frame: None,
             last_frame_at: None,
             frames_shown: 0,
             frames_skipped: 0,
-            waiting: None,
             pass: super::PassMeter::new("viewer"),
             show_error: None,
             meter: FrameMeter::new(Duration::from_secs(1)),
-            arrivals,
             stages: StageMeter::new(Duration::from_secs(1)),
             view: View::default(),
             chat: Chat::default(),
@@ -257,95 +261,90 @@ impl ViewerApp {
         }
     }
 
-    /// The newest complete frame into the texture (older ones are skipped), or a frame
-    /// that waited for a staging buffer.
+    /// The newest frame the upload thread staged into the texture (older ones are
+    /// skipped, their buffers given back). Without wgpu, the newest received frame is
+    /// only kept, to say why it is not shown.
     fn take_frames(&mut self) {
-        let mut newest = None;
-        for frame in self.node.frames().try_iter() {
-            if newest.replace(frame).is_some() {
-                self.frames_skipped += 1;
-            }
-        }
-        // After taking the frames: a frame that comes in between keeps no stamp (its
-        // stages go unmeasured) rather than lending its stamp to the one shown.
-        let arrived_us = self.arrivals.take();
-        let waiting = self.waiting.take();
-        match (newest, waiting) {
-            (Some(frame), replaced) => {
-                if replaced.is_some() {
+        let Some(thread) = &self.upload_thread else {
+            let mut newest = None;
+            for frame in self.node.frames().try_iter() {
+                if newest.replace(frame).is_some() {
                     self.frames_skipped += 1;
                 }
-                self.show_frame(frame, arrived_us);
             }
-            (None, Some((frame, arrived_us))) => self.upload_frame(frame, arrived_us, None),
-            (None, None) => {}
+            if let Some(frame) = newest {
+                self.show_error = Some(
+                    "frames arrive, but this window has no wgpu renderer to show them".to_owned(),
+                );
+                self.last_frame = Some(frame);
+            }
+            return;
+        };
+        let (newest, replaced) = thread.take_newest();
+        self.frames_skipped += replaced;
+        match newest {
+            Some(Ok(staged)) => self.show_staged(staged),
+            Some(Err((frame, e))) => {
+                self.show_error = Some(format!("cannot show this frame: {e}"));
+                self.last_frame = Some(frame);
+            }
+            None => {}
         }
     }
 
-    /// Uploads `frame` into the texture; `arrived_us` is when the node handed it over.
-    fn show_frame(&mut self, frame: Frame, arrived_us: Option<u64>) {
+    /// Copies a staged frame into the texture on the GPU: a command recorded and
+    /// submitted, nothing waited for, no pixel touched.
+    fn show_staged(&mut self, staged: Staged) {
+        let Some(rs) = &self.render_state else {
+            return;
+        };
         let now = Instant::now();
-        let taken_us = now_us();
+        let shown_us = now_us();
+        let frame = staged.frame().clone();
         let m = frame.meta();
-        let latency_us = taken_us.saturating_sub(m.capture_us);
+        if staged.staged_on() == std::thread::current().id() {
+            self.bytes_staged_on_ui += frame.pixels().len() as u64;
+        }
+        let (taken_us, staged_us, copy_ms) =
+            (staged.taken_us(), staged.staged_us(), staged.copy_ms());
+        match self.upload.show(&rs.device, &rs.queue, staged) {
+            Ok(uploaded) => {
+                if uploaded == Uploaded::NewTexture {
+                    if let Some(view) = self.upload.view() {
+                        self.texture.set(rs, view);
+                    }
+                }
+                self.frames_shown += 1;
+                self.show_error = None;
+            }
+            Err(e) => self.show_error = Some(format!("cannot show this frame: {e}")),
+        }
+        let latency_us = shown_us.saturating_sub(m.capture_us);
         self.meter
             .record(now, frame.pixels().len(), latency_us as f64 / 1e3);
         self.last_frame_at = Some(now);
         let ms = |us: u64| us as f64 / 1e3;
-        let arrived_us = arrived_us.filter(|&a| a <= taken_us);
-        let stages = [
-            arrived_us.map(|a| ms(a.saturating_sub(m.capture_us))),
-            arrived_us.map(|a| ms(taken_us - a)),
-            None,
-        ];
-        self.upload_frame(frame, arrived_us, Some((now, stages)));
+        self.stages.record(
+            now,
+            [
+                Some(ms(taken_us.saturating_sub(m.capture_us))),
+                Some(ms(shown_us.saturating_sub(staged_us))),
+                Some(copy_ms),
+            ],
+        );
+        tracing::trace!(seq = m.seq, "frame shown");
+        self.last_frame = Some(frame);
     }
 
-    /// The upload half of [`ViewerApp::show_frame`], also for a frame that waited for a
-    /// staging buffer (`stages` is `None` then: it was measured when it came).
-    fn upload_frame(
-        &mut self,
-        frame: Frame,
-        arrived_us: Option<u64>,
-        stages: Option<(Instant, [Option<f64>; 3])>,
-    ) {
-        let seq = frame.meta().seq;
-        let upload_start = Instant::now();
-        let mut upload_ms = None;
-        match &self.render_state {
-            None => {
-                self.show_error = Some(
-                    "frames arrive, but this window has no wgpu renderer to show them".to_owned(),
-                );
-            }
-            Some(rs) => match self.upload.upload(&rs.device, &rs.queue, &frame) {
-                Ok(Uploaded::Busy) => {
-                    // Every staging buffer is still on its way: the frame waits for a
-                    // later pass (unless a newer one comes first). Nothing waits here.
-                    self.waiting = Some((frame, arrived_us));
-                    return;
-                }
-                Ok(uploaded) => {
-                    // Copied into a staging buffer that was mapped already; the GPU's
-                    // copy into the texture is submitted, and never waited for.
-                    upload_ms = Some(upload_start.elapsed().as_secs_f64() * 1e3);
-                    if uploaded == Uploaded::NewTexture {
-                        if let Some(view) = self.upload.view() {
-                            self.texture.set(rs, view);
-                        }
-                    }
-                    self.frames_shown += 1;
-                    self.show_error = None;
-                }
-                Err(e) => self.show_error = Some(format!("cannot show this frame: {e}")),
-            },
-        }
-        if let Some((at, mut stages)) = stages {
-            stages[2] = upload_ms;
-            self.stages.record(at, stages);
-        }
-        tracing::trace!(seq, "frame shown");
-        self.last_frame = Some(frame);
+    /// Bytes of frames copied into staging buffers on the UI thread: none, the upload
+    /// thread copies them.
+    pub fn bytes_staged_on_ui_thread(&self) -> u64 {
+        self.bytes_staged_on_ui
+    }
+
+    /// The thread that stages frames for the texture; `None` without wgpu.
+    pub fn upload_thread(&self) -> Option<&UploadThread> {
+        self.upload_thread.as_ref()
     }
 
     fn on_event(&mut self, event: Event) {
@@ -577,8 +576,11 @@ impl ViewerApp {
     /// outside clamped). The frame shown is uploaded again with it on the next pass.
     pub fn set_display_range(&mut self, range: DisplayRange) {
         self.upload.set_display_range(range);
-        if self.waiting.is_none() {
-            self.waiting = self.last_frame.clone().map(|f| (f, None));
+        if let Some(thread) = &self.upload_thread {
+            thread.set_display_range(range);
+            if let Some(frame) = self.last_frame.clone() {
+                thread.again(frame);
+            }
         }
     }
 
@@ -636,7 +638,12 @@ impl ViewerApp {
             });
             ui.label(format!(
                 "dropped {}",
-                stats.frames_dropped + self.frames_skipped
+                stats.frames_dropped
+                    + self.frames_skipped
+                    + self
+                        .upload_thread
+                        .as_ref()
+                        .map_or(0, UploadThread::replaced)
             ))
             .on_hover_text("frames received but replaced by a newer one before being shown");
             if stats.checksum_failures > 0 {
@@ -671,11 +678,12 @@ impl ViewerApp {
         ui.label(text).on_hover_text(format!(
             "Medians over the last second, for the frames shown:\n\
              wire+verify {} ms: the frame's capture timestamp → the whole frame received \
-             and its checksum verified (includes what the sender did after capturing it: \
-             a sender window's readback and copy)\n\
-             to UI {} ms: received → taken by this window's next pass\n\
-             upload {} ms: write_texture into the frame's texture (the copy into wgpu's \
-             staging memory; the GPU copy runs with the window's next submit)",
+             and its checksum verified, taken by the upload thread (includes what the \
+             sender did after capturing it: a sender window's readback and copy)\n\
+             to UI {} ms: staged → taken by this window's next pass\n\
+             upload {} ms: the copy into a mapped staging buffer, on the upload thread \
+             (the window only records the GPU's copy into the texture, which runs with \
+             its next submit)",
             figure(wire),
             figure(to_ui),
             figure(upload)
@@ -797,9 +805,6 @@ impl eframe::App for ViewerApp {
         if self.events_left {
             // The budget ran out: the rest in the very next pass.
             ctx.request_repaint();
-        } else if self.waiting.is_some() {
-            // The upload ring's buffers come back within a few milliseconds.
-            ctx.request_repaint_after(Duration::from_millis(2));
         }
         self.poll_snapshot();
         self.sources.refresh();

@@ -1,17 +1,20 @@
 //! wgpu only: headless device set-up, row-padding math, pipelined readback into frames,
-//! the persistent upload texture, and the WGSL live source. No sockets, no egui.
+//! the persistent upload texture and the thread that stages frames for it, and the WGSL
+//! live source. No sockets, no egui.
 
 mod display;
 mod layout;
 mod live;
 mod readback;
 mod upload;
+mod upload_thread;
 
 pub use display::{DisplayRange, SHOWN_BYTES_PER_PIXEL};
 pub use layout::{RowLayout, COPY_ALIGN};
 pub use live::{live_texture_format, LiveMode, LiveShader, LIVE_FORMATS, LIVE_SHADER_WGSL};
 pub use readback::Readback;
-pub use upload::{UploadTexture, Uploaded, UPLOAD_RING};
+pub use upload::{StageCounters, Staged, Stager, UploadTexture, Uploaded, UPLOAD_RING};
+pub use upload_thread::{StageResult, UploadThread};
 
 use crate::frame::PixelFormat;
 
