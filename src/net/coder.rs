@@ -34,6 +34,17 @@ pub(crate) struct Coded {
     pub bytes: Arc<Vec<u8>>,
 }
 
+impl Coded {
+    /// `job`'s frame in a coding another link made of it, against the same base.
+    fn shared(job: CodeJob, bytes: &Bytes) -> Coded {
+        Coded {
+            base_seq: job.base.as_ref().map(|b| b.meta().seq),
+            frame: job.frame,
+            bytes: bytes.clone(),
+        }
+    }
+}
+
 /// The coder threads, shared by every link of the process: the works whose bands are
 /// still to take, and the threads' wake-up.
 struct Pool {
@@ -412,14 +423,7 @@ impl CodingCache {
         let key = CodingKey::of(&job);
         let mut entries = lock(&self.entries);
         match entries.iter().find(|(k, _)| *k == key) {
-            Some((_, Some(bytes))) => {
-                let coded = Coded {
-                    base_seq: job.base.as_ref().map(|b| b.meta().seq),
-                    frame: job.frame,
-                    bytes: bytes.clone(),
-                };
-                return Begun::Done(Ok(coded), true);
-            }
+            Some((_, Some(bytes))) => return Begun::Done(Ok(Coded::shared(job, bytes)), true),
             Some((_, None)) => return Begun::Other(key, job),
             None => {}
         }
@@ -455,14 +459,7 @@ impl CodingCache {
                 let mut entries = lock(&self.entries);
                 loop {
                     match entries.iter().find(|(k, _)| *k == key) {
-                        Some((_, Some(bytes))) => {
-                            let coded = Coded {
-                                base_seq: job.base.as_ref().map(|b| b.meta().seq),
-                                frame: job.frame,
-                                bytes: bytes.clone(),
-                            };
-                            return (Ok(coded), true);
-                        }
+                        Some((_, Some(bytes))) => return (Ok(Coded::shared(job, bytes)), true),
                         Some((_, None)) => {
                             let left =
                                 deadline.saturating_duration_since(std::time::Instant::now());
