@@ -126,6 +126,11 @@ impl Codec {
         Codec::Auto,
     ];
 
+    /// The codec stored as `codec as u8` (an atomic's value), if it is one.
+    pub fn from_code(code: u8) -> Option<Codec> {
+        Codec::ALL.into_iter().find(|c| *c as u8 == code)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Codec::Raw => "raw",

@@ -248,11 +248,7 @@ impl PeerWarning {
 impl Shared {
     /// How frames are coded for peers that take coded frames, now.
     pub fn codec(&self) -> super::Codec {
-        let code = self.codec.load(Relaxed);
-        super::Codec::ALL
-            .into_iter()
-            .find(|c| *c as u8 == code)
-            .unwrap_or(self.config.codec)
+        super::Codec::from_code(self.codec.load(Relaxed)).unwrap_or(self.config.codec)
     }
 
     /// Logs `message`, something a peer (or any host that reaches the port) caused: at

@@ -212,11 +212,7 @@ impl CodingCounters {
     }
 
     pub fn codec(&self) -> Codec {
-        let code = self.codec.load(Relaxed);
-        Codec::ALL
-            .into_iter()
-            .find(|c| *c as u8 == code)
-            .unwrap_or_default()
+        Codec::from_code(self.codec.load(Relaxed)).unwrap_or_default()
     }
 
     /// A frame of `raw` bytes went out as `wire` bytes: coded, in `coding_us`, or raw
